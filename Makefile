@@ -1,0 +1,37 @@
+# The two commands the README promises work from a clean clone: `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint demo bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,convert]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m dsa110_ingest demo --dir demo-run
+
+bench: $(STAMP)
+	$(PY) benchmarks/index_throughput.py
+	$(PY) benchmarks/live_latency.py
+	$(PY) benchmarks/convert_group.py
+
+soak: $(STAMP)
+	DSA110_SOAK=week $(PY) -m pytest -q tests/reliability -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) demo-run build *.egg-info src/*.egg-info

@@ -1,0 +1,3 @@
+from dsa110_ingest.cli import main
+
+raise SystemExit(main())

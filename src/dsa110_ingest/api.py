@@ -1,0 +1,112 @@
+"""The public functions the seed document promised (``hdf5_index.py``'s successors).
+
+They take an explicit DB path; ``None`` means the configured default (config file named
+by ``DSA110_INGEST_CONFIG``, ``HDF5_DB_PATH``/``PRODUCTS_DB_PATH``, else the state dir).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+from dsa110_ingest.config import Config, StorageLocation, load_config
+from dsa110_ingest.db.hdf5 import Hdf5DB, SubbandGroup, open_hdf5_db
+from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.ingest.indexer import BatchResult, Indexer
+from dsa110_ingest.times import iso_to_unix, unix_to_mjd
+
+PathLike = str | os.PathLike[str]
+TimeLike = str | datetime | float
+
+
+def get_hdf5_db_path(config: Config | None = None) -> Path:
+    return (config or load_config()).hdf5_db
+
+
+def get_products_db_path(config: Config | None = None) -> Path:
+    return (config or load_config()).products_db
+
+
+def ensure_hdf5_db(path: PathLike | None = None) -> sqlite3.Connection:
+    """Create or open the HDF5 DB, migrated to the current schema."""
+    return open_hdf5_db(Path(path) if path is not None else get_hdf5_db_path())
+
+
+def ensure_products_db(path: PathLike | None = None) -> sqlite3.Connection:
+    """Create or open the products DB (``ms_index``), migrated to the current schema."""
+    db = ProductsDB(Path(path) if path is not None else get_products_db_path())
+    return db.conn
+
+
+def index_hdf5_files(
+    directory: PathLike,
+    hdf5_db: PathLike | None = None,
+    *,
+    config: Config | None = None,
+    recursive: bool = False,
+) -> BatchResult:
+    """Index one directory (as an ``adhoc`` storage location) into the HDF5 DB."""
+    cfg = config or load_config()
+    d = Path(directory).expanduser().absolute()
+    if not d.is_dir():
+        raise NotADirectoryError(f"{d} is not a directory")
+    loc = next((x for x in cfg.storage_locations if x.path == d), None) or StorageLocation(
+        name=f"adhoc:{d}", path=d, role="adhoc", recursive=recursive
+    )
+    cfg = cfg.with_overrides(storage_locations=(loc,))
+    with Hdf5DB(Path(hdf5_db) if hdf5_db is not None else cfg.hdf5_db) as db:
+        idx = Indexer(db, cfg)
+        try:
+            idx.register_locations()
+            return idx.reconcile()
+        finally:
+            idx.close()
+
+
+def to_mjd(t: TimeLike) -> float:
+    if isinstance(t, int | float):
+        return float(t)
+    if isinstance(t, datetime):
+        return unix_to_mjd(t.timestamp() if t.tzinfo else iso_to_unix(t.isoformat()))
+    return unix_to_mjd(iso_to_unix(t))
+
+
+def find_subband_groups_from_db(
+    hdf5_db: PathLike | None, start: TimeLike, end: TimeLike
+) -> list[SubbandGroup]:
+    """Groups whose observation overlaps [start, end] (ISO UTC, datetime or MJD),
+    oldest first, each with its stored member files ordered by subband."""
+    path = Path(hdf5_db) if hdf5_db is not None else get_hdf5_db_path()
+    with Hdf5DB(path, readonly=True) as db:
+        rows = db.groups_overlapping(to_mjd(start), to_mjd(end))
+        files = db.files_of_groups([r["group_id"] for r in rows])
+        return [
+            SubbandGroup(
+                group_id=r["group_id"],
+                state=r["state"],
+                n_subbands=r["n_subbands"],
+                expected_subbands=r["expected_subbands"],
+                start_mjd=r["start_mjd"],
+                end_mjd=r["end_mjd"],
+                files=tuple(f["path"] for f in files[r["group_id"]] if f["stored"]),
+                subbands=tuple(f["subband_num"] for f in files[r["group_id"]]),
+            )
+            for r in rows
+        ]
+
+
+def get_group_count(hdf5_db: PathLike | None, group_id: str) -> int:
+    """Number of distinct subbands indexed for a group (0 for an unknown group)."""
+    path = Path(hdf5_db) if hdf5_db is not None else get_hdf5_db_path()
+    with Hdf5DB(path, readonly=True) as db:
+        row = db.group(group_id)
+        return int(row["n_subbands"]) if row else 0
+
+
+def is_group_complete(hdf5_db: PathLike | None, group_id: str) -> bool:
+    path = Path(hdf5_db) if hdf5_db is not None else get_hdf5_db_path()
+    with Hdf5DB(path, readonly=True) as db:
+        row = db.group(group_id)
+        return bool(row and row["n_subbands"] >= row["expected_subbands"])

@@ -1,0 +1,458 @@
+"""Settings: one typed object, built once from defaults, a TOML file and the environment.
+
+Only :func:`load_config` looks at the environment; everything else gets the
+:class:`Config` it needs handed down. Paths are made absolute here, once: a relative
+path in the file is relative to the file's folder, a database name is relative to
+``state_dir``, never to the working directory (upstream grew stray databases that way).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from dsa110_ingest.errors import ConfigError
+from dsa110_ingest.naming import DEFAULT_PATTERN
+
+ENV_CONFIG = "DSA110_INGEST_CONFIG"
+ENV_HDF5_DB = "HDF5_DB_PATH"
+ENV_PRODUCTS_DB = "PRODUCTS_DB_PATH"
+
+WATCH_MODES = ("auto", "inotify", "poll")
+ROLES = ("incoming", "archive", "staging", "adhoc")
+ORDERS = ("oldest_first", "newest_first")
+BACKENDS = ("pyuvdata", "command")
+LOCKING = ("best-effort", "true", "false")
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    name: str
+    path: Path
+    role: str = "incoming"
+    recursive: bool = False
+    watch: str = "auto"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class GroupsConfig:
+    expected_subbands: int = 16
+    cluster_tolerance_seconds: float = 60.0
+    incomplete_timeout_seconds: float = 900.0
+    # A name timestamp this far from the header's first integration means a misnamed file.
+    max_header_skew_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    settle_seconds: float = 5.0
+    poll_interval_seconds: float = 5.0
+    rescan_interval_seconds: float = 600.0
+    locked_retry_max_seconds: float = 600.0
+    incomplete_check_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    hdf5_locking: str = "best-effort"
+    workers: int = 0  # 0: one reader process per core for backfills
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    enabled: bool = True
+    backend: str = "pyuvdata"
+    output_dir: Path = Path("ms")
+    ms_name: str = "{group_id}.ms"
+    workers: int = 1
+    max_attempts: int = 4
+    backoff_initial_seconds: float = 30.0
+    backoff_max_seconds: float = 3600.0
+    lease_seconds: float = 60.0
+    timeout_seconds: float = 1800.0
+    warn_after_seconds: float = 270.0
+    order: str = "oldest_first"
+    command: tuple[str, ...] = ()
+    convert_incomplete_after_seconds: float = 0.0  # 0: incomplete groups are never converted
+    min_subbands: int = 16
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: Path
+    hdf5_db: Path
+    products_db: Path
+    storage_locations: tuple[StorageLocation, ...] = ()
+    pattern: str = DEFAULT_PATTERN
+    log_level: str = "info"
+    log_format: str = "auto"
+    log_file: Path | None = None
+    events_jsonl: Path | None = None
+    metrics_listen: str = ""
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+    config_file: Path | None = None
+    # key -> where its value came from ("default", "file <path>", "env NAME", "cli")
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def with_overrides(self, **changes: Any) -> Config:
+        srcs = dict(self.sources)
+        for k in changes:
+            srcs[k] = "command line"
+        cfg = replace(self, **changes, sources=srcs)
+        _check_distinct_dbs(cfg)
+        return cfg
+
+
+def default_state_dir(env: Mapping[str, str]) -> tuple[Path, str]:
+    if env.get("STATE_DIRECTORY"):
+        # systemd may pass several colon-separated dirs; the first is ours
+        return Path(env["STATE_DIRECTORY"].split(":")[0]), "env STATE_DIRECTORY"
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "dsa110-ingest", "env XDG_STATE_HOME"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / "dsa110-ingest", "default (~/.local/state)"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Build the effective configuration: defaults < TOML file < environment."""
+    if env is None:
+        env = os.environ
+    sources: dict[str, str] = {}
+    raw: dict[str, Any] = {}
+    cfg_path: Path | None = None
+    if path is None and env.get(ENV_CONFIG):
+        path = env[ENV_CONFIG]
+        sources["config_file"] = f"env {ENV_CONFIG}"
+    if path is not None:
+        cfg_path = Path(path).expanduser().absolute()
+        sources.setdefault("config_file", "command line")
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {cfg_path} does not exist (create it from config/ingest.toml)"
+            ) from None
+        except PermissionError:
+            raise ConfigError(f"config file {cfg_path} is not readable by this user") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {cfg_path} is not valid TOML: {e}") from None
+    base = cfg_path.parent if cfg_path else Path.cwd()
+    where = f"file {cfg_path}" if cfg_path else "default"
+    return _build(raw, base, where, cfg_path, env, sources)
+
+
+def _build(
+    raw: dict[str, Any],
+    base: Path,
+    where: str,
+    cfg_path: Path | None,
+    env: Mapping[str, str],
+    sources: dict[str, str],
+) -> Config:
+    raw = dict(raw)
+    sections = {
+        "groups": GroupsConfig,
+        "watch": WatchConfig,
+        "read": ReadConfig,
+        "convert": ConvertConfig,
+    }
+    parsed_sections: dict[str, Any] = {}
+    for name, cls in sections.items():
+        table = raw.pop(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        parsed_sections[name] = _parse_table(cls, table, name, where, sources)
+
+    locs_raw = raw.pop("storage_locations", [])
+    if not isinstance(locs_raw, list):
+        raise ConfigError(f"{where}: storage_locations must be an array of tables [[...]]")
+
+    top_known = {
+        "state_dir",
+        "hdf5_db",
+        "products_db",
+        "pattern",
+        "log_level",
+        "log_format",
+        "log_file",
+        "events_jsonl",
+        "metrics_listen",
+    }
+    unknown = set(raw) - top_known
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; known top-level keys are "
+            f"{sorted(top_known | set(sections) | {'storage_locations'})}"
+        )
+    for k in raw:
+        sources[k] = where
+
+    def _str(key: str, default: str) -> str:
+        v = raw.get(key, default)
+        if not isinstance(v, str):
+            raise ConfigError(f"{where}: `{key}` must be a string, got {type(v).__name__}")
+        return v
+
+    if "state_dir" in raw:
+        state_dir = _resolve(Path(_str("state_dir", "")), base)
+    else:
+        state_dir, sources["state_dir"] = default_state_dir(env)
+        state_dir = state_dir.expanduser().absolute()
+
+    def _db(key: str, envname: str, default_name: str) -> Path:
+        if env.get(envname):
+            sources[key] = f"env {envname}"
+            return _resolve(Path(env[envname]), state_dir)
+        p = Path(_str(key, default_name)).expanduser()
+        if key not in raw:
+            sources[key] = "default (state_dir)"
+        # a bare name or relative path of a DB lives in state_dir, whatever the cwd
+        return _resolve(p, state_dir)
+
+    hdf5_db = _db("hdf5_db", ENV_HDF5_DB, "hdf5.sqlite3")
+    products_db = _db("products_db", ENV_PRODUCTS_DB, "products.sqlite3")
+
+    locations = tuple(_parse_location(i, t, base, where) for i, t in enumerate(locs_raw))
+    if locs_raw:
+        sources["storage_locations"] = where
+    names = [loc.name for loc in locations]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{where}: storage location name(s) {sorted(dup)} used twice")
+    paths = [loc.path for loc in locations]
+    for i, a in enumerate(paths):
+        for b in paths[i + 1 :]:
+            if a == b or a in b.parents or b in a.parents:
+                raise ConfigError(
+                    f"{where}: storage locations {a} and {b} overlap; a file must belong "
+                    "to exactly one location"
+                )
+
+    pattern = _str("pattern", DEFAULT_PATTERN)
+    try:
+        import re
+
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"{where}: `pattern` is not a valid regular expression: {e}") from None
+    if not {"timestamp", "index"} <= set(rx.groupindex):
+        raise ConfigError(
+            f"{where}: `pattern` must have named groups (?P<timestamp>...) and (?P<index>...)"
+        )
+
+    log_level = _str("log_level", "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{where}: `log_level` must be debug, info, warning or error")
+    log_format = _str("log_format", "auto")
+    if log_format not in ("auto", "json", "console"):
+        raise ConfigError(f"{where}: `log_format` must be auto, json or console")
+
+    def _opt_path(key: str) -> Path | None:
+        v = _str(key, "")
+        return _resolve(Path(v), base) if v else None
+
+    conv: ConvertConfig = parsed_sections["convert"]
+    # the default output folder lives in state_dir; a configured one is relative to the file
+    out_base = base if "convert.output_dir" in sources else state_dir
+    conv = replace(conv, output_dir=_resolve(conv.output_dir, out_base))
+    _validate_convert(conv, where)
+    grp: GroupsConfig = parsed_sections["groups"]
+    if grp.expected_subbands < 1 or grp.cluster_tolerance_seconds <= 0:
+        raise ConfigError(
+            f"{where}: [groups] expected_subbands must be >= 1 and cluster_tolerance_seconds > 0"
+        )
+    rd: ReadConfig = parsed_sections["read"]
+    if rd.hdf5_locking not in LOCKING:
+        raise ConfigError(f"{where}: [read] hdf5_locking must be one of {LOCKING}")
+
+    cfg = Config(
+        state_dir=state_dir,
+        hdf5_db=hdf5_db,
+        products_db=products_db,
+        storage_locations=locations,
+        pattern=pattern,
+        log_level=log_level,
+        log_format=log_format,
+        log_file=_opt_path("log_file"),
+        events_jsonl=_opt_path("events_jsonl"),
+        metrics_listen=_str("metrics_listen", ""),
+        groups=grp,
+        watch=parsed_sections["watch"],
+        read=rd,
+        convert=conv,
+        config_file=cfg_path,
+        sources=sources,
+    )
+    _check_distinct_dbs(cfg)
+    return cfg
+
+
+def _resolve(p: Path, base: Path) -> Path:
+    p = p.expanduser()
+    return (p if p.is_absolute() else base / p).absolute()
+
+
+def _check_distinct_dbs(cfg: Config) -> None:
+    if os.path.normpath(cfg.hdf5_db) == os.path.normpath(cfg.products_db):
+        raise ConfigError(
+            f"hdf5_db and products_db both point at {cfg.hdf5_db}: inputs and outputs must "
+            "live in two databases; set one of them (or HDF5_DB_PATH/PRODUCTS_DB_PATH) apart"
+        )
+
+
+def _type_ok(value: Any, typ: Any) -> bool:
+    if typ is bool:
+        return isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typ is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if typ is str or typ is Path:
+        return isinstance(value, str)
+    if typ == tuple[str, ...]:
+        return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    return False
+
+
+_TYPE_NAMES = {
+    bool: "true/false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Path: "a path string",
+}
+
+
+def _parse_table(
+    cls: type, table: dict[str, Any], section: str, where: str, sources: dict[str, str]
+) -> Any:
+    hints = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{where}: unknown key `{key}` in [{section}]; known keys: {sorted(hints)}"
+            )
+        typ = _eval_type(hints[key].type)
+        if not _type_ok(value, typ):
+            tname = _TYPE_NAMES.get(typ, "a list of strings")
+            raise ConfigError(f"{where}: [{section}] {key} must be {tname}, got {value!r}")
+        if typ is float:
+            value = float(value)
+        elif typ is Path:
+            value = Path(value)
+        elif typ == tuple[str, ...]:
+            value = tuple(value)
+        kwargs[key] = value
+        sources[f"{section}.{key}"] = where
+    return cls(**kwargs)
+
+
+def _eval_type(t: Any) -> Any:
+    if isinstance(t, str):
+        return {
+            "bool": bool,
+            "int": int,
+            "float": float,
+            "str": str,
+            "Path": Path,
+            "tuple[str, ...]": tuple[str, ...],
+        }[t]
+    return t
+
+
+def _parse_location(i: int, t: Any, base: Path, where: str) -> StorageLocation:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where}: storage_locations[{i}] must be a table")
+    loc_fields = {f.name for f in fields(StorageLocation)}
+    unknown = set(t) - loc_fields
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)} in storage_locations[{i}]; "
+            f"known: {sorted(loc_fields)}"
+        )
+    for req in ("name", "path"):
+        if not isinstance(t.get(req), str) or not t[req]:
+            raise ConfigError(f"{where}: storage_locations[{i}] needs a string `{req}`")
+    for key, typ in (("role", str), ("watch", str), ("description", str), ("recursive", bool)):
+        if key in t and not _type_ok(t[key], typ):
+            raise ConfigError(f"{where}: storage_locations[{i}].{key} must be {_TYPE_NAMES[typ]}")
+    role = t.get("role", "incoming")
+    if role not in ROLES:
+        raise ConfigError(f"{where}: storage_locations[{i}].role must be one of {ROLES}")
+    watch = t.get("watch", "auto")
+    if watch not in WATCH_MODES:
+        raise ConfigError(f"{where}: storage_locations[{i}].watch must be one of {WATCH_MODES}")
+    return StorageLocation(
+        name=t["name"],
+        path=_resolve(Path(t["path"]), base),
+        role=role,
+        recursive=t.get("recursive", False),
+        watch=watch,
+        description=t.get("description", ""),
+    )
+
+
+def _validate_convert(c: ConvertConfig, where: str) -> None:
+    if c.backend not in BACKENDS:
+        raise ConfigError(f"{where}: [convert] backend must be one of {BACKENDS}")
+    if c.order not in ORDERS:
+        raise ConfigError(f"{where}: [convert] order must be one of {ORDERS}")
+    if c.backend == "command" and not c.command:
+        raise ConfigError(
+            f'{where}: [convert] backend = "command" needs `command`, an argv list such as '
+            '["my-converter", "--out", "{output}", "{inputs}"]'
+        )
+    if c.workers < 1 or c.max_attempts < 1:
+        raise ConfigError(f"{where}: [convert] workers and max_attempts must be >= 1")
+    if "{group_id}" not in c.ms_name:
+        raise ConfigError(f"{where}: [convert] ms_name must contain {{group_id}}")
+
+
+def missing_locations(cfg: Config) -> list[StorageLocation]:
+    return [loc for loc in cfg.storage_locations if not loc.path.is_dir()]
+
+
+def describe(cfg: Config) -> list[tuple[str, Any, str]]:
+    """(key, value, source) rows for ``dsa110-ingest config``."""
+    rows: list[tuple[str, Any, str]] = [
+        ("config_file", cfg.config_file, cfg.sources.get("config_file", "none (embedded default)"))
+    ]
+    for key in (
+        "state_dir",
+        "hdf5_db",
+        "products_db",
+        "pattern",
+        "log_level",
+        "log_format",
+        "log_file",
+        "events_jsonl",
+        "metrics_listen",
+    ):
+        rows.append((key, getattr(cfg, key), cfg.sources.get(key, "default")))
+    for i, loc in enumerate(cfg.storage_locations):
+        for f in fields(StorageLocation):
+            rows.append(
+                (
+                    f"storage_locations[{i}].{f.name}",
+                    getattr(loc, f.name),
+                    cfg.sources.get("storage_locations", "default"),
+                )
+            )
+    for section in ("groups", "watch", "read", "convert"):
+        obj = getattr(cfg, section)
+        for f in fields(obj):
+            key = f"{section}.{f.name}"
+            rows.append((key, getattr(obj, f.name), cfg.sources.get(key, "default")))
+    return rows

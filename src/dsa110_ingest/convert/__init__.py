@@ -1,0 +1,1 @@
+"""Conversion of complete groups to Measurement Sets: queue -> executor -> backend -> ms_index."""

@@ -1,0 +1,122 @@
+"""Executors run a :class:`ConversionRequest` somewhere. Today: a local child process.
+
+The interface is what a Dask or batch-system executor would also offer: ``submit``
+returns a handle that can be polled, asked for its result, and killed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Protocol
+
+import structlog
+
+from dsa110_ingest.convert.request import ConversionRequest
+
+log = structlog.get_logger("dsa110_ingest.convert")
+
+
+class Handle(Protocol):
+    group_id: str
+    started: float
+
+    def poll(self) -> bool: ...  # True when finished
+    def result(self) -> tuple[dict[str, Any] | None, str | None]: ...  # (result, error)
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    def submit(self, req: ConversionRequest) -> Handle: ...
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: a converter outliving a SIGKILLed daemon would race the retry
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+class LocalProcess:
+    def __init__(self, req: ConversionRequest) -> None:
+        self.group_id = req.group_id
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dsa110_ingest.convert.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+            close_fds=True,
+        )
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._out: list[bytes] = []
+        self._threads = [
+            threading.Thread(target=self._pump_err, daemon=True),
+            threading.Thread(target=self._pump_out, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(req.to_json()).encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died at once; poll() reports it
+
+    def _pump_err(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.tail.append(line)
+                log.info("convert.output", group_id=self.group_id, line=line)
+
+    def _pump_out(self) -> None:
+        assert self.proc.stdout is not None
+        self._out.append(self.proc.stdout.read())
+
+    def poll(self) -> bool:
+        return self.proc.poll() is not None
+
+    def result(self) -> tuple[dict[str, Any] | None, str | None]:
+        self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=5)
+        lines = b"".join(self._out).decode("utf-8", "replace").strip().splitlines()
+        data: dict[str, Any] = {}
+        if lines:
+            with contextlib.suppress(ValueError):
+                data = json.loads(lines[-1])
+        rc = self.proc.returncode
+        if rc == 0 and "ms_path" in data:
+            return data, None
+        if "error" in data:
+            return None, str(data["error"])
+        if rc < 0:
+            sig = signal.Signals(-rc).name
+            return None, f"conversion process killed by {sig}" + (
+                " (out of memory?)" if sig == "SIGKILL" else ""
+            )
+        last = self.tail[-1] if self.tail else "no output"
+        return None, f"conversion process exited with status {rc}: {last}"
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class LocalProcessExecutor:
+    def submit(self, req: ConversionRequest) -> Handle:
+        return LocalProcess(req)

@@ -1,0 +1,345 @@
+"""The conversion queue: claim groups with a lease, run them on an executor, record
+the MS in ``ms_index`` and only then mark the group converted.
+
+The order of the two writes is what makes "exactly once" hold across crashes: a crash
+after the ``ms_index`` upsert and before ``converted`` leaves a running job whose lease
+expires; the retry finds the valid MS, skips the conversion and upserts the same row
+(``path`` is the key), so there is never a converted group without its row, nor two rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from dsa110_ingest import events as ev
+from dsa110_ingest.config import Config
+from dsa110_ingest.convert.executor import Executor, Handle, LocalProcessExecutor
+from dsa110_ingest.convert.request import ConversionRequest, InputFile
+from dsa110_ingest.db.connection import busy_retry
+from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.errors import ConversionError, DatabaseError
+
+log = structlog.get_logger("dsa110_ingest.convert")
+
+
+def ms_path_for(cfg: Config, group_id: str) -> str:
+    name = cfg.convert.ms_name.format(group_id=group_id)
+    return str(cfg.convert.output_dir / name)
+
+
+def build_request(
+    cfg: Config, db: Hdf5DB, group_id: str, *, force: bool = False, partial: bool = False
+) -> ConversionRequest:
+    g = db.group(group_id)
+    if g is None:
+        raise ConversionError(f"group {group_id} is not in {db.path}; see `dsa110-ingest groups`")
+    files = db.group_files(group_id)
+    present = [f for f in files if f["stored"]]
+    gone = [f["path"] for f in files if not f["stored"]]
+    if gone:
+        raise ConversionError(
+            f"group {group_id}: {len(gone)} file(s) no longer on disk, e.g. "
+            f"{gone[0]}; restore them, or `retry` after they are back"
+        )
+    have = {f["subband_num"] for f in present}
+    missing = tuple(f"sb{i:02d}" for i in range(g["expected_subbands"]) if i not in have)
+    if missing and not (partial or force):
+        raise ConversionError(
+            f"group {group_id} is missing {', '.join(missing)}; an incomplete "
+            "group is converted only with [convert] "
+            "convert_incomplete_after_seconds, or with --force"
+        )
+    c = cfg.convert
+    return ConversionRequest(
+        group_id=group_id,
+        inputs=tuple(
+            InputFile(f["path"], f["subband_num"], f["freq_min_hz"], f["n_freqs"]) for f in present
+        ),
+        output=ms_path_for(cfg, group_id),
+        backend=c.backend,
+        command=c.command,
+        timeout_s=c.timeout_seconds,
+        partial=bool(missing),
+        missing_subbands=missing,
+        meta={
+            "force": force,
+            "start_mjd": g["start_mjd"],
+            "end_mjd": g["end_mjd"],
+            "ra_deg": _mean(present, "ra_deg"),
+            "dec_deg": _mean(present, "dec_deg"),
+        },
+    )
+
+
+def _mean(rows: list[Any], key: str) -> float | None:
+    vals = [r[key] for r in rows if r[key] is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def ms_row(req: ConversionRequest, result: dict[str, Any], now: float) -> dict[str, Any]:
+    m = req.meta
+    start, end = m.get("start_mjd"), m.get("end_mjd")
+    return {
+        "path": result["ms_path"],
+        "group_id": req.group_id,
+        "start_mjd": start,
+        "end_mjd": end,
+        "mid_mjd": (start + end) / 2 if start is not None and end is not None else None,
+        "ra_deg": m.get("ra_deg"),
+        "dec_deg": m.get("dec_deg"),
+        "status": "converted",
+        "stage": "converted",
+        "processed_at": now,
+        "stage_updated_at": now,
+        "n_subbands": len(req.inputs),
+        "missing_subbands": ",".join(req.missing_subbands) or None,
+        "n_channels": result.get("n_channels"),
+        "freq_min_hz": result.get("freq_min_hz"),
+        "freq_max_hz": result.get("freq_max_hz"),
+    }
+
+
+def backoff(cfg: Config, attempts: int) -> float:
+    c = cfg.convert
+    return min(c.backoff_max_seconds, c.backoff_initial_seconds * 2 ** max(0, attempts - 1))
+
+
+class Recorder:
+    """The two writes that end a conversion, in the order that keeps them consistent."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        hdf5: Hdf5DB,
+        products: ProductsDB,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.hdf5 = hdf5
+        self.products = products
+        self.clock = clock
+
+    def success(self, req: ConversionRequest, result: dict[str, Any], owner: str | None) -> bool:
+        now = self.clock()
+
+        @busy_retry(max_seconds=300)
+        def write_products() -> None:
+            self.products.upsert_ms(ms_row(req, result, now))
+
+        write_products()  # raises DatabaseError: the caller turns it into a retry
+
+        @busy_retry(max_seconds=300)
+        def write_hdf5() -> bool:
+            with self.hdf5.tx(f"recording conversion of {req.group_id}"):
+                ok = self.hdf5.finish_job(
+                    req.group_id, owner, "converted", now, ms_path=result["ms_path"]
+                )
+                if ok:
+                    self.hdf5.add_event(
+                        ev.GROUP_CONVERTED,
+                        req.group_id,
+                        {
+                            "ms_path": result["ms_path"],
+                            "skipped": result.get("skipped", False),
+                            "seconds": round(result.get("seconds", 0.0), 3),
+                            "missing_subbands": list(req.missing_subbands),
+                        },
+                        now,
+                    )
+                return ok
+
+        ok = write_hdf5()
+        if ok:
+            log.info(
+                ev.GROUP_CONVERTED,
+                group_id=req.group_id,
+                ms_path=result["ms_path"],
+                skipped=result.get("skipped", False),
+                seconds=round(result.get("seconds", 0.0), 1),
+            )
+        else:
+            log.warning(
+                "convert.lease_lost",
+                group_id=req.group_id,
+                hint="another worker took the group over; its result stands",
+            )
+        return ok
+
+    def failure(self, group_id: str, owner: str | None, error: str) -> str:
+        now = self.clock()
+        job = self.hdf5.job(group_id)
+        attempts = int(job["attempts"]) if job else 1
+
+        @busy_retry(max_seconds=300)
+        def write() -> str:
+            with self.hdf5.tx(f"recording failed conversion of {group_id}"):
+                if attempts >= self.cfg.convert.max_attempts:
+                    self.hdf5.finish_job(group_id, owner, "failed", now, error=error)
+                    self.hdf5.add_event(
+                        ev.GROUP_FAILED, group_id, {"error": error, "attempts": attempts}, now
+                    )
+                    return "failed"
+                self.hdf5.finish_job(
+                    group_id,
+                    owner,
+                    "pending",
+                    now,
+                    error=error,
+                    next_attempt_at=now + backoff(self.cfg, attempts),
+                )
+                return "retry"
+
+        outcome = write()
+        log.error(
+            "convert.failed",
+            group_id=group_id,
+            error=error,
+            attempts=attempts,
+            max_attempts=self.cfg.convert.max_attempts,
+            outcome=outcome,
+            hint="`dsa110-ingest retry " + group_id + "` after fixing the cause"
+            if outcome == "failed"
+            else "retried with backoff",
+        )
+        return outcome
+
+
+class Dispatcher:
+    """Claims jobs and runs up to ``workers`` conversions at once, in its own thread."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        executor: Executor | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_event: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.executor = executor or LocalProcessExecutor()
+        self.clock = clock
+        self.on_event = on_event
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.running: dict[str, tuple[Handle, ConversionRequest]] = {}
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.completed = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="convert-dispatcher", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        hdf5 = Hdf5DB(self.cfg.hdf5_db)
+        products = ProductsDB(self.cfg.products_db)
+        rec = Recorder(self.cfg, hdf5, products, self.clock)
+        last_renew = 0.0
+        try:
+            while not self._stop.is_set():
+                self._reap(hdf5, rec)
+                now = self.clock()
+                lease = self.cfg.convert.lease_seconds
+                if now - last_renew >= lease / 3:
+                    for gid in list(self.running):
+                        hdf5.renew_lease(gid, self.owner, now + lease)
+                    last_renew = now
+                while len(self.running) < self.cfg.convert.workers and not self._stop.is_set():
+                    if not self._claim_one(hdf5, rec):
+                        break
+                self.wake.wait(0.2 if self.running else 1.0)
+                self.wake.clear()
+        except BaseException as e:
+            self.error = e
+            log.exception("convert.dispatcher_died")
+        finally:
+            self._abandon(hdf5)
+            hdf5.close()
+            products.close()
+
+    def _claim_one(self, hdf5: Hdf5DB, rec: Recorder) -> bool:
+        c = self.cfg.convert
+        job = hdf5.claim_job(self.owner, self.clock(), c.lease_seconds, c.order == "newest_first")
+        if job is None:
+            return False
+        gid = job["group_id"]
+        try:
+            req = build_request(self.cfg, hdf5, gid, partial=bool(job["partial"]))
+        except ConversionError as e:
+            rec.failure(gid, self.owner, str(e))
+            return True
+        log.info(
+            "convert.started",
+            group_id=gid,
+            attempt=job["attempts"],
+            output=req.output,
+            files=len(req.inputs),
+        )
+        self.running[gid] = (self.executor.submit(req), req)
+        return True
+
+    def _reap(self, hdf5: Hdf5DB, rec: Recorder) -> None:
+        c = self.cfg.convert
+        for gid, (h, req) in list(self.running.items()):
+            elapsed = time.monotonic() - h.started
+            if not h.poll():
+                if elapsed > c.timeout_seconds:
+                    h.kill()
+                else:
+                    if elapsed > c.warn_after_seconds and not getattr(h, "warned", False):
+                        log.warning(
+                            "convert.slow",
+                            group_id=gid,
+                            seconds=round(elapsed),
+                            hint="conversion is falling behind the ~309 s cadence",
+                        )
+                        h.warned = True  # type: ignore[attr-defined]
+                    continue
+            del self.running[gid]
+            result, error = h.result()
+            if elapsed > c.timeout_seconds and error:
+                error = f"timed out after {c.timeout_seconds:.0f} s ({error})"
+            if result is not None:
+                try:
+                    if rec.success(req, result, self.owner) and self.on_event:
+                        self.on_event(ev.GROUP_CONVERTED, gid, elapsed)
+                except DatabaseError as e:
+                    rec.failure(gid, self.owner, f"MS written but recording it failed: {e}")
+            elif (
+                rec.failure(gid, self.owner, error or "unknown error") == "failed" and self.on_event
+            ):
+                self.on_event(ev.GROUP_FAILED, gid, elapsed)
+            self.completed += 1
+
+    def _abandon(self, hdf5: Hdf5DB) -> None:
+        """On shutdown, stop running conversions and hand their groups back at once."""
+        for gid, (h, _req) in list(self.running.items()):
+            h.kill()
+            try:
+                hdf5.release_job(gid, self.owner, self.clock())
+            except DatabaseError:
+                log.warning(
+                    "convert.release_failed",
+                    group_id=gid,
+                    hint="the lease expires and the group is retried",
+                )
+        self.running.clear()

@@ -1,0 +1,1 @@
+"""The two databases: ``hdf5`` (inputs) and ``products`` (outputs). All SQL lives here."""

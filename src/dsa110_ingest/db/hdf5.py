@@ -1,0 +1,665 @@
+"""The HDF5 (input) database: files, storage locations, groups, events, conversion jobs.
+
+Every SQL statement touching ``hdf5.sqlite3`` is in this module, so that another
+backend (PostgreSQL for a shared index) replaces this file and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsa110_ingest.db.connection import connect, transaction
+from dsa110_ingest.db.migrations import Migration, migrate, script
+from dsa110_ingest.ingest.grouping import GroupSpan
+
+SCHEMA_V1 = """
+CREATE TABLE storage_locations (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL DEFAULT 'incoming',
+    description TEXT
+);
+CREATE TABLE hdf5_file_index (
+    path TEXT PRIMARY KEY,
+    filename TEXT NOT NULL,
+    group_id TEXT,
+    subband_code TEXT,
+    subband_num INTEGER,
+    timestamp_iso TEXT,
+    timestamp_mjd REAL,
+    file_size_bytes INTEGER,
+    modified_time REAL,
+    indexed_at REAL,
+    stored INTEGER NOT NULL DEFAULT 1,
+    ra_deg REAL,
+    dec_deg REAL,
+    obs_date TEXT,
+    obs_time TEXT,
+    start_mjd REAL,
+    end_mjd REAL,
+    mid_mjd REAL,
+    freq_min_hz REAL,
+    freq_max_hz REAL,
+    channel_width_hz REAL,
+    integration_time_s REAL,
+    n_freqs INTEGER,
+    n_times INTEGER,
+    n_ants INTEGER,
+    n_pols INTEGER,
+    n_blts INTEGER,
+    telescope_name TEXT,
+    storage_location_id INTEGER REFERENCES storage_locations(id),
+    mtime_ns INTEGER,
+    is_duplicate INTEGER NOT NULL DEFAULT 0,
+    legacy_extra TEXT
+);
+CREATE INDEX ix_file_group ON hdf5_file_index(group_id, subband_num);
+CREATE INDEX ix_file_time ON hdf5_file_index(timestamp_mjd);
+CREATE INDEX ix_file_name ON hdf5_file_index(filename);
+CREATE INDEX ix_file_location ON hdf5_file_index(storage_location_id);
+CREATE TABLE groups (
+    group_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    n_subbands INTEGER NOT NULL DEFAULT 0,
+    expected_subbands INTEGER NOT NULL,
+    n_conflicts INTEGER NOT NULL DEFAULT 0,
+    min_ts REAL NOT NULL,
+    max_ts REAL NOT NULL,
+    start_mjd REAL,
+    end_mjd REAL,
+    first_seen_at REAL NOT NULL,
+    last_seen_at REAL NOT NULL,
+    completed_at REAL,
+    incomplete_at REAL,
+    deadline_at REAL NOT NULL
+);
+CREATE INDEX ix_group_max_ts ON groups(max_ts);
+CREATE INDEX ix_group_start ON groups(start_mjd);
+CREATE INDEX ix_group_state ON groups(state, deadline_at);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    group_id TEXT,
+    payload TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL
+);
+CREATE INDEX ix_event_group ON events(group_id);
+CREATE TABLE rejected_files (
+    path TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    file_size_bytes INTEGER,
+    mtime_ns INTEGER,
+    first_seen_at REAL NOT NULL,
+    last_seen_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    storage_location_id INTEGER REFERENCES storage_locations(id)
+);
+CREATE TABLE conversion_jobs (
+    group_id TEXT PRIMARY KEY REFERENCES groups(group_id) ON UPDATE CASCADE,
+    state TEXT NOT NULL,
+    obs_mjd REAL,
+    partial INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    last_error TEXT,
+    ms_path TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX ix_job_claim ON conversion_jobs(state, obs_mjd);
+CREATE TABLE heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER,
+    hostname TEXT,
+    started_at REAL,
+    updated_at REAL,
+    status TEXT
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration("initial schema", script(SCHEMA_V1)),)
+
+FILE_COLUMNS = (
+    "path",
+    "filename",
+    "group_id",
+    "subband_code",
+    "subband_num",
+    "timestamp_iso",
+    "timestamp_mjd",
+    "file_size_bytes",
+    "modified_time",
+    "indexed_at",
+    "stored",
+    "ra_deg",
+    "dec_deg",
+    "obs_date",
+    "obs_time",
+    "start_mjd",
+    "end_mjd",
+    "mid_mjd",
+    "freq_min_hz",
+    "freq_max_hz",
+    "channel_width_hz",
+    "integration_time_s",
+    "n_freqs",
+    "n_times",
+    "n_ants",
+    "n_pols",
+    "n_blts",
+    "telescope_name",
+    "storage_location_id",
+    "mtime_ns",
+    "is_duplicate",
+    "legacy_extra",
+)
+_UPSERT_FILE = (
+    f"INSERT INTO hdf5_file_index ({', '.join(FILE_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in FILE_COLUMNS)}) "
+    "ON CONFLICT(path) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in FILE_COLUMNS if c != "path")
+)
+_GROUP_COLS = (
+    "group_id, state, n_subbands, expected_subbands, n_conflicts, min_ts, max_ts, start_mjd, "
+    "end_mjd, first_seen_at, last_seen_at, completed_at, incomplete_at, deadline_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    size: int | None
+    mtime_ns: int | None
+    stored: int
+
+
+@dataclass(frozen=True)
+class SubbandGroup:
+    """One observation as returned by :func:`find_subband_groups_from_db`."""
+
+    group_id: str
+    state: str
+    n_subbands: int
+    expected_subbands: int
+    start_mjd: float | None
+    end_mjd: float | None
+    files: tuple[str, ...]  # member files on disk, ordered by subband number
+    subbands: tuple[int, ...]
+
+    @property
+    def is_complete(self) -> bool:
+        return self.n_subbands >= self.expected_subbands
+
+    @property
+    def missing_subbands(self) -> tuple[int, ...]:
+        have = set(self.subbands)
+        return tuple(i for i in range(self.expected_subbands) if i not in have)
+
+
+def open_hdf5_db(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = connect(path, readonly=readonly)
+    if not readonly:
+        migrate(conn, path, MIGRATIONS)
+    return conn
+
+
+class Hdf5DB:
+    """Handle on one HDF5 DB. Not thread-safe: one owner thread per instance."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.conn = open_hdf5_db(self.path, readonly=readonly)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Hdf5DB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def tx(self, doing: str) -> Iterator[Hdf5DB]:
+        with transaction(self.conn, self.path, doing):
+            yield self
+
+    # -- storage locations --------------------------------------------------------
+    def ensure_location(self, name: str, path: str, role: str, description: str = "") -> int:
+        with self.tx(f"registering storage location {name}"):
+            row = self.conn.execute(
+                "SELECT id FROM storage_locations WHERE name = ? OR path = ? "
+                "ORDER BY (name = ?) DESC LIMIT 1",
+                (name, path, name),
+            ).fetchone()
+            if row:
+                self.conn.execute(
+                    "UPDATE storage_locations SET name = ?, path = ?, role = ?, description = ? "
+                    "WHERE id = ?",
+                    (name, path, role, description, row[0]),
+                )
+                return int(row[0])
+            cur = self.conn.execute(
+                "INSERT INTO storage_locations (name, path, role, description) VALUES (?,?,?,?)",
+                (name, path, role, description),
+            )
+            return int(cur.lastrowid or 0)
+
+    def locations(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM storage_locations ORDER BY id").fetchall()
+
+    # -- what is already known, for the scan's fast path --------------------------
+    def known_files(self, location_id: int) -> dict[str, KnownFile]:
+        rows = self.conn.execute(
+            "SELECT path, file_size_bytes, mtime_ns, stored FROM hdf5_file_index "
+            "WHERE storage_location_id = ?",
+            (location_id,),
+        )
+        return {r[0]: KnownFile(r[1], r[2], r[3]) for r in rows}
+
+    def known_rejected(self) -> dict[str, KnownFile]:
+        rows = self.conn.execute("SELECT path, file_size_bytes, mtime_ns FROM rejected_files")
+        return {r[0]: KnownFile(r[1], r[2], 0) for r in rows}
+
+    # -- file rows (call inside tx) -----------------------------------------------
+    def get_file(self, path: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM hdf5_file_index WHERE path = ?", (path,)).fetchone()
+
+    def files_named(self, filename: str) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM hdf5_file_index WHERE filename = ?", (filename,)
+        ).fetchall()
+
+    def upsert_file(self, row: dict[str, Any]) -> None:
+        self.conn.execute(_UPSERT_FILE, {c: row.get(c) for c in FILE_COLUMNS})
+
+    def move_file(
+        self, old: str, new: str, location_id: int, size: int, mtime: float, mtime_ns: int
+    ) -> None:
+        self.conn.execute("DELETE FROM rejected_files WHERE path = ?", (new,))
+        self.conn.execute(
+            "UPDATE hdf5_file_index SET path = ?, storage_location_id = ?, stored = 1, "
+            "file_size_bytes = ?, modified_time = ?, mtime_ns = ? WHERE path = ?",
+            (new, location_id, size, mtime, mtime_ns, old),
+        )
+
+    def mark_missing(self, paths: Iterable[str]) -> int:
+        n = 0
+        for p in paths:
+            n += self.conn.execute(
+                "UPDATE hdf5_file_index SET stored = 0 WHERE path = ? AND stored = 1", (p,)
+            ).rowcount
+        return n
+
+    def subband_taken(self, group_id: str, subband: int) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM hdf5_file_index WHERE group_id = ? AND subband_num = ? "
+                "AND is_duplicate = 0 LIMIT 1",
+                (group_id, subband),
+            ).fetchone()
+            is not None
+        )
+
+    # -- rejected files -----------------------------------------------------------
+    def reject(
+        self,
+        path: str,
+        reason: str,
+        detail: str,
+        size: int | None,
+        mtime_ns: int | None,
+        location_id: int | None,
+        now: float,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO rejected_files (path, reason, detail, file_size_bytes, mtime_ns, "
+            "first_seen_at, last_seen_at, attempts, storage_location_id) "
+            "VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT(path) DO UPDATE SET reason = excluded.reason,"
+            " detail = excluded.detail, file_size_bytes = excluded.file_size_bytes, "
+            "mtime_ns = excluded.mtime_ns, last_seen_at = excluded.last_seen_at, "
+            "attempts = rejected_files.attempts + 1",
+            (path, reason, detail, size, mtime_ns, now, now, location_id),
+        )
+
+    def unreject(self, path: str) -> None:
+        self.conn.execute("DELETE FROM rejected_files WHERE path = ?", (path,))
+
+    def rejected(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM rejected_files ORDER BY last_seen_at DESC"
+        ).fetchall()
+
+    # -- groups (call inside tx) --------------------------------------------------
+    def groups_near(self, ts: float, tolerance: float) -> list[GroupSpan]:
+        rows = self.conn.execute(
+            "SELECT group_id, min_ts, max_ts, state FROM groups WHERE max_ts >= ? AND min_ts <= ?",
+            (ts - tolerance, ts + tolerance),
+        )
+        return [GroupSpan(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def create_group(
+        self, group_id: str, ts: float, expected: int, now: float, deadline: float
+    ) -> None:
+        self.conn.execute(
+            f"INSERT INTO groups ({_GROUP_COLS}) VALUES (?, 'collecting', 0, ?, 0, ?, ?, NULL, "
+            "NULL, ?, ?, NULL, NULL, ?)",
+            (group_id, expected, ts, ts, now, now, deadline),
+        )
+
+    def absorb_group(self, target: str, other: str) -> None:
+        """Move an open group's files into ``target`` and drop it (a bridging file)."""
+        self.conn.execute(
+            "UPDATE groups SET first_seen_at = MIN(first_seen_at, (SELECT first_seen_at FROM "
+            "groups WHERE group_id = :o)), deadline_at = MIN(deadline_at, (SELECT deadline_at "
+            "FROM groups WHERE group_id = :o)) WHERE group_id = :t",
+            {"t": target, "o": other},
+        )
+        # members of the absorbed group whose subband the target already has become conflicts
+        self.conn.execute(
+            "UPDATE hdf5_file_index SET is_duplicate = 1 WHERE group_id = :o AND EXISTS ("
+            "SELECT 1 FROM hdf5_file_index t WHERE t.group_id = :t AND t.is_duplicate = 0 "
+            "AND t.subband_num = hdf5_file_index.subband_num)",
+            {"t": target, "o": other},
+        )
+        self.conn.execute(
+            "UPDATE hdf5_file_index SET group_id = ? WHERE group_id = ?", (target, other)
+        )
+        self.conn.execute("DELETE FROM groups WHERE group_id = ?", (other,))
+
+    def rename_group(self, old: str, new: str) -> None:
+        self.conn.execute("UPDATE groups SET group_id = ? WHERE group_id = ?", (new, old))
+        self.conn.execute("UPDATE hdf5_file_index SET group_id = ? WHERE group_id = ?", (new, old))
+
+    def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> sqlite3.Row:
+        """Recount a group from its files and store span and counts; returns the row."""
+        self.conn.execute(
+            "UPDATE groups SET min_ts = MIN(min_ts, ?), max_ts = MAX(max_ts, ?), "
+            "last_seen_at = ?, (n_subbands, n_conflicts, start_mjd, end_mjd) = ("
+            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 THEN subband_num END), "
+            "COALESCE(SUM(is_duplicate), 0), MIN(start_mjd), MAX(end_mjd) "
+            "FROM hdf5_file_index WHERE group_id = ?) WHERE group_id = ?",
+            (min_ts, max_ts, now, group_id, group_id),
+        )
+        row = self.conn.execute(
+            f"SELECT {_GROUP_COLS} FROM groups WHERE group_id = ?", (group_id,)
+        ).fetchone()
+        if row["end_mjd"] is not None and row["start_mjd"] is not None:
+            span = row["end_mjd"] - row["start_mjd"]
+            self.conn.execute(
+                "INSERT INTO meta VALUES ('max_group_span_mjd', ?) ON CONFLICT(key) DO UPDATE "
+                "SET value = MAX(CAST(value AS REAL), excluded.value)",
+                (span,),
+            )
+        return row
+
+    def set_group_state(self, group_id: str, state: str, now: float) -> None:
+        col = {"complete": "completed_at", "incomplete": "incomplete_at"}.get(state)
+        extra = f", {col} = COALESCE({col}, ?)" if col else ""
+        args: tuple[Any, ...] = (state, now, group_id) if col else (state, group_id)
+        self.conn.execute(f"UPDATE groups SET state = ?{extra} WHERE group_id = ?", args)
+
+    def expired_groups(self, now: float, obs_before_ts: float | None) -> list[sqlite3.Row]:
+        """Open groups past their deadline (or, after a full rescan, observed long ago)."""
+        q = f"SELECT {_GROUP_COLS} FROM groups WHERE state = 'collecting' AND (deadline_at <= ?" + (
+            " OR max_ts <= ?)" if obs_before_ts is not None else ")"
+        )
+        args = (now, obs_before_ts) if obs_before_ts is not None else (now,)
+        return self.conn.execute(q + " ORDER BY min_ts", args).fetchall()
+
+    def partial_candidates(self, older_than: float, min_subbands: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            f"SELECT {_GROUP_COLS} FROM groups g WHERE state = 'incomplete' "
+            "AND first_seen_at <= ? AND n_subbands >= ? AND NOT EXISTS "
+            "(SELECT 1 FROM conversion_jobs j WHERE j.group_id = g.group_id) ORDER BY min_ts",
+            (older_than, min_subbands),
+        ).fetchall()
+
+    def group(self, group_id: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            f"SELECT {_GROUP_COLS} FROM groups WHERE group_id = ?", (group_id,)
+        ).fetchone()
+
+    def group_files(self, group_id: str, *, members_only: bool = True) -> list[sqlite3.Row]:
+        cond = " AND is_duplicate = 0" if members_only else ""
+        return self.conn.execute(
+            f"SELECT * FROM hdf5_file_index WHERE group_id = ?{cond} "
+            "ORDER BY subband_num, is_duplicate, path",
+            (group_id,),
+        ).fetchall()
+
+    def groups_overlapping(
+        self, start_mjd: float, end_mjd: float, state: str | None = None
+    ) -> list[sqlite3.Row]:
+        span_row = self.conn.execute(
+            "SELECT value FROM meta WHERE key = 'max_group_span_mjd'"
+        ).fetchone()
+        span = float(span_row[0]) if span_row else 0.0
+        # start_mjd is indexed; bounding it below by the longest group keeps this a range scan
+        q = (
+            f"SELECT {_GROUP_COLS} FROM groups WHERE start_mjd >= ? AND start_mjd <= ? "
+            "AND end_mjd >= ?"
+        )
+        args: list[Any] = [start_mjd - span - 1e-9, end_mjd, start_mjd]
+        if state:
+            q += " AND state = ?"
+            args.append(state)
+        return self.conn.execute(q + " ORDER BY start_mjd", args).fetchall()
+
+    def list_groups(
+        self,
+        since_ts: float | None,
+        until_ts: float | None,
+        state: str | None,
+        limit: int | None = None,
+    ) -> list[sqlite3.Row]:
+        q = (
+            f"SELECT g.{_GROUP_COLS.replace(', ', ', g.')}, j.state AS convert_state, "
+            "j.attempts, j.last_error, j.ms_path, j.next_attempt_at "
+            "FROM groups g LEFT JOIN conversion_jobs j USING (group_id) WHERE 1=1"
+        )
+        args: list[Any] = []
+        if since_ts is not None:
+            q += " AND g.max_ts >= ?"
+            args.append(since_ts)
+        if until_ts is not None:
+            q += " AND g.min_ts <= ?"
+            args.append(until_ts)
+        if state:
+            q += " AND (g.state = ? OR j.state = ?)"
+            args += [state, state]
+        q += " ORDER BY g.min_ts"
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        return self.conn.execute(q, args).fetchall()
+
+    def files_of_groups(self, group_ids: Sequence[str]) -> dict[str, list[sqlite3.Row]]:
+        out: dict[str, list[sqlite3.Row]] = {g: [] for g in group_ids}
+        for i in range(0, len(group_ids), 500):
+            chunk = group_ids[i : i + 500]
+            rows = self.conn.execute(
+                "SELECT group_id, path, subband_num, stored FROM hdf5_file_index "
+                f"WHERE group_id IN ({','.join('?' * len(chunk))}) AND is_duplicate = 0 "
+                "ORDER BY subband_num",
+                chunk,
+            )
+            for r in rows:
+                out[r[0]].append(r)
+        return out
+
+    # -- events (call inside tx) --------------------------------------------------
+    def add_event(
+        self, type_: str, group_id: str | None, payload: dict[str, Any], now: float
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO events (type, group_id, payload, created_at) VALUES (?,?,?,?)",
+            (type_, group_id, json.dumps(payload, sort_keys=True), now),
+        )
+        return int(cur.lastrowid or 0)
+
+    def events_after(self, after_id: int, limit: int = 1000) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        ).fetchall()
+
+    def count_events(self, type_: str | None = None) -> int:
+        if type_:
+            return int(
+                self.conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE type = ?", (type_,)
+                ).fetchone()[0]
+            )
+        return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- conversion jobs ----------------------------------------------------------
+    def enqueue_job(
+        self, group_id: str, obs_mjd: float | None, now: float, partial: bool = False
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO conversion_jobs (group_id, state, obs_mjd, partial, created_at, "
+            "updated_at) VALUES (?, 'pending', ?, ?, ?, ?) ON CONFLICT(group_id) DO NOTHING",
+            (group_id, obs_mjd, int(partial), now, now),
+        )
+
+    def claim_job(
+        self, owner: str, now: float, lease_s: float, newest_first: bool
+    ) -> sqlite3.Row | None:
+        order = "DESC" if newest_first else "ASC"
+        with self.tx("claiming a conversion"):
+            row = self.conn.execute(
+                "SELECT * FROM conversion_jobs WHERE ((state = 'pending' AND next_attempt_at "
+                "<= :now) OR (state = 'running' AND lease_expires_at < :now)) "
+                f"ORDER BY obs_mjd {order}, group_id {order} LIMIT 1",
+                {"now": now},
+            ).fetchone()
+            if row is None:
+                return None
+            self.conn.execute(
+                "UPDATE conversion_jobs SET state = 'running', lease_owner = ?, "
+                "lease_expires_at = ?, attempts = attempts + 1, started_at = ?, updated_at = ? "
+                "WHERE group_id = ?",
+                (owner, now + lease_s, now, now, row["group_id"]),
+            )
+            return self.job(row["group_id"])
+
+    def renew_lease(self, group_id: str, owner: str, until: float) -> bool:
+        with self.tx("renewing a conversion lease"):
+            return (
+                self.conn.execute(
+                    "UPDATE conversion_jobs SET lease_expires_at = ? WHERE group_id = ? AND "
+                    "lease_owner = ? AND state = 'running'",
+                    (until, group_id, owner),
+                ).rowcount
+                == 1
+            )
+
+    def job(self, group_id: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM conversion_jobs WHERE group_id = ?", (group_id,)
+        ).fetchone()
+
+    def finish_job(
+        self,
+        group_id: str,
+        owner: str | None,
+        state: str,
+        now: float,
+        *,
+        ms_path: str | None = None,
+        error: str | None = None,
+        next_attempt_at: float = 0.0,
+    ) -> bool:
+        """Set a job's outcome; False when the lease was lost to another worker."""
+        cond = " AND lease_owner = ?" if owner else ""
+        args: list[Any] = [state, ms_path, error, next_attempt_at, now, now, group_id]
+        if owner:
+            args.append(owner)
+        return (
+            self.conn.execute(
+                "UPDATE conversion_jobs SET state = ?, ms_path = COALESCE(?, ms_path), "
+                "last_error = ?, next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL,"
+                f" finished_at = ?, updated_at = ? WHERE group_id = ?{cond}",
+                args,
+            ).rowcount
+            == 1
+        )
+
+    def release_job(self, group_id: str, owner: str, now: float) -> None:
+        """Give back a job interrupted by our own shutdown: not a failed attempt."""
+        with self.tx("releasing a conversion at shutdown"):
+            self.conn.execute(
+                "UPDATE conversion_jobs SET state = 'pending', attempts = MAX(0, attempts - 1), "
+                "lease_owner = NULL, lease_expires_at = NULL, last_error = 'interrupted by "
+                "shutdown', updated_at = ? WHERE group_id = ? AND lease_owner = ?",
+                (now, group_id, owner),
+            )
+
+    def reset_job(self, group_id: str, now: float, *, force: bool) -> bool:
+        states = "('failed', 'pending', 'converted')" if force else "('failed')"
+        with self.tx("resetting a conversion"):
+            return (
+                self.conn.execute(
+                    "UPDATE conversion_jobs SET state = 'pending', attempts = 0, "
+                    "next_attempt_at = 0, last_error = NULL, updated_at = ? "
+                    f"WHERE group_id = ? AND state IN {states}",
+                    (now, group_id),
+                ).rowcount
+                == 1
+            )
+
+    def jobs_open(self) -> int:
+        return int(
+            self.conn.execute(
+                "SELECT COUNT(*) FROM conversion_jobs WHERE state IN ('pending', 'running')"
+            ).fetchone()[0]
+        )
+
+    def next_job_due(self) -> float | None:
+        row = self.conn.execute(
+            "SELECT MIN(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_expires_at END)"
+            " FROM conversion_jobs WHERE state IN ('pending', 'running')"
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    # -- status -------------------------------------------------------------------
+    def counts(self) -> dict[str, Any]:
+        c = self.conn
+        files = dict(
+            c.execute(
+                "SELECT CASE WHEN stored = 0 THEN 'missing' WHEN is_duplicate = 1 THEN 'conflict' "
+                "ELSE 'indexed' END AS s, COUNT(*) FROM hdf5_file_index GROUP BY s"
+            ).fetchall()
+        )
+        files["rejected"] = c.execute("SELECT COUNT(*) FROM rejected_files").fetchone()[0]
+        groups = dict(c.execute("SELECT state, COUNT(*) FROM groups GROUP BY state").fetchall())
+        jobs = dict(
+            c.execute("SELECT state, COUNT(*) FROM conversion_jobs GROUP BY state").fetchall()
+        )
+        events = dict(c.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall())
+        return {"files": files, "groups": groups, "conversions": jobs, "events": events}
+
+    def write_heartbeat(
+        self, pid: int, hostname: str, started_at: float, now: float, status: dict[str, Any]
+    ) -> None:
+        with self.tx("writing the heartbeat"):
+            self.conn.execute(
+                "INSERT INTO heartbeat VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "pid = excluded.pid, hostname = excluded.hostname, started_at = "
+                "excluded.started_at, updated_at = excluded.updated_at, status = excluded.status",
+                (pid, hostname, started_at, now, json.dumps(status, sort_keys=True)),
+            )
+
+    def heartbeat(self) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM heartbeat WHERE id = 1").fetchone()

@@ -1,0 +1,96 @@
+"""The project's own exceptions.
+
+Every message says what went wrong, where (the file, key or database) and what to do
+about it, because the reader is an operator looking at ``journalctl`` at night.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(IngestError):
+    """The configuration cannot be used as given."""
+
+
+class DatabaseError(IngestError):
+    """A database could not be opened, migrated or written."""
+
+
+class DatabaseBusyError(DatabaseError):
+    """The database stayed locked by another process past the busy timeout (retryable)."""
+
+
+class DatabaseReadOnlyError(DatabaseError):
+    """The database file or its folder is not writable."""
+
+
+class UVH5Error(IngestError):
+    """A subband file cannot be indexed. ``reason`` is a short stable code for the DB."""
+
+    reason = "unreadable"
+    retryable = False
+
+    def __init__(self, path: str, detail: str, fix: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        self.fix = fix
+        msg = f"{path}: {detail}"
+        if fix:
+            msg += f" ({fix})"
+        super().__init__(msg)
+
+
+class NotHDF5Error(UVH5Error):
+    reason = "not_hdf5"
+
+
+class TruncatedFileError(UVH5Error):
+    reason = "truncated"
+
+
+class MissingHeaderError(UVH5Error):
+    reason = "no_header"
+
+
+class MissingFieldError(UVH5Error):
+    reason = "missing_field"
+
+
+class InvalidHeaderError(UVH5Error):
+    reason = "invalid_header"
+
+
+class MisnamedFileError(UVH5Error):
+    reason = "misnamed"
+
+
+class FilePermissionError(UVH5Error):
+    reason = "permission_denied"
+
+
+class FileVanishedError(UVH5Error):
+    """The file disappeared between being seen and being read (moved or deleted)."""
+
+    reason = "vanished"
+
+
+class FileLockedError(UVH5Error):
+    """A writer still holds the HDF5 lock: try again later, never reject."""
+
+    reason = "locked"
+    retryable = True
+
+
+class ConversionError(IngestError):
+    """A group could not be converted to a Measurement Set."""
+
+
+class ConversionTimeout(ConversionError):
+    """The converter ran longer than ``[convert] timeout_seconds``."""
+
+
+class MigrationError(IngestError):
+    """A legacy database could not be migrated; nothing was changed."""

@@ -1,0 +1,91 @@
+"""Group events: an outbox table in the HDF5 DB, written in the same transaction as the
+state change it reports, so a crash can lose neither the change nor its event.
+
+Types:
+- ``group.complete``   all expected subbands are indexed (once per group);
+- ``group.incomplete`` the group timed out with subbands missing (payload names them);
+- ``group.conflict``   a second file arrived for a subband the group already has;
+- ``group.converted``  its Measurement Set is written and recorded in ``ms_index``;
+- ``group.failed``     conversion gave up after ``max_attempts`` (payload: the error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+GROUP_COMPLETE = "group.complete"
+GROUP_INCOMPLETE = "group.incomplete"
+GROUP_CONFLICT = "group.conflict"
+GROUP_CONVERTED = "group.converted"
+GROUP_FAILED = "group.failed"
+TYPES = (GROUP_COMPLETE, GROUP_INCOMPLETE, GROUP_CONFLICT, GROUP_CONVERTED, GROUP_FAILED)
+
+
+def event_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "group_id": row["group_id"],
+        "created_at": row["created_at"],
+        "payload": json.loads(row["payload"] or "{}"),
+    }
+
+
+def follow(
+    db: Any, after_id: int = 0, poll_s: float = 0.2, stop: Any = None
+) -> Iterator[dict[str, Any]]:
+    """Yield events as they are committed (the DB is the source of truth, not a pipe)."""
+    last = after_id
+    while stop is None or not stop():
+        rows = db.events_after(last)
+        for r in rows:
+            last = r["id"]
+            yield event_dict(r)
+        if not rows:
+            time.sleep(poll_s)
+
+
+class JsonlMirror:
+    """Optional copy of events in a JSON-lines file, for tailing and simple scripts.
+
+    It resumes from the last id it wrote, so after a crash it neither skips nor repeats.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last_id = self._last_written()
+
+    def _last_written(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - 65536))
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return 0
+        for line in reversed(lines):
+            try:
+                return int(json.loads(line)["id"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line from a crash
+        return 0
+
+    def sync(self, db: Any) -> int:
+        n = 0
+        while rows := db.events_after(self.last_id):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                for r in rows:
+                    f.write(json.dumps(event_dict(r), sort_keys=True) + "\n")
+                    self.last_id = r["id"]
+                    n += 1
+                f.flush()
+                os.fsync(f.fileno())
+        return n

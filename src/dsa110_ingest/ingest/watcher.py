@@ -1,0 +1,314 @@
+"""Watching storage locations with watchdog, and deciding when a file is finished.
+
+A file is taken when it is finished: at close-after-write (inotify), when it is renamed
+or moved into a matching name, and otherwise (polling, or a writer we did not see close)
+when its size and mtime have not changed for ``settle_seconds``. Work leaves this module
+as :class:`FileEvent` items on a queue; the indexer thread is the only DB writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.polling import PollingObserver
+
+from dsa110_ingest.config import StorageLocation
+from dsa110_ingest.naming import NameParser
+
+log = structlog.get_logger("dsa110_ingest.watcher")
+
+# inotify sees only local writes on these; a writer on another host goes unseen
+POLL_FSTYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "fuseblk",
+        "9p",
+        "sshfs",
+        "glusterfs",
+        "ceph",
+        "lustre",
+        "gpfs",
+        "afs",
+        "davfs",
+    }
+)
+
+READY, DELETED, MOVED = "ready", "deleted", "moved"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    kind: str  # READY (finished, index it), DELETED, MOVED (src_path -> path)
+    path: str
+    seen_at: float  # time.time() when the event that made it ready was seen
+    src_path: str = ""
+
+
+def mount_of(path: Path, mounts_file: str = "/proc/self/mounts") -> tuple[str, str]:
+    """(mount point, fs type) of the filesystem holding ``path``."""
+    best = ("/", "unknown")
+    p = str(path.resolve())
+    try:
+        with open(mounts_file, encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (p == mnt or p.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
+                    best = (mnt, parts[2])
+    except OSError:
+        pass
+    return best
+
+
+def needs_polling(fstype: str) -> bool:
+    return fstype in POLL_FSTYPES or fstype.startswith("fuse")
+
+
+def choose_mode(loc: StorageLocation, mounts_file: str = "/proc/self/mounts") -> tuple[str, str]:
+    """(mode, fs type): ``auto`` polls where inotify is blind."""
+    _, fstype = mount_of(loc.path, mounts_file)
+    if loc.watch != "auto":
+        return loc.watch, fstype
+    return ("poll" if needs_polling(fstype) else "inotify"), fstype
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog reports an inotify queue overflow only as a log record; catch it."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.on_overflow()
+
+
+class Settler:
+    """Files seen changing; each is ready once size and mtime hold still long enough."""
+
+    def __init__(self, settle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settle_s = settle_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[int, int, float]] = {}
+
+    def touch(self, path: str) -> None:
+        with self._lock:
+            self._files[path] = (-1, -1, self.clock())
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._files.pop(path, None)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def due(self) -> list[str]:
+        now = self.clock()
+        out: list[str] = []
+        with self._lock:
+            items = list(self._files.items())
+        for path, (size, mtime, since) in items:
+            try:
+                st = os.stat(path)
+            except OSError:
+                self.forget(path)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                with self._lock:
+                    if path in self._files:
+                        self._files[path] = (st.st_size, st.st_mtime_ns, now)
+            elif now - since >= self.settle_s:
+                self.forget(path)
+                out.append(path)
+        return out
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self.w = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        w = self.w
+        try:
+            if isinstance(event, DirMovedEvent):
+                w.request_reconcile("directory moved")
+                return
+            if event.is_directory:
+                return
+            src = os.fsdecode(event.src_path)
+            if isinstance(event, FileClosedEvent):
+                if w.wanted(src):
+                    w.settler.forget(src)
+                    w.emit(FileEvent(READY, src, time.time()))
+            elif isinstance(event, FileMovedEvent):
+                dest = os.fsdecode(event.dest_path)
+                w.settler.forget(src)
+                if w.wanted(dest):
+                    w.emit(FileEvent(MOVED if w.wanted(src) else READY, dest, time.time(), src))
+                elif w.wanted(src):
+                    w.emit(FileEvent(DELETED, src, time.time()))
+            elif isinstance(event, FileDeletedEvent):
+                w.settler.forget(src)
+                if w.wanted(src):
+                    w.emit(FileEvent(DELETED, src, time.time()))
+            elif isinstance(event, FileCreatedEvent | FileModifiedEvent) and w.wanted(src):
+                w.settler.touch(src)
+            # opened / closed-without-write / attrib: our own reads land here and do nothing
+        except Exception:
+            log.exception("watcher.handler_error", path=str(event.src_path))
+            w.request_reconcile("event handler error")
+
+
+class Watcher:
+    """All observers of all storage locations, feeding one queue."""
+
+    def __init__(
+        self,
+        locations: Iterable[tuple[int, StorageLocation]],
+        parser: NameParser,
+        out: queue.Queue[FileEvent],
+        *,
+        settle_s: float,
+        poll_interval_s: float,
+        mounts_file: str = "/proc/self/mounts",
+        drop: Callable[[FileEvent], bool] | None = None,
+    ) -> None:
+        self.locations = list(locations)
+        self.parser = parser
+        self.out = out
+        self.settler = Settler(settle_s)
+        self.poll_interval_s = poll_interval_s
+        self.mounts_file = mounts_file
+        self.drop = drop  # fault injection for tests: events it returns True for are lost
+        self.observers: dict[str, BaseObserver] = {}
+        self.modes: dict[str, str] = {}
+        self._reconcile = threading.Event()
+        self.reconcile_reasons: list[str] = []
+        self._hook = _OverflowHook(lambda: self.request_reconcile("inotify queue overflow"))
+        self._recursive = {str(loc.path): loc.recursive for _, loc in self.locations}
+
+    def wanted(self, path: str) -> bool:
+        d, name = os.path.split(path)
+        if not self.parser.is_candidate(name):
+            return False
+        for root, rec in self._recursive.items():
+            if d == root or (rec and d.startswith(root + os.sep)):
+                return True
+        return False
+
+    def emit(self, ev: FileEvent) -> None:
+        if self.drop is not None and self.drop(ev):
+            return
+        self.out.put(ev)
+
+    def request_reconcile(self, reason: str) -> None:
+        self.reconcile_reasons.append(reason)
+        self._reconcile.set()
+
+    def take_reconcile_request(self) -> list[str]:
+        if not self._reconcile.is_set():
+            return []
+        self._reconcile.clear()
+        reasons, self.reconcile_reasons = self.reconcile_reasons, []
+        return reasons or ["requested"]
+
+    def start(self) -> None:
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._hook)
+        logging.getLogger("watchdog.observers.inotify").addHandler(self._hook)
+        handler = _Handler(self)
+        for _, loc in self.locations:
+            mode, fstype = choose_mode(loc, self.mounts_file)
+            if not loc.path.is_dir():
+                log.error(
+                    "location.missing",
+                    location=loc.name,
+                    path=str(loc.path),
+                    hint="create or mount it; it is picked up by the next reconcile",
+                )
+                mode = "poll"  # a polling watch survives the folder appearing later
+            try:
+                self._schedule(mode, loc, handler)
+            except OSError as e:
+                sysctl = {
+                    errno.ENOSPC: "fs.inotify.max_user_watches",
+                    errno.EMFILE: "fs.inotify.max_user_instances",
+                }.get(e.errno or 0)
+                log.error(
+                    "watch.failed",
+                    location=loc.name,
+                    path=str(loc.path),
+                    error=str(e),
+                    hint=f"raise sysctl {sysctl}" if sysctl else "check the path",
+                    fallback="poll",
+                )
+                mode = "poll"
+                self._schedule(mode, loc, handler)
+                self.request_reconcile(f"watch failed on {loc.name}")
+            self.modes[loc.name] = mode
+            log.info(
+                "watch.started",
+                location=loc.name,
+                path=str(loc.path),
+                mode=mode,
+                fstype=fstype,
+                requested=loc.watch,
+                recursive=loc.recursive,
+            )
+        for obs in self.observers.values():
+            obs.start()
+
+    def _schedule(self, mode: str, loc: StorageLocation, handler: _Handler) -> None:
+        obs = self.observers.get(mode)
+        if obs is None:
+            obs = (
+                InotifyObserver()
+                if mode == "inotify"
+                else PollingObserver(timeout=self.poll_interval_s)
+            )
+            obs.daemon = True
+            self.observers[mode] = obs
+        if loc.path.is_dir():
+            obs.schedule(handler, str(loc.path), recursive=loc.recursive)
+
+    def alive(self) -> bool:
+        return all(
+            o.is_alive() and all(e.is_alive() for e in o.emitters) for o in self.observers.values()
+        )
+
+    def stop(self) -> None:
+        for obs in self.observers.values():
+            obs.stop()
+        for obs in self.observers.values():
+            if obs.is_alive():
+                obs.join(timeout=5)
+        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._hook)
+        logging.getLogger("watchdog.observers.inotify").removeHandler(self._hook)

@@ -1,0 +1,69 @@
+"""Subband file names: ``<UTC timestamp>_sb<NN>.hdf5``.
+
+The name is the only thing known about a file before it is opened, so it decides
+whether a file is a candidate at all, and gives the timestamp used for grouping.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dsa110_ingest.errors import MisnamedFileError
+from dsa110_ingest.times import iso_to_unix
+
+DEFAULT_PATTERN = r"(?P<timestamp>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(?P<index>\d{2})\.hdf5$"
+
+# Names that look like data files but are not matched by the pattern are rejected
+# (an operator must hear about them); everything else is not ours and is ignored.
+_DATA_SUFFIXES = (".hdf5", ".h5", ".uvh5")
+
+
+@dataclass(frozen=True, slots=True)
+class SubbandName:
+    timestamp_iso: str
+    timestamp_unix: float
+    subband_num: int
+
+    @property
+    def subband_code(self) -> str:
+        return f"sb{self.subband_num:02d}"
+
+
+class NameParser:
+    """Compiled once from the configured pattern; used per file on the hot path."""
+
+    def __init__(self, pattern: str = DEFAULT_PATTERN, expected_subbands: int = 16) -> None:
+        self.pattern = pattern
+        self._re = re.compile(pattern)
+        self.expected_subbands = expected_subbands
+
+    def is_candidate(self, filename: str) -> bool:
+        """A name we should look at: hidden, temp and foreign files are skipped."""
+        if filename.startswith("."):
+            return False  # rsync temp names, .fuse_hidden*, editor swap files
+        return filename.endswith(_DATA_SUFFIXES) or self._re.search(filename) is not None
+
+    def parse(self, path: str, filename: str) -> SubbandName:
+        m = self._re.search(filename)
+        if m is None:
+            raise MisnamedFileError(
+                path,
+                f"name {filename!r} does not match the subband pattern {self.pattern!r}",
+                "rename it to <YYYY-MM-DDTHH:MM:SS>_sb<NN>.hdf5 or set `pattern` in the config",
+            )
+        ts = m.group("timestamp")
+        try:
+            unix = iso_to_unix(ts)
+        except ValueError:
+            raise MisnamedFileError(
+                path, f"timestamp {ts!r} in the name is not a valid UTC time", "fix the name"
+            ) from None
+        index = int(m.group("index"))
+        if not 0 <= index < self.expected_subbands:
+            raise MisnamedFileError(
+                path,
+                f"subband index {index} is outside 0..{self.expected_subbands - 1}",
+                "check the file name or `[groups] expected_subbands`",
+            )
+        return SubbandName(ts, unix, index)

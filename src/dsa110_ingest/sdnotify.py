@@ -1,0 +1,61 @@
+"""The systemd notify protocol over ``$NOTIFY_SOCKET`` (datagrams; '@' = abstract socket)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Mapping
+
+
+class Notifier:
+    def __init__(self, address: str | None, watchdog_usec: int | None = None) -> None:
+        self.address = address or None
+        self.watchdog_usec = watchdog_usec
+        self._sock: socket.socket | None = None
+        if self.address:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], pid: int) -> Notifier:
+        usec = env.get("WATCHDOG_USEC")
+        wpid = env.get("WATCHDOG_PID")
+        # WATCHDOG_PID names the process meant to ping; a child must not ping for its parent
+        ok = usec and usec.isdigit() and (not wpid or wpid == str(pid))
+        return cls(env.get("NOTIFY_SOCKET"), int(usec) if ok and usec else None)
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def watchdog_interval(self) -> float | None:
+        """Ping at half the timeout, as sd_watchdog_enabled(3) recommends."""
+        return self.watchdog_usec / 2e6 if self.watchdog_usec else None
+
+    def send(self, *fields: str) -> bool:
+        if self._sock is None or self.address is None:
+            return False
+        addr = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        try:
+            self._sock.sendto("\n".join(fields).encode(), addr)
+            return True
+        except OSError:
+            return False  # systemd gone (shutdown) or socket removed: nothing to tell
+
+    def ready(self, status: str = "") -> None:
+        self.send("READY=1", *([f"STATUS={status}"] if status else []))
+
+    def status(self, status: str) -> None:
+        self.send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
