@@ -444,7 +444,13 @@ class Service:
                 )
             if self.convert:
                 self._drain_conversions()
-            return EXIT_OK
+            for loc in r.missing_locations:
+                print(
+                    f"dsa110-ingest: error: storage location {loc} does "
+                    "not exist; mount or create it, or remove it from the config",
+                    file=sys.stderr,
+                )
+            return EXIT_FATAL if r.missing_locations else EXIT_OK
         except IngestError as e:
             print(f"dsa110-ingest: error: {e}", file=sys.stderr)
             return EXIT_FATAL

@@ -7,6 +7,7 @@ periodic reconcile, ``run --rescan`` and ``index-hdf5`` all end in :meth:`Indexe
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class BatchResult:
     deferred: list[str] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)  # (type, group_id)
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    missing_locations: list[str] = field(default_factory=list)
     completed_by: dict[str, str] = field(default_factory=dict)  # group_id -> last file
 
     def add(self, other: BatchResult) -> None:
@@ -49,6 +51,7 @@ class BatchResult:
         self.completed_by.update(other.completed_by)
         self.events += other.events
         self.rejections += other.rejections
+        self.missing_locations += other.missing_locations
 
     @property
     def seen(self) -> int:
@@ -112,9 +115,18 @@ class Indexer:
     ) -> BatchResult:
         """Compare every location with the DB and take whatever events missed."""
         total = BatchResult()
+        rejected = self.db.known_rejected()
         for lid, loc in self.locations:
+            if not loc.path.is_dir():
+                total.missing_locations.append(f"{loc.name} ({loc.path})")
+                log.error(
+                    "location.missing",
+                    location=loc.name,
+                    path=str(loc.path),
+                    hint="mount or create it; its files are not marked missing meanwhile",
+                )
+                continue
             known = self.db.known_files(lid)
-            rejected = self.db.known_rejected()
             todo: list[Candidate] = []
             seen: set[str] = set()
             for c in scan_tree(loc.path, loc.recursive, lid, self.parser, self.roots):
@@ -322,23 +334,23 @@ class Indexer:
             self._complete(grow, now, r)
             r.completed_by[gid] = c.path
 
-    def _complete(self, grow: object, now: float, r: BatchResult) -> None:
-        gid = grow["group_id"]  # type: ignore[index]
+    def _complete(self, grow: sqlite3.Row, now: float, r: BatchResult) -> None:
+        gid = grow["group_id"]
         files = self.db.group_files(gid)
         self.db.set_group_state(gid, "complete", now)
         self.db.add_event(
             ev.GROUP_COMPLETE,
             gid,
             {
-                "n_subbands": grow["n_subbands"],  # type: ignore[index]
+                "n_subbands": grow["n_subbands"],
                 "start_mjd": grow["start_mjd"],
-                "end_mjd": grow["end_mjd"],  # type: ignore[index]
+                "end_mjd": grow["end_mjd"],
                 "files": [f["path"] for f in files],
             },
             now,
         )
         if self.convert_enabled:
-            self.db.enqueue_job(gid, grow["start_mjd"], now)  # type: ignore[index]
+            self.db.enqueue_job(gid, grow["start_mjd"], now)
         r.events.append((ev.GROUP_COMPLETE, gid))
 
     def expire_groups(self, full_rescan: bool = False) -> list[tuple[str, str]]:

@@ -1,0 +1,241 @@
+"""Shared fixtures: real files (h5py), real SQLite files, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsa110_ingest.config import Config, load_config
+from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.simulate import SimParams, plan_groups, simulate, write_file
+
+DATA = Path(__file__).parent / "data"
+SMALL = SimParams(nants=4, nchan=2, ntimes=2)
+
+
+@dataclass
+class Site:
+    """A throw-away deployment: config file, state dir, storage locations."""
+
+    root: Path
+    config_path: Path
+    incoming: Path
+    extra: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Config:
+        return load_config(self.config_path, env={"HOME": str(self.root)})
+
+    def db(self, readonly: bool = False) -> Hdf5DB:
+        return Hdf5DB(self.cfg.hdf5_db, readonly=readonly)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+        env.pop("HDF5_DB_PATH", None)
+        env.pop("PRODUCTS_DB_PATH", None)
+        env["DSA110_INGEST_CONFIG"] = str(self.config_path)
+        env["HOME"] = str(self.root)
+        env.update(extra)
+        return env
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [sys.executable, "-m", "dsa110_ingest", *args],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"{args} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args).stdout)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = self.cli("events").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def write_site(
+    root: Path,
+    *,
+    extra_locations: tuple[str, ...] = (),
+    toml_extra: str = "",
+    watch: str = "auto",
+    convert: str | None = None,
+) -> Site:
+    incoming = root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    locs = [f'[[storage_locations]]\nname = "incoming"\npath = "incoming"\nwatch = "{watch}"\n']
+    extra = {}
+    for name in extra_locations:
+        (root / name).mkdir(exist_ok=True)
+        extra[name] = root / name
+        locs.append(f'[[storage_locations]]\nname = "{name}"\npath = "{name}"\nwatch = "{watch}"\n')
+    conv = convert if convert is not None else "[convert]\nenabled = false\n"
+    text = (
+        'state_dir = "state"\nlog_level = "debug"\n'
+        + "\n".join(locs)
+        + "\n[watch]\nsettle_seconds = 0.5\npoll_interval_seconds = 0.25\n"
+        + "incomplete_check_seconds = 0.2\n"
+        + conv
+        + "\n"
+        + toml_extra
+    )
+    cfg = root / "ingest.toml"
+    cfg.write_text(text)
+    return Site(root, cfg, incoming, extra)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return write_site(tmp_path)
+
+
+@pytest.fixture
+def sim_groups() -> Callable[..., list[Path]]:
+    """Write N small groups into a folder; returns the paths written, oldest first."""
+
+    def make(
+        out: Path,
+        n: int = 2,
+        start: str = "2025-10-02T00:00:00",
+        jitter: float = 2.0,
+        missing: tuple[int, ...] = (),
+        params: SimParams = SMALL,
+        mode: str = "inplace",
+    ) -> list[Path]:
+        written: list[Path] = []
+        simulate(
+            out, n, start, jitter, params=params, missing=missing, mode=mode, on_file=written.append
+        )
+        return written
+
+    return make
+
+
+class Daemon:
+    """``dsa110-ingest run`` as a real child process."""
+
+    def __init__(self, site: Site, *args: str, **env: str) -> None:
+        self.site = site
+        self.log = site.root / f"daemon-{time.monotonic_ns()}.log"
+        self._logf = open(self.log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dsa110_ingest", "run", *args],
+            env=site.env(**env),
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            cwd=site.root,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_for(
+            lambda: "service.ready" in self.log.read_text(),
+            timeout,
+            lambda: f"daemon not ready:\n{self.log.read_text()}",
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self._logf.close()
+        return rc
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._logf.close()
+
+    def lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+@pytest.fixture
+def daemon_factory() -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(site: Site, *args: str, **env: str) -> Daemon:
+        d = Daemon(site, *args, **env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.kill()
+
+
+def wait_for(
+    pred: Callable[[], Any], timeout: float = 20, msg: Callable[[], str] | str = "condition not met"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(msg() if callable(msg) else msg)
+
+
+def run_without_dac(code: str) -> subprocess.CompletedProcess[str]:
+    """Run Python code as the daemon's user would be: without root's right to ignore file
+    modes (as root, drop CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH with setpriv)."""
+    import shutil
+
+    argv = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv (util-linux) to drop DAC capabilities")
+        argv = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def db_count(db_path: Path, sql: str, args: tuple[Any, ...] = ()) -> int:
+    import sqlite3
+
+    if not db_path.exists():
+        return 0
+    c = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(c.execute(sql, args).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        c.close()
+
+
+__all__ = [
+    "DATA",
+    "SMALL",
+    "Daemon",
+    "Site",
+    "db_count",
+    "plan_groups",
+    "wait_for",
+    "write_file",
+    "write_site",
+]

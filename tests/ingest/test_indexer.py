@@ -1,0 +1,184 @@
+"""Indexing real simulated files into a real DB: idempotence, conflicts, rejections,
+moves, deletions, timeouts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import pytest
+
+from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.ingest.indexer import Indexer
+from dsa110_ingest.times import iso_to_unix
+
+from ..conftest import SMALL, Site, write_file, write_site
+
+
+def _indexer(site: Site, clock: Callable[[], float] | None = None) -> tuple[Hdf5DB, Indexer]:
+    db = site.db()
+    idx = Indexer(db, site.cfg, **({"clock": clock} if clock else {}))
+    idx.register_locations()
+    return db, idx
+
+
+def test_backfill_indexes_groups_and_reindexing_changes_nothing(site: Site, sim_groups) -> None:
+    sim_groups(site.incoming, n=3)
+    db, idx = _indexer(site)
+    r = idx.reconcile()
+    assert (r.indexed, r.rejected) == (48, 0)
+    assert [e for e in r.events if e[0] == "group.complete"] == [
+        ("group.complete", gid) for gid in [g["group_id"] for g in db.list_groups(None, None, None)]
+    ]
+    before = (db.count_events(), db.conn.execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone())
+    r2 = idx.reconcile()
+    assert (r2.indexed, r2.unchanged, r2.events) == (0, 48, [])
+    assert (
+        db.count_events(),
+        db.conn.execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone(),
+    ) == before
+    row = db.conn.execute("SELECT * FROM hdf5_file_index LIMIT 1").fetchone()
+    assert row["subband_code"] == f"sb{row['subband_num']:02d}" and row["n_ants"] == SMALL.nants
+    assert row["freq_min_hz"] < row["freq_max_hz"] and row["dec_deg"] == pytest.approx(55.0)
+    assert row["storage_location_id"] is not None and row["stored"] == 1
+
+
+def test_group_completes_once_with_its_16th_file(site: Site) -> None:
+    from dsa110_ingest.simulate import plan_groups
+
+    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 3)
+    db, idx = _indexer(site)
+    for i, (sb, t) in enumerate(sorted(plan.files.items())):
+        p = write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
+        r = idx.index_paths([str(p)])
+        assert r.indexed == 1
+        assert [e[0] for e in r.events] == (["group.complete"] if i == 15 else [])
+    (g,) = db.list_groups(None, None, None)
+    assert (g["state"], g["n_subbands"]) == ("complete", 16)
+    assert db.job(g["group_id"]) is None  # conversion is disabled in this site
+
+
+def test_duplicate_subband_is_a_recorded_conflict(site: Site, sim_groups) -> None:
+    files = sim_groups(site.incoming, n=1)
+    db, idx = _indexer(site)
+    idx.reconcile()
+    # the same subband again, written a second later by a confused node
+    dup = site.incoming / (
+        files[3].name[:17] + f"{int(files[3].name[17:19]) + 1:02d}" + files[3].name[19:]
+    )
+    shutil.copy(files[3], dup)
+    r = idx.reconcile()
+    assert (
+        r.indexed == 1
+        and ("group.conflict", db.list_groups(None, None, None)[0]["group_id"]) in r.events
+    )
+    (g,) = db.list_groups(None, None, None)
+    assert (g["n_subbands"], g["n_conflicts"], g["state"]) == (16, 1, "complete")
+    assert db.count_events("group.complete") == 1
+
+
+def test_rejected_files_are_kept_with_a_reason_and_retried_when_they_change(
+    site: Site, sim_groups
+) -> None:
+    sim_groups(site.incoming, n=1)
+    bad = site.incoming / "2025-10-02T00:20:00_sb01.hdf5"
+    bad.write_bytes(b"garbage")
+    (site.incoming / "weird_name.hdf5").write_bytes(b"x")
+    db, idx = _indexer(site)
+    r = idx.reconcile()
+    assert r.indexed == 16 and r.rejected == 2
+    reasons = {row["path"]: row["reason"] for row in db.rejected()}
+    assert reasons == {str(bad): "not_hdf5", str(site.incoming / "weird_name.hdf5"): "misnamed"}
+    assert idx.reconcile().rejected == 0  # unchanged: not read again
+    write_file(site.incoming, iso_to_unix("2025-10-02T00:20:00"), 1, SMALL)
+    r = idx.reconcile()
+    assert r.indexed == 1 and str(bad) not in {row["path"] for row in db.rejected()}
+
+
+def test_name_far_from_header_time_is_rejected(site: Site) -> None:
+    p = write_file(site.incoming, iso_to_unix("2025-10-02T00:00:00"), 2, SMALL)
+    p.rename(site.incoming / "2025-10-03T00:00:00_sb02.hdf5")
+    _db, idx = _indexer(site)
+    r = idx.reconcile()
+    assert r.rejected == 1 and "from the header's first integration" in r.rejections[0][1]
+
+
+def test_deleted_file_is_kept_with_stored_0(site: Site, sim_groups) -> None:
+    files = sim_groups(site.incoming, n=1)
+    db, idx = _indexer(site)
+    idx.reconcile()
+    files[0].unlink()
+    assert idx.reconcile().missing == 1
+    assert db.get_file(str(files[0]))["stored"] == 0
+    assert db.count_events("group.complete") == 1
+
+
+def test_moved_between_locations_updates_the_row_not_a_new_one(tmp_path: Path, sim_groups) -> None:
+    site = write_site(tmp_path, extra_locations=("archive",))
+    files = sim_groups(site.incoming, n=1)
+    db, idx = _indexer(site)
+    idx.reconcile()
+    dest = site.extra["archive"] / files[5].name
+    shutil.move(files[5], dest)
+    r = idx.reconcile()
+    assert (r.moved, r.indexed) == (1, 0)
+    assert db.get_file(str(files[5])) is None
+    row = db.get_file(str(dest))
+    assert row["stored"] == 1 and row["storage_location_id"] == idx.locations[1][0]
+    assert db.conn.execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone()[0] == 16
+    assert db.count_events() == 1
+
+
+def test_incomplete_group_times_out_once_and_completes_later(site: Site, sim_groups) -> None:
+    files = sim_groups(site.incoming, n=1, missing=(7,))
+    now = [1000.0]
+    db, idx = _indexer(site, clock=lambda: now[0])
+    idx.reconcile()
+    assert idx.expire_groups() == []
+    now[0] += site.cfg.groups.incomplete_timeout_seconds + 1
+    (ev,) = idx.expire_groups()
+    assert ev[0] == "group.incomplete" and idx.expire_groups() == []
+    inc = [e for e in db.events_after(0) if e["type"] == "group.incomplete"]
+    assert '"missing": ["sb07"]' in inc[0]["payload"]
+    # the clock jumping backwards neither re-emits nor un-expires
+    now[0] -= 10_000
+    assert idx.expire_groups() == []
+    from dsa110_ingest.simulate import plan_groups
+
+    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0, missing=())
+    write_file(site.incoming, plan.files[7], 7, SMALL, obs_start_unix=plan.start_unix)
+    r = idx.reconcile()
+    assert ("group.complete", inc[0]["group_id"]) in r.events
+    assert len(files) == 15
+
+
+def test_full_rescan_expires_old_incomplete_groups_at_once(site: Site, sim_groups) -> None:
+    sim_groups(site.incoming, n=2, missing=(0,))
+    _db, idx = _indexer(site)
+    r = idx.reconcile(obs_expiry=True)
+    assert sorted(e[0] for e in r.events) == ["group.incomplete", "group.incomplete"]
+
+
+def test_symlink_out_of_every_location_is_not_followed(
+    site: Site, tmp_path: Path, sim_groups
+) -> None:
+    outside = tmp_path / "outside"
+    files = sim_groups(outside, n=1)
+    os.symlink(files[0], site.incoming / files[0].name)
+    db, idx = _indexer(site)
+    r = idx.reconcile()
+    assert r.indexed == 0 and r.rejected == 1
+    assert db.rejected()[0]["reason"] == "symlink_outside"
+
+
+def test_rewritten_file_updates_its_row_without_new_events(site: Site, sim_groups) -> None:
+    files = sim_groups(site.incoming, n=1)
+    _db, idx = _indexer(site)
+    idx.reconcile()
+    with h5py.File(files[2], "r+") as f:
+        f["Header/history"][()] = b"touched"
+    r = idx.reconcile()
+    assert (r.updated, r.indexed, r.events) == (1, 0, [])

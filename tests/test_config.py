@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsa110_ingest.config import load_config
+from dsa110_ingest.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_default_uses_systemd_state_directory(tmp_path: Path) -> None:
+    cfg = load_config(env={"STATE_DIRECTORY": str(tmp_path / "s"), "HOME": "/nonexistent"})
+    assert cfg.hdf5_db == tmp_path / "s" / "hdf5.sqlite3"
+    assert cfg.products_db == tmp_path / "s" / "products.sqlite3"
+    assert cfg.sources["state_dir"] == "env STATE_DIRECTORY"
+
+
+def test_default_state_dir_falls_back_to_xdg_then_home(tmp_path: Path) -> None:
+    assert load_config(env={"XDG_STATE_HOME": str(tmp_path)}).state_dir == (
+        tmp_path / "dsa110-ingest"
+    )
+    assert load_config(env={"HOME": str(tmp_path)}).state_dir == (
+        tmp_path / ".local/state/dsa110-ingest"
+    )
+
+
+def test_relative_paths_are_relative_to_the_config_file_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    f = tmp_path / "etc" / "ingest.toml"
+    f.write_text(
+        'state_dir = "st"\nhdf5_db = "in.sqlite3"\n'
+        '[[storage_locations]]\nname = "a"\npath = "../data"\n'
+    )
+    monkeypatch.chdir("/")
+    cfg = load_config(f, env={})
+    assert cfg.state_dir == tmp_path / "etc" / "st"
+    assert cfg.hdf5_db == tmp_path / "etc" / "st" / "in.sqlite3"  # DB names live in state_dir
+    assert cfg.storage_locations[0].path == (tmp_path / "etc" / ".." / "data").absolute()
+
+
+def test_env_overrides_db_paths_and_says_so(tmp_path: Path) -> None:
+    cfg = load_config(
+        env={"HOME": str(tmp_path), "HDF5_DB_PATH": "/x/h.sqlite3", "PRODUCTS_DB_PATH": "p.sqlite3"}
+    )
+    assert cfg.hdf5_db == Path("/x/h.sqlite3")
+    assert cfg.products_db == cfg.state_dir / "p.sqlite3"
+    assert cfg.sources["hdf5_db"] == "env HDF5_DB_PATH"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("stat_dir = 'x'", "unknown key(s) ['stat_dir']"),
+        (
+            "[groups]\nexpected_subbands = 'sixteen'",
+            "[groups] expected_subbands must be an integer",
+        ),
+        ("[groups]\ncluster_tolerance = 5", "unknown key `cluster_tolerance` in [groups]"),
+        ("hdf5_db = 'a.sqlite3'\nproducts_db = 'a.sqlite3'", "inputs and outputs must"),
+        ("[[storage_locations]]\nname = 'a'", "storage_locations[0] needs a string `path`"),
+        ("[[storage_locations]]\nname='a'\npath='/d'\nwatch='sometimes'", "watch must be one of"),
+        ("[convert]\nbackend = 'command'", "needs `command`"),
+        ("pattern = '(unclosed'", "not a valid regular expression"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_fix(tmp_path: Path, text: str, needle: str) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(f, env={"HOME": str(tmp_path)})
+    assert needle in str(e.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_shipped_example_config_loads() -> None:
+    cfg = load_config(REPO / "config" / "ingest.toml", env={})
+    assert cfg.storage_locations and cfg.groups.expected_subbands == 16
+    assert cfg.groups.cluster_tolerance_seconds == 60
+
+
+def test_config_command_prints_values_and_sources(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HDF5_DB_PATH": str(tmp_path / "h.db")}
+    out = subprocess.run(
+        [sys.executable, "-m", "dsa110_ingest", "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert f"hdf5_db = {tmp_path / 'h.db'}    # env HDF5_DB_PATH" in out
+    assert "groups.cluster_tolerance_seconds = 60.0    # default" in out
+
+
+def test_running_from_any_folder_creates_no_database_there(tmp_path: Path) -> None:
+    cwd = tmp_path / "somewhere"
+    cwd.mkdir()
+    env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "dsa110_ingest", "index-hdf5", str(data)],
+        env=env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+    assert list(cwd.iterdir()) == []
+    assert (tmp_path / "home/.local/state/dsa110-ingest/hdf5.sqlite3").exists()
