@@ -1,0 +1,359 @@
+"""The live daemon: real watchdog observers, real writers, real processes and signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dsa110_ingest.config import Config
+from dsa110_ingest.ingest.watcher import FileEvent
+from dsa110_ingest.sdnotify import Notifier
+from dsa110_ingest.service import Service, ServiceHooks
+from dsa110_ingest.simulate import file_name, plan_groups, write_subband_file
+
+from .conftest import SMALL, Site, db_count, wait_for, write_file, write_site
+
+
+def _hdf5(site: Site) -> Path:
+    return site.root / "state" / "hdf5.sqlite3"
+
+
+def _indexed(site: Site) -> int:
+    return db_count(_hdf5(site), "SELECT COUNT(*) FROM hdf5_file_index WHERE stored = 1")
+
+
+def _events(site: Site, type_: str = "group.complete") -> int:
+    return db_count(_hdf5(site), "SELECT COUNT(*) FROM events WHERE type = ?", (type_,))
+
+
+def _one_group(
+    site: Site,
+    start: str = "2025-10-02T00:00:00",
+    into: Path | None = None,
+    mode: str = "inplace",
+    missing: tuple[int, ...] = (),
+) -> list[Path]:
+    (plan,) = plan_groups(1, start, 2.0, missing=missing)
+    return [
+        write_file(into or site.incoming, t, sb, SMALL, mode, plan.start_unix)
+        for sb, t in sorted(plan.files.items())
+    ]
+
+
+@pytest.mark.parametrize("mode", ["inplace", "tmp_rename", "rsync"])
+def test_each_writer_style_is_indexed_once_and_completes_the_group(
+    site: Site, daemon_factory, mode: str
+) -> None:
+    d = daemon_factory(site)
+    d.wait_ready()
+    _one_group(site, mode=mode)
+    wait_for(lambda: _events(site) == 1, 20, lambda: d.log.read_text()[-3000:])
+    assert _indexed(site) == 16
+    assert db_count(_hdf5(site), "SELECT COUNT(*) FROM rejected_files") == 0
+    assert sorted(p.name for p in site.incoming.iterdir()) == sorted(
+        p.name for p in site.incoming.iterdir() if not p.name.startswith(".")
+    )
+    assert d.stop() == 0
+
+
+def test_slow_in_place_write_is_taken_only_after_close(
+    site: Site, daemon_factory, tmp_path: Path
+) -> None:
+    d = daemon_factory(site)
+    d.wait_ready()
+    src = tmp_path / "src.hdf5"
+    write_subband_file(src, 1759363200, 0, SMALL)
+    data = src.read_bytes()
+    dest = site.incoming / file_name(1759363200, 0)
+    with open(dest, "wb") as f:  # a writer trickling the file in over ~2 s, then closing
+        for i in range(10):
+            f.write(data[i * len(data) // 10 : (i + 1) * len(data) // 10])
+            f.flush()
+            time.sleep(0.2)
+            assert _indexed(site) == 0
+        closed_at = time.time()
+    wait_for(lambda: _indexed(site) == 1, 10)
+    assert db_count(_hdf5(site), "SELECT COUNT(*) FROM rejected_files") == 0
+    indexed_at = (
+        db_count(_hdf5(site), "SELECT CAST(indexed_at * 1000 AS INTEGER) FROM hdf5_file_index")
+        / 1000
+    )
+    assert indexed_at >= closed_at - 0.05
+    d.stop()
+
+
+def test_copy_and_move_in_from_an_unwatched_folder(
+    site: Site, daemon_factory, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    files = _one_group(site, into=outside)
+    d = daemon_factory(site)
+    d.wait_ready()
+    for p in files[:8]:
+        shutil.copy(p, site.incoming / p.name)
+    for p in files[8:]:
+        os.rename(p, site.incoming / p.name)  # same filesystem: a rename into the folder
+    wait_for(lambda: _events(site) == 1, 20, lambda: d.log.read_text()[-3000:])
+    assert _indexed(site) == 16
+    d.stop()
+
+
+def test_move_between_locations_and_delete(tmp_path: Path, daemon_factory) -> None:
+    site = write_site(tmp_path, extra_locations=("archive",))
+    d = daemon_factory(site)
+    d.wait_ready()
+    files = _one_group(site)
+    wait_for(lambda: _events(site) == 1, 20)
+    shutil.move(files[0], site.extra["archive"] / files[0].name)
+    files[1].unlink()
+    wait_for(
+        lambda: (
+            db_count(
+                _hdf5(site),
+                "SELECT COUNT(*) FROM hdf5_file_index WHERE path = ?",
+                (str(site.extra["archive"] / files[0].name),),
+            )
+            == 1
+        ),
+        10,
+    )
+    wait_for(
+        lambda: db_count(_hdf5(site), "SELECT COUNT(*) FROM hdf5_file_index WHERE stored = 0") == 1,
+        10,
+    )
+    assert db_count(_hdf5(site), "SELECT COUNT(*) FROM hdf5_file_index") == 16
+    assert _events(site) == 1
+    d.stop()
+
+
+def test_group_completed_while_the_daemon_was_down(site: Site, daemon_factory) -> None:
+    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0)
+    items = sorted(plan.files.items())
+    d = daemon_factory(site)
+    d.wait_ready()
+    for sb, t in items[:8]:
+        write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
+    wait_for(lambda: _indexed(site) == 8, 10)
+    assert d.stop() == 0
+    for sb, t in items[8:]:
+        write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
+    d2 = daemon_factory(site)
+    d2.wait_ready()
+    assert _events(site) == 1 and _indexed(site) == 16  # done by the start-up reconcile
+    d2.stop()
+
+
+def test_polling_location(tmp_path: Path, daemon_factory) -> None:
+    site = write_site(tmp_path, watch="poll")
+    d = daemon_factory(site)
+    d.wait_ready()
+    assert '"mode": "poll"' in d.log.read_text()
+    _one_group(site)
+    wait_for(lambda: _events(site) == 1, 20, lambda: d.log.read_text()[-2000:])
+    d.stop()
+
+
+def test_auto_mode_polls_on_fuse_and_nfs(tmp_path: Path) -> None:
+    from dsa110_ingest.config import StorageLocation
+    from dsa110_ingest.ingest.watcher import choose_mode
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        f"/dev/vda / ext4 rw 0 0\nserver:/x {tmp_path}/nfs nfs4 rw 0 0\n"
+        f"/dev/sdb1 {tmp_path}/ntfs fuseblk rw 0 0\n"
+    )
+    for sub, want in (("nfs", "poll"), ("ntfs", "poll"), ("local", "inotify")):
+        (tmp_path / sub).mkdir()
+        loc = StorageLocation(sub, tmp_path / sub)
+        assert choose_mode(loc, str(mounts))[0] == want
+
+
+def test_sigterm_exits_zero_quickly_and_sighup_reopens_logs(tmp_path: Path, daemon_factory) -> None:
+    site = write_site(tmp_path, toml_extra="")
+    text = site.config_path.read_text().replace(
+        'log_level = "debug"', f'log_level = "debug"\nlog_file = "{tmp_path}/ingest.log"'
+    )
+    site.config_path.write_text(text)
+    d = daemon_factory(site)
+    wait_for(
+        lambda: (
+            (tmp_path / "ingest.log").exists()
+            and "service.ready" in (tmp_path / "ingest.log").read_text()
+        ),
+        20,
+    )
+    os.rename(tmp_path / "ingest.log", tmp_path / "ingest.log.1")  # logrotate
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: (tmp_path / "ingest.log").exists(), 5)
+    t0 = time.monotonic()
+    assert d.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - t0 < 5
+    assert "service.stopped" in (tmp_path / "ingest.log").read_text()
+
+
+class NotifyListener:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.5)
+        self.msgs: list[str] = []
+
+    def until(self, pred: Callable[[list[str]], bool], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not pred(self.msgs):
+            with contextlib.suppress(TimeoutError):
+                self.msgs.extend(self.sock.recv(4096).decode().split("\n"))
+        assert pred(self.msgs), self.msgs
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_notify_socket_protocol(site: Site, daemon_factory, tmp_path: Path, abstract: bool) -> None:
+    address = f"@dsa110-test-{os.getpid()}" if abstract else str(tmp_path / "notify.sock")
+    listener = NotifyListener(address)
+    d = daemon_factory(site, NOTIFY_SOCKET=address, WATCHDOG_USEC="600000")
+    listener.until(lambda m: "READY=1" in m)
+    listener.until(lambda m: m.count("WATCHDOG=1") >= 3)
+    assert any(m.startswith("STATUS=") for m in listener.msgs)
+    d.proc.send_signal(signal.SIGTERM)
+    listener.until(lambda m: "STOPPING=1" in m)
+    assert d.proc.wait(15) == 0  # a second SIGTERM would mean "now", exit 1
+    listener.sock.close()
+
+
+def _in_process(cfg: Config, **hooks) -> tuple[Service, threading.Thread, list[str]]:  # type: ignore[no-untyped-def]
+    """The service in a thread of the test, to reach inside (threads, injected faults)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pings: list[str] = []
+    n = Notifier(None, watchdog_usec=400_000)
+    n._sock, n.address = a, "unused"
+    n.send = lambda *fields: pings.extend(fields) or True  # type: ignore[method-assign]
+    svc = Service(cfg, convert=False, notifier=n, hooks=ServiceHooks(**hooks))
+    t = threading.Thread(target=svc.run, daemon=True)
+    t.start()
+    wait_for(lambda: "READY=1" in pings, 20)
+    b.close()
+    return svc, t, pings
+
+
+def test_dead_watcher_thread_stops_the_watchdog_pings(site: Site) -> None:
+    svc, t, pings = _in_process(site.cfg)
+    wait_for(lambda: pings.count("WATCHDOG=1") >= 2, 10)
+    assert svc.watcher is not None
+    for obs in svc.watcher.observers.values():
+        obs.stop()  # the thread dies, as an uncaught error in it would
+    time.sleep(0.6)
+    before = pings.count("WATCHDOG=1")
+    time.sleep(1.5)
+    assert pings.count("WATCHDOG=1") == before
+    assert svc.metrics.watcher_alive._value.get() == 0
+    svc.should_exit = True
+    t.join(10)
+
+
+def test_dropped_events_are_recovered_by_reconcile_after_an_overflow(site: Site) -> None:
+    dropped: list[FileEvent] = []
+    svc, t, _ = _in_process(site.cfg, watch_drop=lambda e: dropped.append(e) or True)
+    svc.watcher.settler.settle_s = 3600  # type: ignore[union-attr]  # only events could find them
+    _one_group(site)
+    wait_for(lambda: len(dropped) >= 16, 10)
+    time.sleep(0.5)
+    assert _indexed(site) == 0
+    # watchdog reports a kernel queue overflow only as this log record
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost"
+    )
+    wait_for(lambda: _events(site) == 1, 10)
+    assert svc.metrics.reconcile_found._value.get() == 16
+    svc.should_exit = True
+    t.join(10)
+
+
+def test_events_follow_and_metrics(site: Site, daemon_factory) -> None:
+    port = _free_port()
+    d = daemon_factory(site, "--metrics-listen", f"127.0.0.1:{port}")
+    d.wait_ready()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "dsa110_ingest", "events", "--follow"],
+        env=site.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=site.root,
+    )
+    try:
+        _one_group(site)
+        assert follower.stdout is not None
+        e = json.loads(follower.stdout.readline())
+        assert e["type"] == "group.complete" and len(e["payload"]["files"]) == 16
+    finally:
+        follower.kill()
+        follower.wait()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "dsa110_ingest_files_indexed_total 16.0" in body
+    assert 'dsa110_ingest_events_total{type="group.complete"} 1.0' in body
+    assert "dsa110_ingest_event_latency_seconds_count 1.0" in body
+    hb = json.loads(site.cli("status", "--json").stdout)["heartbeat"]
+    assert hb["pid"] == d.proc.pid and hb["age_seconds"] < 10
+    d.stop()
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_sigkill_at_random_moments_loses_and_doubles_nothing(site: Site, daemon_factory) -> None:
+    rng = random.Random(1234)
+    plans = plan_groups(6, "2025-10-02T00:00:00", 3.0)
+    files = [(p, sb, t) for p in plans for sb, t in sorted(p.files.items())]
+    writer_done = threading.Event()
+
+    def writer() -> None:
+        for p, sb, t in files:
+            write_file(
+                site.incoming, t, sb, SMALL, rng.choice(["inplace", "tmp_rename"]), p.start_unix
+            )
+            time.sleep(rng.uniform(0, 0.02))
+        writer_done.set()
+
+    threading.Thread(target=writer, daemon=True).start()
+    kills = 0
+    while not writer_done.is_set() or kills < 5:
+        d = daemon_factory(site)
+        time.sleep(rng.uniform(0.3, 1.5))
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait()
+        kills += 1
+    d = daemon_factory(site)
+    d.wait_ready()
+    wait_for(lambda: _events(site) == 6, 30)
+    assert _indexed(site) == 96
+    assert (
+        db_count(
+            _hdf5(site), "SELECT COUNT(DISTINCT group_id) FROM events WHERE type = 'group.complete'"
+        )
+        == 6
+    )
+    assert db_count(_hdf5(site), "SELECT COUNT(*) FROM groups") == 6
+    assert db_count(_hdf5(site), "SELECT COUNT(*) FROM rejected_files") == 0
+    assert d.stop() == 0
