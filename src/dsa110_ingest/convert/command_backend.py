@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest.convert.executor import die_with_parent
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import ConversionError, ConversionTimeout
 
@@ -40,6 +41,7 @@ def convert(req: ConversionRequest, tmp_output: Path) -> dict[str, Any]:
             stderr=sys.stderr.fileno(),
             timeout=req.timeout_s,
             check=False,
+            preexec_fn=die_with_parent,
         )
     except FileNotFoundError:
         raise ConversionError(f"converter {argv[0]!r} not found; fix [convert] command") from None

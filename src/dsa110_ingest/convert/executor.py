@@ -37,7 +37,7 @@ class Executor(Protocol):
     def submit(self, req: ConversionRequest) -> Handle: ...
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # PR_SET_PDEATHSIG: a converter outliving a SIGKILLed daemon would race the retry
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
@@ -52,7 +52,7 @@ class LocalProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             close_fds=True,
         )
         self.tail: collections.deque[str] = collections.deque(maxlen=20)

@@ -317,7 +317,10 @@ class Dispatcher:
             del self.running[gid]
             result, error = h.result()
             if elapsed > c.timeout_seconds and error:
-                error = f"timed out after {c.timeout_seconds:.0f} s ({error})"
+                error = (
+                    f"ran longer than timeout_seconds ({c.timeout_seconds:g} s) and was "
+                    "killed; raise [convert] timeout_seconds if that is normal"
+                )
             if result is not None:
                 try:
                     if rec.success(req, result, self.owner) and self.on_event:

@@ -419,12 +419,20 @@ class Hdf5DB:
         args = (now, obs_before_ts) if obs_before_ts is not None else (now,)
         return self.conn.execute(q + " ORDER BY min_ts", args).fetchall()
 
-    def partial_candidates(self, older_than: float, min_subbands: int) -> list[sqlite3.Row]:
+    def partial_candidates(
+        self, older_than: float, min_subbands: int, obs_before_ts: float | None = None
+    ) -> list[sqlite3.Row]:
+        """Incomplete groups to convert anyway: first seen long enough ago (or, after a
+        full rescan, observed long enough ago), with enough subbands, not yet queued."""
         return self.conn.execute(
             f"SELECT {_GROUP_COLS} FROM groups g WHERE state = 'incomplete' "
-            "AND first_seen_at <= ? AND n_subbands >= ? AND NOT EXISTS "
+            "AND (first_seen_at <= ? OR max_ts <= ?) AND n_subbands >= ? AND NOT EXISTS "
             "(SELECT 1 FROM conversion_jobs j WHERE j.group_id = g.group_id) ORDER BY min_ts",
-            (older_than, min_subbands),
+            (
+                older_than,
+                obs_before_ts if obs_before_ts is not None else float("-inf"),
+                min_subbands,
+            ),
         ).fetchall()
 
     def group(self, group_id: str) -> sqlite3.Row | None:

@@ -387,8 +387,9 @@ class Indexer:
                     out.append((ev.GROUP_INCOMPLETE, gid))
                 conv = self.cfg.convert
                 if self.convert_enabled and conv.convert_incomplete_after_seconds > 0:
+                    after = conv.convert_incomplete_after_seconds
                     for grow in self.db.partial_candidates(
-                        now - conv.convert_incomplete_after_seconds, conv.min_subbands
+                        now - after, conv.min_subbands, now - after if full_rescan else None
                     ):
                         self.db.enqueue_job(grow["group_id"], grow["start_mjd"], now, True)
 
