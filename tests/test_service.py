@@ -357,3 +357,21 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(site: Site, daemon_
     assert db_count(_hdf5(site), "SELECT COUNT(*) FROM groups") == 6
     assert db_count(_hdf5(site), "SELECT COUNT(*) FROM rejected_files") == 0
     assert d.stop() == 0
+
+
+def test_location_that_disappears_and_comes_back(site: Site, daemon_factory) -> None:
+    d = daemon_factory(site)
+    d.wait_ready()
+    files = _one_group(site, missing=(15,))
+    wait_for(lambda: _indexed(site) == 15, 10)
+    away = site.root / "incoming.unmounted"
+    os.rename(site.incoming, away)  # unmounted / renamed under the daemon
+    wait_for(lambda: "location.missing" in d.log.read_text(), 10)
+    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0)
+    write_file(away, plan.files[15], 15, SMALL, obs_start_unix=plan.start_unix)
+    time.sleep(0.5)
+    assert db_count(_hdf5(site), "SELECT COUNT(*) FROM hdf5_file_index WHERE stored = 0") == 0
+    os.rename(away, site.incoming)
+    wait_for(lambda: _events(site) == 1, 15, lambda: d.log.read_text()[-3000:])
+    assert _indexed(site) == 16 and len(files) == 15
+    assert d.stop() == 0

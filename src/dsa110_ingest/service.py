@@ -179,7 +179,7 @@ class Service:
         w = self.cfg.watch
         wd = self.notifier.watchdog_interval
         beat_every = min(5.0, wd) if wd else 5.0
-        last_beat = last_reconcile = last_expire = 0.0
+        last_beat = last_expire = last_locations = 0.0
         last_reconcile = time.monotonic()
         while not self.should_exit:
             self._drain(0.2)
@@ -188,6 +188,9 @@ class Service:
             if due:
                 self._index([FileEvent("ready", p, time.time()) for p in due])
             self._retry_deferred()
+            if now_m - last_locations >= 1.0:
+                self.watcher.check_locations()
+                last_locations = now_m
             reasons = self.watcher.take_reconcile_request()
             if reasons or now_m - last_reconcile >= w.rescan_interval_seconds:
                 self._reconcile(", ".join(reasons) or "periodic")

@@ -8,6 +8,7 @@ as :class:`FileEvent` items on a queue; the indexer thread is the only DB writer
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -29,7 +30,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -211,6 +212,8 @@ class Watcher:
         self.drop = drop  # fault injection for tests: events it returns True for are lost
         self.observers: dict[str, BaseObserver] = {}
         self.modes: dict[str, str] = {}
+        self._watches: dict[str, tuple[BaseObserver, ObservedWatch]] = {}
+        self._handler = _Handler(self)
         self._reconcile = threading.Event()
         self.reconcile_reasons: list[str] = []
         self._hook = _OverflowHook(lambda: self.request_reconcile("inotify queue overflow"))
@@ -297,7 +300,30 @@ class Watcher:
             obs.daemon = True
             self.observers[mode] = obs
         if loc.path.is_dir():
-            obs.schedule(handler, str(loc.path), recursive=loc.recursive)
+            self._watches[loc.name] = (obs, obs.schedule(handler, str(loc.path),
+                                                         recursive=loc.recursive))
+
+    def check_locations(self) -> None:
+        """Re-arm watches: a location that was missing and is back gets its watch and a
+        reconcile; one that vanished (unmounted, renamed) loses its dead watch."""
+        for _, loc in self.locations:
+            present = loc.path.is_dir()
+            watched = loc.name in self._watches
+            if present and not watched:
+                mode = self.modes.get(loc.name) or choose_mode(loc, self.mounts_file)[0]
+                try:
+                    self._schedule(mode, loc, self._handler)
+                except OSError as e:
+                    log.error("watch.failed", location=loc.name, error=str(e))
+                    continue
+                log.info("location.back", location=loc.name, path=str(loc.path), mode=mode)
+                self.request_reconcile(f"location {loc.name} appeared")
+            elif watched and not present:
+                obs, watch = self._watches.pop(loc.name)
+                with contextlib.suppress(KeyError, OSError):
+                    obs.unschedule(watch)
+                log.error("location.missing", location=loc.name, path=str(loc.path),
+                          hint="mount or create it; it is watched again when it is back")
 
     def alive(self) -> bool:
         return all(
