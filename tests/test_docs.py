@@ -26,8 +26,12 @@ def _documented(section: str) -> dict[str, set[str]]:
 
 
 def _actual(conn: sqlite3.Connection) -> dict[str, set[str]]:
-    names = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
     return {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in names}
 
 
@@ -51,7 +55,13 @@ def test_products_schema_matches_docs(tmp_path: Path) -> None:
 
 def test_readme_links_the_docs() -> None:
     readme = (DOCS.parent / "README.md").read_text()
-    for doc in ("architecture.md", "database.md", "operations.md", "migration.md",
-                "performance.md", "reliability.md"):
+    for doc in (
+        "architecture.md",
+        "database.md",
+        "operations.md",
+        "migration.md",
+        "performance.md",
+        "reliability.md",
+    ):
         assert f"docs/{doc}" in readme, doc
         assert (DOCS / doc).exists(), doc

@@ -16,6 +16,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from h5py import h5d, h5f, h5g, h5p, h5s, h5t
 
 from dsa110_ingest.errors import (
     FileLockedError,
@@ -81,8 +82,103 @@ class HeaderInfo:
         return asdict(self)
 
 
-def _locking_arg(mode: str) -> bool | str:
-    return {"true": True, "false": False}.get(mode, "best-effort")
+_FAPL: dict[str, h5p.PropFAID] = {}
+
+
+def _fapl(mode: str) -> h5p.PropFAID:
+    """File-access property list, made once per locking mode (a per-file cost otherwise)."""
+    if mode not in _FAPL:
+        fapl = h5p.create(h5p.FILE_ACCESS)
+        use, ignore_unsupported = {"true": (True, False), "false": (False, False)}.get(
+            mode, (True, True)
+        )
+        fapl.set_file_locking(use, ignore_unsupported)
+        _FAPL[mode] = fapl
+    return _FAPL[mode]
+
+
+class _Node:
+    """A group of an open file, read through h5py's low-level API.
+
+    The high-level ``h5py.File``/``Group``/``Dataset`` objects cost ~60 us each per
+    access; on the ~20 fields the index needs that was two thirds of a file's cost.
+    """
+
+    def __init__(self, fid: h5f.FileID, prefix: bytes) -> None:
+        self.fid = fid
+        self.prefix = prefix
+        # one listing of the members: a lookup of a missing name costs an HDF5 error stack
+        gid = h5g.open(fid, prefix.rstrip(b"/") or b"/")
+        self.names = frozenset(n.decode("utf-8", "replace") for n in gid)
+        self._open: dict[str, h5d.DatasetID | None] = {}
+
+    def _ds(self, key: str) -> h5d.DatasetID | None:
+        if key.split("/", 1)[0] not in self.names:
+            return None
+        if key not in self._open:
+            try:
+                self._open[key] = h5d.open(self.fid, self.prefix + key.encode())
+            except (KeyError, ValueError, TypeError):
+                self._open[key] = None
+        return self._open[key]
+
+    def group(self, key: str) -> _Node | None:
+        if key not in self.names:
+            return None
+        try:
+            return _Node(self.fid, self.prefix + key.encode() + b"/")
+        except (KeyError, ValueError, TypeError):
+            return None  # a dataset of that name, not a group
+
+    def children(self) -> list[str]:
+        return sorted(self.names)
+
+    def shape(self, key: str) -> tuple[int, ...] | None:
+        ds = self._ds(key)
+        return None if ds is None else ds.shape
+
+    def read(self, key: str, max_size: int) -> np.ndarray | None:
+        """The dataset's value in its own type; None when there is no such dataset."""
+        ds = self._ds(key)
+        if ds is None:
+            return None
+        shape = self._checked_shape(key, ds, max_size)
+        dt = ds.dtype
+        if dt.kind in "OV":  # variable-length strings, compounds: the slow path
+            return np.asarray(h5py.Dataset(ds)[()])
+        out = np.empty(shape, dtype=dt)
+        ds.read(h5s.ALL, h5s.ALL, out)
+        return out
+
+    def read_number(self, key: str, max_size: int) -> np.ndarray | None:
+        """A numeric dataset as float64, converted by HDF5 (no numpy type introspection:
+        it is most of a small read's cost). A non-numeric one comes back in its own type,
+        for the caller's type check to name."""
+        ds = self._ds(key)
+        if ds is None:
+            return None
+        shape = self._checked_shape(key, ds, max_size)
+        out = np.empty(shape, dtype=np.float64)
+        try:
+            ds.read(h5s.ALL, h5s.ALL, out, _F64)
+        except (TypeError, ValueError, OSError):
+            return self.read(key, max_size)
+        return out
+
+    @staticmethod
+    def _checked_shape(key: str, ds: h5d.DatasetID, max_size: int) -> tuple[int, ...]:
+        shape = ds.shape
+        if shape is None:  # an HDF5 null dataspace: present, but no value
+            raise ValueError(f"{key} has no value (null dataspace)")
+        n = 1
+        for d in shape:
+            n *= d
+        if n > max_size:
+            raise OverflowError(key)
+        return shape
+
+
+_F64 = h5t.NATIVE_DOUBLE
 
 
 def open_error(path: str, exc: OSError) -> UVH5Error:
@@ -135,14 +231,13 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
                 "empty file (0 bytes)",
                 "a writer may still be starting; it is retried when it grows",
             )
-        f = h5py.File(path, "r", locking=_locking_arg(locking))
+        fid = h5f.open(os.fsencode(path), h5f.ACC_RDONLY, fapl=_fapl(locking))
     except UVH5Error:
         raise
     except OSError as e:
         raise open_error(path, e) from None
     try:
-        with f:
-            return _read_open(path, f)
+        return _read_open(path, _Node(fid, b""))
     except UVH5Error:
         raise
     except OSError as e:
@@ -152,36 +247,37 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
             f"read error inside the file: {e}",
             "the file is damaged or was cut short; write it again",
         ) from None
+    except OverflowError as e:
+        raise InvalidHeaderError(
+            path, f"Header/{e} claims too many elements (corrupt header)", "the file cannot be used"
+        ) from None
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise InvalidHeaderError(
             path, f"header is malformed: {e}", "compare with a good file using h5dump -H"
         ) from None
+    finally:
+        fid.close()
 
 
-def _scalar(path: str, h: h5py.Group, key: str) -> Any:
-    try:
-        ds = h[key]
-    except KeyError:
-        raise MissingFieldError(
-            path,
-            f"required header field Header/{key} is missing",
-            "the file was not written by a UVH5 writer",
-        ) from None
-    if not isinstance(ds, h5py.Dataset) or ds.shape is None:
-        raise InvalidHeaderError(
-            path,
-            f"Header/{key} is not a dataset with a value",
-            "compare with a good file using h5dump -H",
-        )
-    v = ds[()]
-    if isinstance(v, np.ndarray):
-        if v.size != 1:
-            raise InvalidHeaderError(path, f"Header/{key} should be a scalar, has shape {v.shape}")
-        v = v.reshape(()).item()
-    return v.item() if isinstance(v, np.generic) else v
+def _missing(path: str, key: str) -> MissingFieldError:
+    return MissingFieldError(
+        path,
+        f"required header field Header/{key} is missing",
+        "the file was not written by a UVH5 writer",
+    )
 
 
-def _int(path: str, h: h5py.Group, key: str, lo: int = 0, hi: int = 2**40) -> int:
+def _scalar(path: str, h: _Node, key: str, numeric: bool = True) -> Any:
+    v = h.read_number(key, 1) if numeric else h.read(key, 1)
+    if v is None:
+        raise _missing(path, key)
+    if v.size != 1:
+        raise InvalidHeaderError(path, f"Header/{key} should be a scalar, has shape {v.shape}")
+    x = v.reshape(()).item()
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _int(path: str, h: _Node, key: str, lo: int = 0, hi: int = 2**40) -> int:
     v = _scalar(path, h, key)
     if isinstance(v, float) and v.is_integer():
         v = int(v)
@@ -190,7 +286,7 @@ def _int(path: str, h: h5py.Group, key: str, lo: int = 0, hi: int = 2**40) -> in
     return v
 
 
-def _float(path: str, h: h5py.Group, key: str) -> float:
+def _float(path: str, h: _Node, key: str) -> float:
     v = _scalar(path, h, key)
     try:
         x = float(v)
@@ -201,8 +297,8 @@ def _float(path: str, h: h5py.Group, key: str) -> float:
     return x
 
 
-def _text(path: str, h: h5py.Group, key: str) -> str:
-    v = _scalar(path, h, key)
+def _text(path: str, h: _Node, key: str) -> str:
+    v = _scalar(path, h, key, numeric=False)
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     if isinstance(v, str):
@@ -210,20 +306,11 @@ def _text(path: str, h: h5py.Group, key: str) -> str:
     raise InvalidHeaderError(path, f"Header/{key} should be a string, got {type(v).__name__}")
 
 
-def _array(path: str, h: h5py.Group, key: str, max_size: int) -> np.ndarray:
-    try:
-        ds = h[key]
-    except KeyError:
-        raise MissingFieldError(
-            path,
-            f"required header field Header/{key} is missing",
-            "the file was not written by a UVH5 writer",
-        ) from None
-    if not isinstance(ds, h5py.Dataset) or ds.shape is None:
-        raise InvalidHeaderError(path, f"Header/{key} is not an array")
-    if ds.size > max_size:
-        raise InvalidHeaderError(path, f"Header/{key} claims {ds.size} elements (corrupt header)")
-    return np.asarray(ds[()])
+def _array(path: str, h: _Node, key: str, max_size: int) -> np.ndarray:
+    v = h.read_number(key, max_size)
+    if v is None:
+        raise _missing(path, key)
+    return v
 
 
 def _finite(path: str, key: str, a: np.ndarray) -> np.ndarray:
@@ -239,9 +326,9 @@ def _finite(path: str, key: str, a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _read_open(path: str, f: h5py.File) -> HeaderInfo:
-    h = f.get("Header")
-    if not isinstance(h, h5py.Group):
+def _read_open(path: str, f: _Node) -> HeaderInfo:
+    h = f.group("Header")
+    if h is None:
         raise MissingHeaderError(
             path,
             "HDF5 file has no Header group (not a UVH5 file)",
@@ -253,7 +340,7 @@ def _read_open(path: str, f: h5py.File) -> HeaderInfo:
     n_freqs = _int(path, h, "Nfreqs", 1, MAX_FREQS)
     n_pols = _int(path, h, "Npols", 1, 4)
     n_times = _int(path, h, "Ntimes", 1, MAX_BLTS)
-    n_spws = _int(path, h, "Nspws", 1, 100_000) if "Nspws" in h else 1
+    n_spws = _int(path, h, "Nspws", 1, 100_000) if h.shape("Nspws") is not None else 1
 
     times = _finite(path, "time_array", _array(path, h, "time_array", MAX_BLTS))
     if times.size != n_blts:
@@ -269,16 +356,10 @@ def _read_open(path: str, f: h5py.File) -> HeaderInfo:
             path, f"polarization_array has {pols.size} entries, Npols = {n_pols}"
         )
 
-    cw = (
-        np.abs(_finite(path, "channel_width", _array(path, h, "channel_width", MAX_FREQS)))
-        if "channel_width" in h
-        else np.array([0.0])
-    )
-    it = (
-        _finite(path, "integration_time", _array(path, h, "integration_time", MAX_BLTS))
-        if "integration_time" in h
-        else np.array([0.0])
-    )
+    cw_raw = h.read_number("channel_width", MAX_FREQS)
+    cw = np.abs(_finite(path, "channel_width", cw_raw)) if cw_raw is not None else np.zeros(1)
+    it_raw = h.read_number("integration_time", MAX_BLTS)
+    it = _finite(path, "integration_time", it_raw) if it_raw is not None else np.zeros(1)
 
     _check_data_shapes(path, f, n_blts, n_freqs, n_pols)
 
@@ -290,7 +371,7 @@ def _read_open(path: str, f: h5py.File) -> HeaderInfo:
         raise InvalidHeaderError(path, f"telescope location lat={lat}, lon={lon} is impossible")
     mid_jd = (t0 + t1) / 2.0
     phase_type, ra, dec = _phase_centre(path, h, mid_jd, lat, lon, times)
-    version = _text(path, h, "version") if "version" in h else ""
+    version = _text(path, h, "version") if h.shape("version") is not None else ""
 
     return HeaderInfo(
         n_ants=n_ants,
@@ -305,8 +386,8 @@ def _read_open(path: str, f: h5py.File) -> HeaderInfo:
         mid_mjd=jd_to_mjd(mid_jd),
         freq_min_hz=float(freqs.min()),
         freq_max_hz=float(freqs.max()),
-        channel_width_hz=float(np.median(cw)),
-        integration_time_s=float(np.median(it)),
+        channel_width_hz=_typical(cw),
+        integration_time_s=_typical(it),
         telescope_name=_text(path, h, "telescope_name"),
         latitude_deg=lat,
         longitude_deg=lon,
@@ -319,15 +400,21 @@ def _read_open(path: str, f: h5py.File) -> HeaderInfo:
     )
 
 
-def _check_data_shapes(path: str, f: h5py.File, n_blts: int, n_freqs: int, n_pols: int) -> None:
-    data = f.get("Data")
-    if not isinstance(data, h5py.Group) or "visdata" not in data:
+def _typical(a: np.ndarray) -> float:
+    """The median, without sorting when the array is constant (nearly always: a median of
+    Nblts values would be a tenth of a file's read time)."""
+    lo, hi = float(a.min()), float(a.max())
+    return lo if lo == hi else float(np.median(a))
+
+
+def _check_data_shapes(path: str, f: _Node, n_blts: int, n_freqs: int, n_pols: int) -> None:
+    shape = f.shape("Data/visdata")
+    if shape is None:
         raise MissingFieldError(
             path,
             "Data/visdata is missing (header without data)",
             "the write was interrupted; write the file again",
         )
-    shape = data["visdata"].shape or ()
     # (Nblts, Nfreqs, Npols), or (Nblts, 1, Nfreqs, Npols) in old files
     core = tuple(s for i, s in enumerate(shape) if not (len(shape) == 4 and i == 1 and s == 1))
     if core != (n_blts, n_freqs, n_pols):
@@ -338,16 +425,14 @@ def _check_data_shapes(path: str, f: h5py.File, n_blts: int, n_freqs: int, n_pol
         )
 
 
-def _opt_float(h: h5py.Group, key: str) -> float | None:
-    if key not in h:
+def _opt_float(h: _Node, key: str) -> float | None:
+    try:
+        v = h.read_number(key, 1)
+    except (ValueError, OverflowError):
         return None
-    v = h[key]
-    if not isinstance(v, h5py.Dataset) or v.shape is None or v.size != 1:
+    if v is None or v.size != 1 or v.dtype.kind not in "iuf":
         return None
-    x = np.asarray(v[()]).reshape(())
-    if x.dtype.kind not in "iuf":
-        return None
-    val = float(x)
+    val = float(v.reshape(()))
     return val if math.isfinite(val) else None
 
 
@@ -360,9 +445,9 @@ def gmst_rad(jd: float) -> float:
     return math.radians((gmst_s % 86400.0) / 240.0)
 
 
-def _lst_rad(h: h5py.Group, mid_jd: float, lon_deg: float, times: np.ndarray) -> float:
-    if "lst_array" in h and h["lst_array"].shape == times.shape:
-        lst = np.asarray(h["lst_array"][()], dtype=np.float64)
+def _lst_rad(h: _Node, mid_jd: float, lon_deg: float, times: np.ndarray) -> float:
+    if h.shape("lst_array") == times.shape:
+        lst = h.read_number("lst_array", times.size)
         i = int(np.argmin(np.abs(times - mid_jd)))
         if math.isfinite(lst[i]):
             return float(lst[i])
@@ -370,13 +455,17 @@ def _lst_rad(h: h5py.Group, mid_jd: float, lon_deg: float, times: np.ndarray) ->
 
 
 def _phase_centre(
-    path: str, h: h5py.Group, mid_jd: float, lat: float, lon: float, times: np.ndarray
+    path: str, h: _Node, mid_jd: float, lat: float, lon: float, times: np.ndarray
 ) -> tuple[str, float | None, float | None]:
     """(phase_type, ra_deg, dec_deg) from whichever convention the file uses."""
-    cat = h.get("phase_center_catalog")
-    if isinstance(cat, h5py.Group) and len(cat):
-        entry = cat[sorted(cat.keys(), key=lambda k: int(k) if k.isdigit() else 0)[0]]
-        cat_type = _text(path, entry, "cat_type") if "cat_type" in entry else "sidereal"
+    cat = h.group("phase_center_catalog")
+    ids = cat.children() if cat is not None else []
+    if cat is not None and ids:
+        entry = cat.group(sorted(ids, key=lambda k: int(k) if k.isdigit() else 0)[0])
+        if entry is None:
+            raise InvalidHeaderError(path, "phase_center_catalog entry is not a group")
+        has_type = entry.shape("cat_type") is not None
+        cat_type = _text(path, entry, "cat_type") if has_type else "sidereal"
         if cat_type == "sidereal":
             lon_c = _opt_float(entry, "cat_lon")
             lat_c = _opt_float(entry, "cat_lat")
@@ -384,7 +473,7 @@ def _phase_centre(
                 return cat_type, math.degrees(lon_c) % 360.0, math.degrees(lat_c)
         return cat_type, *_drift_radec(h, mid_jd, lat, lon, times)
 
-    phase_type = _text(path, h, "phase_type") if "phase_type" in h else "drift"
+    phase_type = _text(path, h, "phase_type") if h.shape("phase_type") is not None else "drift"
     if phase_type == "phased":
         ra = _opt_float(h, "phase_center_ra")
         dec = _opt_float(h, "phase_center_dec")
@@ -397,13 +486,13 @@ def _phase_centre(
 
 
 def _drift_radec(
-    h: h5py.Group, mid_jd: float, lat: float, lon: float, times: np.ndarray
+    h: _Node, mid_jd: float, lat: float, lon: float, times: np.ndarray
 ) -> tuple[float, float]:
     """Pointing of a drift scan at mid time: DSA-110 keeps dec and HA in extra_keywords."""
     lst = _lst_rad(h, mid_jd, lon, times)
-    ek = h.get("extra_keywords")
+    ek = h.group("extra_keywords")
     dec_rad = ha_rad = None
-    if isinstance(ek, h5py.Group):
+    if ek is not None:
         dec_rad = _opt_float(ek, "phase_center_dec")
         ha_rad = _opt_float(ek, "ha_phase_center")
     ra = math.degrees((lst - (ha_rad or 0.0)) % (2 * math.pi))

@@ -221,6 +221,7 @@ class Hdf5DB:
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.conn = open_hdf5_db(self.path, readonly=readonly)
+        self._span_cache: float | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -398,12 +399,22 @@ class Hdf5DB:
         ).fetchone()
         if row["end_mjd"] is not None and row["start_mjd"] is not None:
             span = row["end_mjd"] - row["start_mjd"]
-            self.conn.execute(
-                "INSERT INTO meta VALUES ('max_group_span_mjd', ?) ON CONFLICT(key) DO UPDATE "
-                "SET value = MAX(CAST(value AS REAL), excluded.value)",
-                (span,),
-            )
+            if span > self._max_span():
+                self.conn.execute(
+                    "INSERT INTO meta VALUES ('max_group_span_mjd', ?) ON CONFLICT(key) DO "
+                    "UPDATE SET value = MAX(CAST(value AS REAL), excluded.value)",
+                    (span,),
+                )
+                self._span_cache = None  # re-read: the transaction may yet roll back
         return row
+
+    def _max_span(self) -> float:
+        if self._span_cache is None:
+            row = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'max_group_span_mjd'"
+            ).fetchone()
+            self._span_cache = float(row[0]) if row else 0.0
+        return self._span_cache
 
     def set_group_state(self, group_id: str, state: str, now: float) -> None:
         col = {"complete": "completed_at", "incomplete": "incomplete_at"}.get(state)
@@ -451,10 +462,8 @@ class Hdf5DB:
     def groups_overlapping(
         self, start_mjd: float, end_mjd: float, state: str | None = None
     ) -> list[sqlite3.Row]:
-        span_row = self.conn.execute(
-            "SELECT value FROM meta WHERE key = 'max_group_span_mjd'"
-        ).fetchone()
-        span = float(span_row[0]) if span_row else 0.0
+        self._span_cache = None  # another process may have widened it
+        span = self._max_span()
         # start_mjd is indexed; bounding it below by the longest group keeps this a range scan
         q = (
             f"SELECT {_GROUP_COLS} FROM groups WHERE start_mjd >= ? AND start_mjd <= ? "

@@ -270,7 +270,8 @@ class Indexer:
             )
             return
 
-        existing = self.db.get_file(c.path)
+        same_name = self.db.files_named(c.filename)
+        existing = next((f for f in same_name if f["path"] == c.path), None)
         if existing is not None and existing["group_id"] is not None:
             # rewritten in place, or back after a disappearance: same name, same group
             self.db.upsert_file(

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -68,13 +69,42 @@ class HeaderReader:
             for p in paths:
                 yield read_for_index(p, self.locking, self.lock_wait_s)
             return
+        args = [(p, self.locking, self.lock_wait_s) for p in paths]
+        chunk = max(1, min(64, len(paths) // (self.workers * 4)))
+        done = 0
+        try:
+            for r in self._get_pool().map(_read_star, args, chunksize=chunk):
+                yield r
+                done += 1
+        except BrokenProcessPool:
+            # a reader died (OOM, or the HDF5 library crashing on a hostile file): find the
+            # file that does it by reading the rest one at a time, and reject only that one
+            self._reset()
+            for a in args[done:]:
+                try:
+                    yield self._get_pool().submit(_read_star, a).result()
+                except BrokenProcessPool:
+                    self._reset()
+                    yield ReadFailure(
+                        "reader_crashed",
+                        "reading this file killed the header-reader process",
+                        "check it with h5dump; replace it with a good copy",
+                        False,
+                    )
+
+    def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # forkserver: the daemon has watchdog threads, and fork() with threads is unsafe
             ctx = multiprocessing.get_context("forkserver")
+            # workers fork from a server that has imported h5py once, not each on its own
+            ctx.set_forkserver_preload(["dsa110_ingest.ingest.reader"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
-        args = [(p, self.locking, self.lock_wait_s) for p in paths]
-        chunk = max(1, min(64, len(paths) // (self.workers * 4)))
-        yield from self._pool.map(_read_star, args, chunksize=chunk)
+        return self._pool
+
+    def _reset(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -300,8 +300,10 @@ class Watcher:
             obs.daemon = True
             self.observers[mode] = obs
         if loc.path.is_dir():
-            self._watches[loc.name] = (obs, obs.schedule(handler, str(loc.path),
-                                                         recursive=loc.recursive))
+            self._watches[loc.name] = (
+                obs,
+                obs.schedule(handler, str(loc.path), recursive=loc.recursive),
+            )
 
     def check_locations(self) -> None:
         """Re-arm watches: a location that was missing and is back gets its watch and a
@@ -322,8 +324,12 @@ class Watcher:
                 obs, watch = self._watches.pop(loc.name)
                 with contextlib.suppress(KeyError, OSError):
                     obs.unschedule(watch)
-                log.error("location.missing", location=loc.name, path=str(loc.path),
-                          hint="mount or create it; it is watched again when it is back")
+                log.error(
+                    "location.missing",
+                    location=loc.name,
+                    path=str(loc.path),
+                    hint="mount or create it; it is watched again when it is back",
+                )
 
     def alive(self) -> bool:
         return all(
