@@ -14,7 +14,7 @@ from typing import Any
 
 from dsa110_ingest import logs
 from dsa110_ingest.config import Config, describe, load_config
-from dsa110_ingest.errors import IngestError
+from dsa110_ingest.errors import ConfigError, IngestError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -99,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--keep-legacy", action="store_true", help="leave the legacy table in the products DB"
     )
+    s.add_argument(
+        "--no-queue",
+        action="store_true",
+        help="do not queue complete, never-converted old groups for conversion",
+    )
+    # tests only: SIGKILL itself at that point, to prove a rerun ends in the same state
+    s.add_argument(
+        "--stop-after", choices=["backup", "insert", "commit", "drop"], help=argparse.SUPPRESS
+    )
 
     s = sub.add_parser("prune", help="mark vanished files and Measurement Sets")
     s.add_argument("--dry-run", action="store_true")
@@ -123,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         logs.setup(cfg.log_level, cfg.log_format, cfg.log_file if args.cmd == "run" else None)
         return int(COMMANDS[args.cmd](cfg, args) or 0)
+    except ConfigError as e:
+        if args.cmd == "doctor":
+            print(f"FAIL  config: {e}")
+        print(f"dsa110-ingest: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except IngestError as e:
         print(f"dsa110-ingest: error: {e}", file=sys.stderr)
         return EXIT_ERROR

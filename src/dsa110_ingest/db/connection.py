@@ -133,3 +133,13 @@ def busy_retry(max_seconds: float = 120.0):  # type: ignore[no-untyped-def]
         wait=wait_exponential(0.1, max=5),
         reraise=True,
     )
+
+
+def backup(conn: sqlite3.Connection, dest: Path) -> None:
+    """A consistent copy of a live database (SQLite's online backup API)."""
+    _create_file(dest)
+    out = sqlite3.connect(str(dest))
+    try:
+        conn.backup(out)
+    finally:
+        out.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsa110_ingest.db.connection import connect, transaction
+from dsa110_ingest.db.connection import backup, connect, transaction
 from dsa110_ingest.db.migrations import Migration, migrate, script
 from dsa110_ingest.ingest.grouping import GroupSpan
 
@@ -649,6 +649,49 @@ class Hdf5DB:
             " FROM conversion_jobs WHERE state IN ('pending', 'running')"
         ).fetchone()
         return None if row[0] is None else float(row[0])
+
+    # -- migration ----------------------------------------------------------------
+    def all_paths(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT path FROM hdf5_file_index")}
+
+    def path_groups(self) -> dict[str, str | None]:
+        return dict(self.conn.execute("SELECT path, group_id FROM hdf5_file_index").fetchall())
+
+    def insert_file_if_new(self, row: dict[str, Any]) -> bool:
+        cur = self.conn.execute(
+            f"INSERT INTO hdf5_file_index ({', '.join(FILE_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in FILE_COLUMNS)}) ON CONFLICT(path) DO NOTHING",
+            {c: row.get(c) for c in FILE_COLUMNS},
+        )
+        return cur.rowcount == 1
+
+    def record_converted(
+        self, group_id: str, ms_path: str, obs_mjd: float | None, now: float
+    ) -> None:
+        """A group converted before this project knew it (legacy ms_index row)."""
+        self.conn.execute(
+            "INSERT INTO conversion_jobs (group_id, state, obs_mjd, ms_path, created_at, "
+            "updated_at, finished_at) VALUES (?, 'converted', ?, ?, ?, ?, ?) "
+            "ON CONFLICT(group_id) DO UPDATE SET state = 'converted', ms_path = excluded.ms_path",
+            (group_id, obs_mjd, ms_path, now, now, now),
+        )
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def stored_paths(self) -> list[str]:
+        return [
+            r[0] for r in self.conn.execute("SELECT path FROM hdf5_file_index WHERE stored = 1")
+        ]
+
+    def backup_to(self, dest: Path) -> None:
+        backup(self.conn, dest)
+
+    def integrity(self) -> str:
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
 
     # -- status -------------------------------------------------------------------
     def counts(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dsa110_ingest.db.connection import connect, transaction
+from dsa110_ingest.db.connection import backup, connect, transaction
 from dsa110_ingest.db.migrations import Migration, migrate
 
 SCHEMA_V1 = """
@@ -127,6 +127,30 @@ class ProductsDB:
     def delete(self, path: str) -> None:
         with self.tx(f"deleting row {path}"):
             self.conn.execute("DELETE FROM ms_index WHERE path = ?", (path,))
+
+    # -- the legacy hdf5_file_index that upstream kept here (read by `migrate`) -------
+    def legacy_columns(self) -> list[str]:
+        return [r[1] for r in self.conn.execute("PRAGMA table_info(hdf5_file_index)")]
+
+    def legacy_rows(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM hdf5_file_index").fetchall()
+
+    def finish_migration(self, group_ids: dict[str, str], drop_legacy: bool) -> None:
+        """Fill ms_index.group_id where unknown, and drop the legacy table, in one transaction."""
+        with self.tx("finishing the migration"):
+            for path, gid in group_ids.items():
+                self.conn.execute(
+                    "UPDATE ms_index SET group_id = ? WHERE path = ? AND group_id IS NULL",
+                    (gid, path),
+                )
+            if drop_legacy:
+                self.conn.execute("DROP TABLE IF EXISTS hdf5_file_index")
+
+    def backup_to(self, dest: Path) -> None:
+        backup(self.conn, dest)
+
+    def integrity(self) -> str:
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
 
     def has_table(self, name: str) -> bool:
         return (

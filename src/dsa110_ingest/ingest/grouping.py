@@ -13,7 +13,9 @@ arrival order therefore ends in the same groups with the same ids as a time-sort
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from dsa110_ingest.config import GroupsConfig
 from dsa110_ingest.times import unix_to_iso
 
 OPEN_STATES = frozenset({"collecting"})
@@ -63,3 +65,33 @@ def place(ts: float, neighbours: list[GroupSpan]) -> Placement:
     hi = max([ts, target.max_ts, *(g.max_ts for g in merge)])
     gid = unix_to_iso(lo) if target.is_open else target.group_id
     return Placement(target, merge, gid, lo, hi)
+
+
+class GroupStore(Protocol):
+    """What grouping needs from a database (``db.hdf5.Hdf5DB`` provides it)."""
+
+    def groups_near(self, ts: float, tolerance: float) -> list[GroupSpan]: ...
+    def create_group(
+        self, group_id: str, ts: float, expected: int, now: float, deadline: float
+    ) -> None: ...
+    def absorb_group(self, target: str, other: str) -> None: ...
+    def rename_group(self, old: str, new: str) -> None: ...
+    def subband_taken(self, group_id: str, subband: int) -> bool: ...
+
+
+def join_group(
+    db: GroupStore, ts: float, subband: int, g: GroupsConfig, now: float
+) -> tuple[Placement, bool]:
+    """Place a file in its group, creating, merging or renaming groups as needed, inside
+    the caller's transaction. Returns the placement and whether the subband was taken."""
+    pl = place(ts, db.groups_near(ts, g.cluster_tolerance_seconds))
+    if pl.target is None:
+        db.create_group(
+            pl.group_id, ts, g.expected_subbands, now, now + g.incomplete_timeout_seconds
+        )
+    else:
+        for other in pl.merge:
+            db.absorb_group(pl.target.group_id, other.group_id)
+        if pl.group_id != pl.target.group_id:
+            db.rename_group(pl.target.group_id, pl.group_id)
+    return pl, db.subband_taken(pl.group_id, subband)

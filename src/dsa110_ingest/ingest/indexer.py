@@ -18,7 +18,7 @@ from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config, StorageLocation
 from dsa110_ingest.db.connection import busy_retry
 from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.ingest.grouping import place
+from dsa110_ingest.ingest.grouping import join_group
 from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
 from dsa110_ingest.ingest.scanner import Candidate, scan_tree, stat_path
 from dsa110_ingest.naming import NameParser
@@ -293,20 +293,10 @@ class Indexer:
                 r.moved += 1
                 return
 
-        g = self.cfg.groups
-        ts = c.name.timestamp_unix
-        pl = place(ts, self.db.groups_near(ts, g.cluster_tolerance_seconds))
-        if pl.target is None:
-            self.db.create_group(
-                pl.group_id, ts, g.expected_subbands, now, now + g.incomplete_timeout_seconds
-            )
-        else:
-            for other in pl.merge:
-                self.db.absorb_group(pl.target.group_id, other.group_id)
-            if pl.group_id != pl.target.group_id:
-                self.db.rename_group(pl.target.group_id, pl.group_id)
+        pl, dup = join_group(
+            self.db, c.name.timestamp_unix, c.name.subband_num, self.cfg.groups, now
+        )
         gid = pl.group_id
-        dup = self.db.subband_taken(gid, c.name.subband_num)
         self.db.upsert_file(self._row(c, h, gid, int(dup), now))
         self.db.unreject(c.path)
         r.indexed += 1
