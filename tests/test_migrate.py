@@ -123,7 +123,7 @@ def test_migrate_each_legacy_schema(legacy_site: Site, schema: tuple[str, ...]) 
     info = legacy_products(legacy_site, schema)
     dry = legacy_site.cli("migrate", "--dry-run")
     assert (
-        f"{info['rows']} rows, schema {schema is SCHEMA_2025_11_17 and '2025-11-17' or '2025-11-15'}"
+        f"{info['rows']} rows, schema {(schema is SCHEMA_2025_11_17 and '2025-11-17') or '2025-11-15'}"
         in dry.stderr
     )
     assert "would copy 3180 rows" in dry.stderr and "dry run, nothing changed" in dry.stderr

@@ -182,7 +182,9 @@ class Service:
         last_beat = last_expire = last_locations = 0.0
         last_reconcile = time.monotonic()
         while not self.should_exit:
-            self._drain(0.2)
+            # wake for the next settled file, not only at the 0.2 s tick
+            due_in = self.watcher.settler.next_due_in()
+            self._drain(0.2 if due_in is None else min(0.2, max(0.005, due_in)))
             now_m = time.monotonic()
             due = self.watcher.settler.due()
             if due:

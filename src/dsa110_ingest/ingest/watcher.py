@@ -122,8 +122,13 @@ class Settler:
         self._files: dict[str, tuple[int, int, float]] = {}
 
     def touch(self, path: str) -> None:
+        # the settle clock starts at this change, not at the next check
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
         with self._lock:
-            self._files[path] = (-1, -1, self.clock())
+            self._files[path] = (st.st_size, st.st_mtime_ns, self.clock())
 
     def forget(self, path: str) -> None:
         with self._lock:
@@ -131,6 +136,14 @@ class Settler:
 
     def __len__(self) -> int:
         return len(self._files)
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the earliest tracked file could be ready (None: none tracked)."""
+        with self._lock:
+            if not self._files:
+                return None
+            first = min(since for _, _, since in self._files.values())
+        return max(0.0, first + self.settle_s - self.clock())
 
     def due(self) -> list[str]:
         now = self.clock()
