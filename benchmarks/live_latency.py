@@ -193,6 +193,7 @@ def main() -> int:
             f"{max(xs) * 1e3:.1f} |"
         )
 
+    poll_p99, poll_ok = pct(pol["event"], 99) * 1e3, verdict(ok["poll"])
     body = f"""## Live latency (`benchmarks/live_latency.py`)
 
 A simulated correlator writes groups of 16 files (16 antennas, 48 channels, 24
@@ -214,7 +215,7 @@ Idle: {indexed:,} files indexed, inotify, nothing arriving: {cpu:.3f}% of one co
 | target | result |
 |---|---|
 | inotify p99 <= 50 ms to the event | {pct(ino["event"], 99) * 1e3:.1f} ms: {verdict(ok["ino"])} |
-| polling p99 <= poll + settle + 100 ms ({poll_target * 1e3:.0f} ms) | {pct(pol["event"], 99) * 1e3:.0f} ms: {verdict(ok["poll"])} |
+| polling p99 <= poll + settle + 100 ms ({poll_target * 1e3:.0f} ms) | {poll_p99:.0f} ms: {poll_ok}|
 | idle CPU < 0.5% of one core | {cpu:.3f}%: {verdict(ok["cpu"])} |
 
 Upstream polled every 5 s, later every 60 s.

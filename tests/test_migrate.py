@@ -122,10 +122,8 @@ def _check_migrated(site: Site, info: dict) -> None:
 def test_migrate_each_legacy_schema(legacy_site: Site, schema: tuple[str, ...]) -> None:
     info = legacy_products(legacy_site, schema)
     dry = legacy_site.cli("migrate", "--dry-run")
-    assert (
-        f"{info['rows']} rows, schema {(schema is SCHEMA_2025_11_17 and '2025-11-17') or '2025-11-15'}"
-        in dry.stderr
-    )
+    name = "2025-11-17" if schema is SCHEMA_2025_11_17 else "2025-11-15"
+    assert f"{info['rows']} rows, schema {name}" in dry.stderr
     assert "would copy 3180 rows" in dry.stderr and "dry run, nothing changed" in dry.stderr
     assert "groups: 200 (180 complete, 20 incomplete" in dry.stderr
     assert (
