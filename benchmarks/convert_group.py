@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, verdict, write_section  # noqa: E402
+from _report import machine, verdict, write_section  # noqa: I001
 
-from dsa110_ingest.convert.request import ConversionRequest, InputFile  # noqa: E402
-from dsa110_ingest.simulate import SimParams, plan_groups, write_file  # noqa: E402
-from dsa110_ingest.uvh5 import read_header  # noqa: E402
+from dsa110_ingest.convert.request import ConversionRequest, InputFile
+from dsa110_ingest.simulate import SimParams, plan_groups, write_file
+from dsa110_ingest.uvh5 import read_header
 
 RECIPE = """
 import sys, warnings
@@ -104,6 +104,10 @@ def main() -> int:
     t = {k: statistics.median(x[0] for x in v) for k, v in results.items()}
     m = {k: max(x[1] for x in v) for k, v in results.items()}
     ok = {"time": t["a"] <= 1.05 * t["b"], "rss": m["a"] <= 1.1 * m["b"]}
+
+    def row(label: str, k: str) -> str:
+        return f"| {label} | {t[k]:.1f} | {t[k] / t['b']:.3f} | {m[k]:.0f} | {m[k] / m['b']:.3f} |"
+
     body = f"""## Conversion of one group (`benchmarks/convert_group.py`)
 
 One simulated group: {args.nants} antennas ({args.nants * (args.nants + 1) // 2} baselines
@@ -114,9 +118,9 @@ fills pyuvdata's numba cache); {machine()}.
 
 | variant | wall s | ratio | peak RSS MiB | ratio |
 |---|---:|---:|---:|---:|
-| (a) this project's worker (validated, renamed into place) | {t["a"]:.1f} | {t["a"] / t["b"]:.3f} | {m["a"]:.0f} | {m["a"] / m["b"]:.3f} |
-| (b) plain recipe: sorted, `axis="freq"`, phase, `write_ms` | {t["b"]:.1f} | 1.000 | {m["b"]:.0f} | 1.000 |
-| (c) plain recipe with pyuvdata's default read (no `axis`) | {t["c"]:.1f} | {t["c"] / t["b"]:.3f} | {m["c"]:.0f} | {m["c"] / m["b"]:.3f} |
+{row("(a) this project's worker (validated, renamed into place)", "a")}
+{row('(b) plain recipe: sorted, `axis="freq"`, phase, `write_ms`', "b")}
+{row("(c) plain recipe with pyuvdata's default read (no `axis`)", "c")}
 
 | target | result |
 |---|---|

@@ -422,12 +422,14 @@ class Hdf5DB:
         args: tuple[Any, ...] = (state, now, group_id) if col else (state, group_id)
         self.conn.execute(f"UPDATE groups SET state = ?{extra} WHERE group_id = ?", args)
 
-    def expired_groups(self, now: float, obs_before_ts: float | None) -> list[sqlite3.Row]:
-        """Open groups past their deadline (or, after a full rescan, observed long ago)."""
-        q = f"SELECT {_GROUP_COLS} FROM groups WHERE state = 'collecting' AND (deadline_at <= ?" + (
-            " OR max_ts <= ?)" if obs_before_ts is not None else ")"
-        )
-        args = (now, obs_before_ts) if obs_before_ts is not None else (now,)
+    def open_groups(self, obs_before_ts: float | None = None) -> list[sqlite3.Row]:
+        """Groups still collecting (few: the observations of the last minutes); with
+        ``obs_before_ts``, only those observed before it."""
+        q = f"SELECT {_GROUP_COLS} FROM groups WHERE state = 'collecting'"
+        args: tuple[float, ...] = ()
+        if obs_before_ts is not None:
+            q += " AND max_ts <= ?"
+            args = (obs_before_ts,)
         return self.conn.execute(q + " ORDER BY min_ts", args).fetchall()
 
     def partial_candidates(

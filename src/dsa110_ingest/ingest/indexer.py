@@ -65,11 +65,16 @@ class Indexer:
         cfg: Config,
         *,
         clock: Clock = time.time,
+        mono: Clock = time.monotonic,
         reader: HeaderReader | None = None,
     ) -> None:
         self.db = db
         self.cfg = cfg
         self.clock = clock
+        self.mono = mono
+        # monotonic time each open group was first seen by this process: timeouts must not
+        # fire early when the wall clock jumps forward, nor never when it jumps back
+        self._born: dict[str, float] = {}
         self.parser = NameParser(cfg.pattern, cfg.groups.expected_subbands)
         self.reader = reader or HeaderReader(cfg.read.hdf5_locking, cfg.read.workers)
         self.locations: list[tuple[int, StorageLocation]] = []
@@ -297,6 +302,8 @@ class Indexer:
             self.db, c.name.timestamp_unix, c.name.subband_num, self.cfg.groups, now
         )
         gid = pl.group_id
+        if pl.target is None:
+            self._born[gid] = self.mono()
         self.db.upsert_file(self._row(c, h, gid, int(dup), now))
         self.db.unreject(c.path)
         r.indexed += 1
@@ -359,7 +366,7 @@ class Indexer:
         def write() -> None:
             out.clear()
             with self.db.tx("expiring incomplete groups"):
-                for grow in self.db.expired_groups(now, obs_before):
+                for grow in self._expired(obs_before):
                     gid = grow["group_id"]
                     have = {f["subband_num"] for f in self.db.group_files(gid)}
                     missing = [f"sb{i:02d}" for i in range(g.expected_subbands) if i not in have]
@@ -388,6 +395,24 @@ class Indexer:
         for etype, gid in out:
             log.warning(etype, group_id=gid)
         return out
+
+    def _expired(self, obs_before: float | None) -> list[sqlite3.Row]:
+        timeout = self.cfg.groups.incomplete_timeout_seconds
+        m, now = self.mono(), self.clock()
+        open_groups = self.db.open_groups()
+        born = {}
+        for grow in open_groups:
+            b = self._born.get(grow["group_id"])
+            if b is None:
+                # first sight in this process (created before a restart, or renamed): credit
+                # the wall time it has already waited, never more than one timeout
+                b = m - min(max(0.0, now - grow["first_seen_at"]), timeout)
+            born[grow["group_id"]] = b
+        self._born = born  # forget groups that are no longer open
+        old = {r["group_id"] for r in self.db.open_groups(obs_before)} if obs_before else set()
+        return [
+            r for r in open_groups if m - born[r["group_id"]] >= timeout or r["group_id"] in old
+        ]
 
     def _row(self, c: Candidate, h: HeaderInfo, gid: str, dup: int, now: float) -> dict:
         assert c.name is not None
