@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench soak clean
+.PHONY: venv test lint demo bench soak reliability-report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,19 @@ bench: $(STAMP)
 	$(PY) benchmarks/live_latency.py
 	$(PY) benchmarks/convert_group.py
 
+# a week of observations through the reliability suite; rewrites docs/reliability.md
 soak: $(STAMP)
-	DSA110_SOAK=week $(PY) -m pytest -q tests/reliability -p no:cacheprovider
+	rm -rf build/reliability
+	DSA110_SOAK=week DSA110_RELIABILITY_REPORT=build/reliability \
+		$(PY) -m pytest -q tests/reliability -p no:cacheprovider --timeout 7200
+	$(PY) tests/reliability/report.py build/reliability docs/reliability.md week
+
+# the same suite at one day's scale (what make test runs), also rewriting the page
+reliability-report: $(STAMP)
+	rm -rf build/reliability
+	DSA110_RELIABILITY_REPORT=build/reliability $(PY) -m pytest -q tests/reliability \
+		-p no:cacheprovider
+	$(PY) tests/reliability/report.py build/reliability docs/reliability.md day
 
 clean:
 	rm -rf $(VENV) demo-run build *.egg-info src/*.egg-info

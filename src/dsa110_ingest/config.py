@@ -299,8 +299,9 @@ def _build(
 
 
 def _resolve(p: Path, base: Path) -> Path:
+    """Absolute and normalised: no `..` left for a prefix check to be fooled by."""
     p = p.expanduser()
-    return (p if p.is_absolute() else base / p).absolute()
+    return Path(os.path.normpath((p if p.is_absolute() else base / p).absolute()))
 
 
 def _check_distinct_dbs(cfg: Config) -> None:

@@ -1,0 +1,369 @@
+"""The fault matrix: each fault during a stream of groups, then the ledger must be exact."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dsa110_ingest.ingest.watcher import FileEvent
+from dsa110_ingest.simulate import plan_groups, write_file
+
+from ..conftest import SMALL, db_count, wait_for
+from .conftest import assert_exact, ledger, reliability_site, stand_in_converter
+
+
+def _stream(
+    site, n: int, start: str = "2025-10-02T00:00:00", pause: float = 0.05, dest: Path | None = None
+) -> threading.Thread:
+    def run() -> None:
+        for plan in plan_groups(n, start, 3.0):
+            for sb, t in sorted(plan.files.items()):
+                write_file(
+                    dest or site.incoming,
+                    t,
+                    sb,
+                    SMALL,
+                    random.choice(["inplace", "tmp_rename"]),
+                    plan.start_unix,
+                )
+            time.sleep(pause)
+
+    th = threading.Thread(target=run)
+    th.start()
+    return th
+
+
+def _converted(site) -> int:
+    return db_count(
+        site.root / "state" / "hdf5.sqlite3",
+        "SELECT COUNT(*) FROM conversion_jobs WHERE state = 'converted'",
+    )
+
+
+def test_sigkill_daemon_20_times(tmp_path: Path, daemon_factory, record) -> None:
+    conv = stand_in_converter(tmp_path / "c", "time.sleep(0.2)")
+    site = reliability_site(tmp_path / "s", conv)
+    n = 24
+    writer = _stream(site, n, pause=0.3)
+    rng = random.Random(20)
+    kills = 0
+    t0 = time.monotonic()
+    while kills < 20:
+        d = daemon_factory(site)
+        time.sleep(rng.uniform(0.2, 1.2))  # write bursts, transactions, reconciles, conversions
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait()
+        kills += 1
+    writer.join()
+    d = daemon_factory(site)
+    wait_for(lambda: _converted(site) == n, 90, lambda: d.log.read_text()[-3000:])
+    recover = time.monotonic() - t0
+    assert d.stop() == 0
+    led = ledger(site)
+    assert_exact(led, n)
+    record(
+        "SIGKILL of the daemon at 20 random moments",
+        groups=n,
+        files=16 * n,
+        kills=kills,
+        lost=0,
+        duplicated=0,
+        rejected=led["rejected"],
+        seconds_to_all_converted=round(recover),
+    )
+
+
+def test_sigkill_conversion_workers(tmp_path: Path, daemon_factory, record) -> None:
+    marker = tmp_path / "pids"
+    conv = stand_in_converter(
+        tmp_path / "c",
+        f"open({str(marker)!r}, 'a').write(str(os.getppid()) + '\\n'); time.sleep(0.5)",
+    )
+    site = reliability_site(tmp_path / "s", conv)
+    n = 6
+    d = daemon_factory(site)
+    d.wait_ready()
+    writer = _stream(site, n)
+    killed: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(killed) < 3 and time.monotonic() < deadline:
+        for line in marker.read_text().split() if marker.exists() else []:
+            pid = int(line)
+            if pid not in killed:
+                try:
+                    os.kill(pid, signal.SIGKILL)  # the worker process, mid-conversion
+                    killed.add(pid)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.05)
+    writer.join()
+    wait_for(lambda: _converted(site) == n, 60, lambda: d.log.read_text()[-3000:])
+    assert d.stop() == 0
+    led = ledger(site)
+    assert_exact(led, n)
+    assert not list((site.root / "ms").glob(".*tmp-*"))
+    record(
+        "SIGKILL of a conversion worker mid-conversion",
+        groups=n,
+        kills=len(killed),
+        lost=0,
+        duplicated=0,
+        half_written_ms=0,
+    )
+
+
+@pytest.mark.parametrize("which", ["hdf5", "products"])
+def test_db_write_locked_for_10s(tmp_path: Path, daemon_factory, record, which: str) -> None:
+    conv = stand_in_converter(tmp_path / "c")
+    site = reliability_site(tmp_path / "s", conv)
+    d = daemon_factory(site)
+    d.wait_ready()
+    db = site.root / "state" / f"{which}.sqlite3"
+    locker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, time\n"
+                f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+                "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(10)\n"
+                "c.execute('COMMIT')\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    n = 4
+    writer = _stream(site, n, pause=1.0)
+    writer.join()
+    locker.wait()
+    wait_for(lambda: _converted(site) == n, 90, lambda: d.log.read_text()[-3000:])
+    assert d.proc.poll() is None  # stayed up through it
+    assert d.stop() == 0
+    assert_exact(ledger(site), n)
+    record(
+        f"{which} DB write-locked by another process for 10 s",
+        groups=n,
+        lost=0,
+        duplicated=0,
+        daemon_exits=0,
+    )
+
+
+def _daemon_argv() -> list[str]:
+    """Root ignores file modes; the service's own user does not: as root, drop the
+    capabilities that let it (setpriv), so an unwritable folder is unwritable."""
+    argv = [sys.executable, "-m", "dsa110_ingest", "run"]
+    if os.geteuid() != 0:
+        return argv
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: cannot make a folder unwritable for the daemon")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *argv]
+
+
+def test_output_dir_unwritable_then_writable(tmp_path: Path, record) -> None:
+    argv = _daemon_argv()
+    conv = stand_in_converter(tmp_path / "c")
+    site = reliability_site(tmp_path / "s", conv)
+    out = site.root / "ms"
+    out.mkdir()
+    out.chmod(0o555)
+    log = open(site.root / "d.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        argv, env=site.env(), stdout=log, stderr=subprocess.STDOUT, cwd=site.root
+    )
+    try:
+        n = 3
+        _stream(site, n).join()
+        hdf5 = site.root / "state" / "hdf5.sqlite3"
+        wait_for(
+            lambda: (
+                db_count(hdf5, "SELECT COUNT(*) FROM conversion_jobs WHERE last_error IS NOT NULL")
+                >= 1
+            ),
+            30,
+            lambda: (site.root / "d.log").read_text()[-2000:],
+        )
+        failed_attempts = db_count(hdf5, "SELECT SUM(attempts) FROM conversion_jobs")
+        out.chmod(0o755)
+        t0 = time.monotonic()
+        wait_for(lambda: _converted(site) == n, 60, lambda: (site.root / "d.log").read_text())
+        recover = time.monotonic() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        log.close()
+    assert_exact(ledger(site), n)
+    record(
+        "output directory unwritable, then writable",
+        groups=n,
+        lost=0,
+        duplicated=0,
+        failed_attempts_while_unwritable=failed_attempts,
+        seconds_to_recover=round(recover, 1),
+    )
+
+
+def test_storage_location_disappears_and_returns(tmp_path: Path, daemon_factory, record) -> None:
+    conv = stand_in_converter(tmp_path / "c")
+    site = reliability_site(tmp_path / "s", conv)
+    d = daemon_factory(site)
+    d.wait_ready()
+    _stream(site, 2).join()
+    wait_for(lambda: _converted(site) == 2, 30)
+    away = site.root / "incoming.unmounted"
+    os.rename(site.incoming, away)
+    wait_for(lambda: "location.missing" in d.log.read_text(), 10)
+    _stream(site, 2, start="2025-10-02T01:00:00", dest=away).join()  # written while away
+    time.sleep(1)
+    stored0 = db_count(
+        site.root / "state" / "hdf5.sqlite3",
+        "SELECT COUNT(*) FROM hdf5_file_index WHERE stored = 0",
+    )
+    os.rename(away, site.incoming)
+    t0 = time.monotonic()
+    wait_for(lambda: _converted(site) == 4, 30, lambda: d.log.read_text()[-3000:])
+    recover = time.monotonic() - t0
+    assert d.stop() == 0
+    assert stored0 == 0  # nothing was declared deleted while the mount was gone
+    assert_exact(ledger(site), 4)
+    record(
+        "storage location disappears (renamed) and comes back",
+        groups=4,
+        lost=0,
+        duplicated=0,
+        marked_deleted_while_away=stored0,
+        seconds_to_recover=round(recover, 1),
+    )
+
+
+def test_output_disk_full_then_space(tmp_path: Path, daemon_factory, record) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the output needs root")
+    conv = stand_in_converter(
+        tmp_path / "c",
+        "open(os.path.join(os.path.dirname(out), "
+        "'pad-' + os.path.basename(out)), 'wb')"
+        ".write(b'x' * 40000)",
+    )
+    site = reliability_site(tmp_path / "s", conv)
+    out = site.root / "ms"
+    out.mkdir()
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(out)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
+    try:
+        d = daemon_factory(site)
+        d.wait_ready()
+        n = 4
+        _stream(site, n).join()
+        hdf5 = site.root / "state" / "hdf5.sqlite3"
+        wait_for(
+            lambda: (
+                db_count(
+                    hdf5,
+                    "SELECT COUNT(*) FROM conversion_jobs WHERE "
+                    "last_error IS NOT NULL AND state = 'pending'",
+                )
+                >= 1
+            ),
+            30,
+            lambda: d.log.read_text()[-3000:],
+        )
+        converted_when_full = _converted(site)
+        subprocess.run(["mount", "-o", "remount,size=8m", str(out)], check=True)
+        t0 = time.monotonic()
+        wait_for(lambda: _converted(site) == n, 60, lambda: d.log.read_text()[-3000:])
+        recover = time.monotonic() - t0
+        assert d.stop() == 0
+        assert_exact(ledger(site), n)
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+    record(
+        "output disk full (96 KiB tmpfs), then space",
+        groups=n,
+        lost=0,
+        duplicated=0,
+        converted_before_space=converted_when_full,
+        seconds_to_recover=round(recover, 1),
+    )
+
+
+def test_inotify_overflow_recovered_by_reconcile(tmp_path: Path, record) -> None:
+    from dsa110_ingest.service import Service, ServiceHooks
+
+    conv = stand_in_converter(tmp_path / "c")
+    site = reliability_site(tmp_path / "s", conv)
+    dropped: list[FileEvent] = []
+    rng = random.Random(3)
+    svc = Service(
+        site.cfg,
+        hooks=ServiceHooks(watch_drop=lambda e: rng.random() < 0.5 and not dropped.append(e)),
+    )  # type: ignore[func-returns-value]
+    t = threading.Thread(target=svc.run, daemon=True)
+    t.start()
+    wait_for(lambda: svc.watcher is not None and svc.watcher.modes, 20)
+    assert svc.watcher is not None
+    svc.watcher.settler.settle_s = 3600  # only the reconcile can find what was dropped
+    n = 4
+    _stream(site, n).join()
+    time.sleep(0.5)
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost"
+    )
+    wait_for(lambda: _converted(site) == n, 60)
+    svc.should_exit = True
+    t.join(20)
+    assert_exact(ledger(site), n)
+    found = svc.metrics.reconcile_found._value.get()
+    assert found >= 1
+    record(
+        "inotify queue overflow (half the events dropped before the indexer)",
+        groups=n,
+        events_dropped=len(dropped),
+        found_by_reconcile=int(found),
+        lost=0,
+        duplicated=0,
+    )
+
+
+def test_clock_jumps(tmp_path: Path, record) -> None:
+    """Clock jumps are checked with an injected clock in tests/ingest/test_indexer.py
+    (test_wall_clock_jumps_neither_expire_early_nor_never); recorded here for the table."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(Path(__file__).parents[1] / "ingest" / "test_indexer.py"),
+            "-k",
+            "clock_jumps or restart_waited",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout
+    record(
+        "system clock jumps (+1 d, -1 d, +3 h, -10 min; injected clock)",
+        cases=5,
+        early_timeouts=0,
+        missed_timeouts=0,
+    )

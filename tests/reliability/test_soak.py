@@ -1,0 +1,94 @@
+"""Soak: a day (``make soak``: a week) of observations at accelerated cadence, into two
+locations, with every kind of writer, while the daemon indexes and converts."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from dsa110_ingest.simulate import plan_groups, write_file
+
+from ..conftest import SMALL, db_count, wait_for
+from .conftest import SOAK_GROUPS, assert_exact, ledger, reliability_site, stand_in_converter
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_soak(tmp_path: Path, daemon_factory, record) -> None:
+    conv = stand_in_converter(tmp_path / "convert")
+    site = reliability_site(tmp_path / "site", conv, extra_locations=("incoming2",))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    d = daemon_factory(site)
+    d.wait_ready()
+    rss_start = _rss_kib(d.proc.pid)
+    rng = random.Random(2025)
+    plans = plan_groups(SOAK_GROUPS, "2025-10-02T00:00:00", 3.0, seed=7)
+    modes: dict[str, int] = {}
+    rss_samples: list[int] = []
+    t0 = time.monotonic()
+
+    def correlator() -> None:
+        for i, plan in enumerate(plans):
+            dest = site.incoming if i % 2 == 0 else site.extra["incoming2"]
+            for sb, t in rng.sample(sorted(plan.files.items()), 16):
+                mode = rng.choice(["inplace", "tmp_rename", "rsync", "copy"])
+                modes[mode] = modes.get(mode, 0) + 1
+                if mode == "copy":  # written elsewhere, then copied in
+                    src = write_file(staging, t, sb, SMALL, "inplace", plan.start_unix)
+                    shutil.copy(src, dest / src.name)
+                    src.unlink()
+                else:
+                    write_file(dest, t, sb, SMALL, mode, plan.start_unix)
+            if i % 32 == 0:
+                rss_samples.append(_rss_kib(d.proc.pid))
+
+    writer = threading.Thread(target=correlator)
+    writer.start()
+    writer.join()
+    hdf5 = site.root / "state" / "hdf5.sqlite3"
+    wait_for(
+        lambda: (
+            db_count(hdf5, "SELECT COUNT(*) FROM conversion_jobs WHERE state = 'converted'")
+            == SOAK_GROUPS
+        ),
+        600,
+        lambda: d.log.read_text()[-3000:],
+    )
+    elapsed = time.monotonic() - t0
+    rss_end = _rss_kib(d.proc.pid)
+    assert d.stop() == 0
+    led = ledger(site)
+    assert_exact(led, SOAK_GROUPS)
+    assert led["rejected"] == 0
+    # oldest observation first: conversions started in observation order
+    c = sqlite3.connect(hdf5)
+    starts = [r[0] for r in c.execute("SELECT started_at FROM conversion_jobs ORDER BY obs_mjd")]
+    inversions = sum(1 for a, b in itertools.pairwise(starts) if b < a)
+    assert inversions == 0
+    # memory flat: no growth with the number of files handled
+    assert rss_end <= rss_start * 1.5 + 30_000, (rss_start, rss_end)
+    record(
+        "soak",
+        groups=SOAK_GROUPS,
+        files=16 * SOAK_GROUPS,
+        locations=2,
+        writers=modes,
+        seconds=round(elapsed, 1),
+        rss_start_mib=round(rss_start / 1024, 1),
+        rss_end_mib=round(rss_end / 1024, 1),
+        lost=0,
+        duplicated=0,
+        rejected=led["rejected"],
+        order_inversions=inversions,
+    )
