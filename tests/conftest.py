@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -198,6 +199,46 @@ def wait_for(
             return v
         time.sleep(0.05)
     raise AssertionError(msg() if callable(msg) else msg)
+
+
+def converter_script(path: Path, body: str = "") -> Path:
+    """A stand-in site converter: writes <output>/inputs.txt listing its inputs; ``body``
+    runs first (sleep, fail, record its pid ...)."""
+    path.write_text(
+        textwrap.dedent(f"""\
+        #!{sys.executable}
+        import os, sys, time
+        out, inputs = sys.argv[1], sys.argv[2:]
+        print("converting", len(inputs), "files into", out)
+        {body}
+        os.makedirs(out)
+        with open(os.path.join(out, "inputs.txt"), "w") as f:
+            f.write("\\n".join(inputs))
+    """)
+    )
+    path.chmod(0o755)
+    return path
+
+
+def hold_write_lock(db: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding a SQLite write lock on ``db``; returns once it holds it."""
+    locker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, time\n"
+                f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+                "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True)\n"
+                f"time.sleep({seconds})\n"
+                "c.execute('COMMIT')\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    return locker
 
 
 def run_without_dac(code: str) -> subprocess.CompletedProcess[str]:

@@ -4,11 +4,12 @@ hands it down; the environment is read here and nowhere deeper."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -341,19 +342,14 @@ def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _later(cfg: Config, args: argparse.Namespace) -> int:
-    mod = {
-        "convert": "convert.cli",
-        "retry": "convert.cli",
-        "demo": "demo",
-        "migrate": "migrate",
-        "prune": "prune",
-        "doctor": "doctor",
-    }[args.cmd]
-    import importlib
+def _lazy(module: str) -> Callable[[Config, argparse.Namespace], int]:
+    """A command whose module is imported only when it runs, keeping `status` and
+    `events` quick to start."""
 
-    m = importlib.import_module(f"dsa110_ingest.{mod}")
-    return int(m.main(cfg, args))
+    def run(cfg: Config, args: argparse.Namespace) -> int:
+        return int(importlib.import_module(f"dsa110_ingest.{module}").main(cfg, args))
+
+    return run
 
 
 COMMANDS = {
@@ -364,10 +360,10 @@ COMMANDS = {
     "events": cmd_events,
     "status": cmd_status,
     "simulate": cmd_simulate,
-    "convert": _later,
-    "retry": _later,
-    "demo": _later,
-    "migrate": _later,
-    "prune": _later,
-    "doctor": _later,
+    "convert": _lazy("convert.cli"),
+    "retry": _lazy("convert.cli"),
+    "demo": _lazy("demo"),
+    "migrate": _lazy("migrate"),
+    "prune": _lazy("prune"),
+    "doctor": _lazy("doctor"),
 }

@@ -7,16 +7,14 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from ..conftest import SMALL, Site, db_count, wait_for
-from .conftest import command_site, converter_script
+from ..conftest import SMALL, Site, converter_script, db_count, hold_write_lock, wait_for
+from .conftest import command_site
 
 
 def _products(site: Site) -> Path:
@@ -162,21 +160,7 @@ def test_locked_products_db_is_written_after_release(
     from dsa110_ingest.db.products import ProductsDB
 
     ProductsDB(_products(site)).close()
-    locker = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import sqlite3, time, sys\n"
-                f"c = sqlite3.connect({str(_products(site))!r}, isolation_level=None)\n"
-                "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(12)\n"
-                "c.execute('COMMIT')\n"
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    locker = hold_write_lock(_products(site), 12)
     t0 = time.monotonic()
     p = site.cli("run", "--rescan", timeout=180)
     locker.wait()

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..conftest import Site, write_site
+from ..conftest import Site, converter_script, write_site
 
 WEEK = os.environ.get("DSA110_SOAK") == "week"
 SOAK_GROUPS = 7 * 288 if WEEK else 288  # one day (or week) of ~309 s observations
@@ -45,21 +43,7 @@ def record() -> Record:
     return Record()
 
 
-def stand_in_converter(path: Path, body: str = "") -> Path:
-    """A fast stand-in for the site converter: a small output directory per group."""
-    path.write_text(
-        textwrap.dedent(f"""\
-        #!{sys.executable}
-        import os, sys, time
-        out, inputs = sys.argv[1], sys.argv[2:]
-        {body}
-        os.makedirs(out)
-        with open(os.path.join(out, "inputs.txt"), "w") as f:
-            f.write("\\n".join(inputs))
-    """)
-    )
-    path.chmod(0o755)
-    return path
+stand_in_converter = converter_script
 
 
 def reliability_site(

@@ -18,7 +18,7 @@ import pytest
 from dsa110_ingest.ingest.watcher import FileEvent
 from dsa110_ingest.simulate import plan_groups, write_file
 
-from ..conftest import SMALL, db_count, wait_for
+from ..conftest import SMALL, db_count, hold_write_lock, wait_for
 from .conftest import assert_exact, ledger, reliability_site, stand_in_converter
 
 
@@ -129,21 +129,7 @@ def test_db_write_locked_for_10s(tmp_path: Path, daemon_factory, record, which: 
     d = daemon_factory(site)
     d.wait_ready()
     db = site.root / "state" / f"{which}.sqlite3"
-    locker = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import sqlite3, time\n"
-                f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-                "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(10)\n"
-                "c.execute('COMMIT')\n"
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    locker = hold_write_lock(db, 10)
     n = 4
     writer = _stream(site, n, pause=1.0)
     writer.join()

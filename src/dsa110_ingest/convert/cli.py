@@ -67,7 +67,7 @@ def retry(cfg: Config, group_id: str) -> int:
                 file=sys.stderr,
             )
             return 1
-        if not hdf5.reset_job(group_id, time.time(), force=False):
+        if not hdf5.retry_failed_job(group_id, time.time()):
             print(
                 f"retry: {group_id} is {job['state']}, not failed; nothing to do", file=sys.stderr
             )

@@ -625,14 +625,14 @@ class Hdf5DB:
                 (now, group_id, owner),
             )
 
-    def reset_job(self, group_id: str, now: float, *, force: bool) -> bool:
-        states = "('failed', 'pending', 'converted')" if force else "('failed')"
+    def retry_failed_job(self, group_id: str, now: float) -> bool:
+        """failed -> pending with fresh attempts; False when the job is not failed."""
         with self.tx("resetting a conversion"):
             return (
                 self.conn.execute(
                     "UPDATE conversion_jobs SET state = 'pending', attempts = 0, "
                     "next_attempt_at = 0, last_error = NULL, updated_at = ? "
-                    f"WHERE group_id = ? AND state IN {states}",
+                    "WHERE group_id = ? AND state = 'failed'",
                     (now, group_id),
                 ).rowcount
                 == 1
