@@ -375,3 +375,30 @@ def test_location_that_disappears_and_comes_back(site: Site, daemon_factory) -> 
     wait_for(lambda: _events(site) == 1, 15, lambda: d.log.read_text()[-3000:])
     assert _indexed(site) == 16 and len(files) == 15
     assert d.stop() == 0
+
+
+def test_events_jsonl_mirror_survives_sigkill_without_gaps_or_repeats(
+    tmp_path: Path, daemon_factory
+) -> None:
+    site = write_site(tmp_path, toml_extra="")
+    mirror = tmp_path / "events.jsonl"
+    site.config_path.write_text(
+        site.config_path.read_text().replace(
+            'log_level = "debug"', f'log_level = "debug"\nevents_jsonl = "{mirror}"'
+        )
+    )
+    d = daemon_factory(site)
+    d.wait_ready()
+    _one_group(site)
+    wait_for(lambda: mirror.exists() and "group.complete" in mirror.read_text(), 10)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    _one_group(site, start="2025-10-02T01:00:00", missing=(2,))
+    _one_group(site, start="2025-10-02T02:00:00")
+    d2 = daemon_factory(site)
+    d2.wait_ready()
+    wait_for(lambda: mirror.read_text().count("group.complete") == 2, 10)
+    assert d2.stop() == 0
+    lines = [json.loads(x) for x in mirror.read_text().splitlines()]
+    assert [e["id"] for e in lines] == list(range(1, len(lines) + 1))
+    assert [e["id"] for e in lines] == [e["id"] for e in site.events()]

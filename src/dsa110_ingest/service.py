@@ -141,6 +141,8 @@ class Service:
         try:
             self._open()
             assert self.db is not None and self.indexer is not None
+            if self.mirror:
+                self.mirror.sync(self.db)  # events committed just before a crash
             if self.cfg.metrics_listen:
                 self.metrics.serve(self.cfg.metrics_listen)
             self.watcher = Watcher(

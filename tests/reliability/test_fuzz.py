@@ -3,13 +3,17 @@ names each problem, and the valid files around it are indexed as if alone."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +58,7 @@ KINDS = [
     "directory",
     "text_file",
 ]
+LIVE_ONLY = ["unreadable"]  # needs a daemon without root's DAC override (see below)
 
 
 @st.composite
@@ -102,6 +107,9 @@ def _make(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path, st
         shutil.move(p, real)
         p.symlink_to(real)
         return p, None
+    if kind == "unreadable":
+        p.chmod(0)
+        return p, "permission_denied"
     if kind == "truncated":
         data = p.read_bytes()
         p.write_bytes(data[: n % len(data)])
@@ -135,7 +143,11 @@ def _make(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path, st
         p.rename(far)
         return far, "time_mismatch"
     if kind == "duplicate":
-        return p, None  # a valid file: indexed (or a recorded conflict), never rejected
+        # the same subband again, a second later: a recorded conflict, never a rejection
+        twin = inc / f"{unix_to_iso(T_BAD + 1000 * (i % 50) + 1)}_sb{i % 16:02d}.hdf5"
+        if not twin.exists():
+            shutil.copy(p, twin)
+        return p, None
     raise AssertionError(kind)
 
 
@@ -180,28 +192,51 @@ def test_hostile_files_are_rejected_with_a_reason_and_harm_nothing(bad, record) 
         assert r.seen >= 16
 
 
-def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, daemon_factory, record) -> None:
+def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
+    """The live daemon, run as an unprivileged user would be (as root: without the DAC
+    capabilities, so an unreadable file is unreadable), fed every kind of bad file."""
     site = write_site(tmp_path)
-    d = daemon_factory(site)
-    d.wait_ready()
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    made = 0
-    for j, kind in enumerate(KINDS * 3):
-        _make(kind, 500 + j, 7919 * (j + 1), site.incoming, outside)
-        made += 1
-    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0)
-    for sb, t in plan.files.items():
-        write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
-    wait_for(lambda: "group.complete" in d.log.read_text(), 20, lambda: d.log.read_text()[-3000:])
-    assert d.proc.poll() is None
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.proc.wait(20) == 0
-    total = sum(COUNTS.values()) + made
+    argv = [sys.executable, "-m", "dsa110_ingest", "run"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: cannot run the daemon without DAC override")
+        argv = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *argv]
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            argv, env=site.env(), stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+        try:
+            wait_for(lambda: "service.ready" in log.read_text(), 30, log.read_text)
+            outside = tmp_path / "outside"
+            outside.mkdir()
+            made: dict[str, str | None] = {}
+            for j, kind in enumerate((KINDS + LIVE_ONLY) * 2):
+                p, reason = _make(kind, 500 + j, 7919 * (j + 1), site.incoming, outside)
+                made[str(p)] = reason
+            (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0)
+            for sb, t in plan.files.items():
+                write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
+            wait_for(lambda: "group.complete" in log.read_text(), 30, lambda: log.read_text())
+            expected = {p for p, r in made.items() if r is not None}
+            wait_for(
+                lambda: len(site.cli_json("status", "--json")["rejected_files"]) >= len(expected),
+                30,
+                lambda: log.read_text()[-3000:],
+            )
+            st = site.cli_json("status", "--json")
+            reasons = {r["path"]: r["reason"] for r in st["rejected_files"]}
+            for p in expected:
+                assert reasons.get(p) in (made[p] or "").split("|"), (p, reasons.get(p))
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+    total = sum(COUNTS.values()) + len(made)
     record(
         "bad input fuzzer (hypothesis + a live daemon)",
         bad_inputs=total,
-        kinds=sorted(set(KINDS)),
+        kinds=sorted(set(KINDS + LIVE_ONLY)),
         daemon_exits=0,
         valid_groups_lost=0,
     )
