@@ -173,6 +173,11 @@ class Service:
             log.error("service.fatal", error=str(e))
             print(f"dsa110-ingest: error: {e}", file=sys.stderr)
             return EXIT_FATAL
+        except Exception:
+            # a bug: say so in the structured log, exit non-zero so systemd restarts us;
+            # the start-up reconcile then picks up whatever this run did not finish
+            log.exception("service.crashed", hint="please report this traceback")
+            return EXIT_FATAL
         finally:
             self._shutdown()
 
@@ -399,12 +404,12 @@ class Service:
         if self.db is None:
             return
         try:
-            counts = self.db.counts()
+            groups, jobs = self.db.state_counts()
         except DatabaseError:
             return
-        for state, n in counts["groups"].items():
+        for state, n in groups.items():
             self.metrics.groups.labels(state).set(n)
-        for state, n in counts["conversions"].items():
+        for state, n in jobs.items():
             self.metrics.conversions.labels(state).set(n)
 
     def _shutdown(self) -> None:

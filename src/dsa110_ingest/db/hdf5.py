@@ -552,19 +552,23 @@ class Hdf5DB:
             (group_id, obs_mjd, int(partial), now, now),
         )
 
+    _CLAIMABLE = (
+        "SELECT * FROM conversion_jobs WHERE ((state = 'pending' AND next_attempt_at "
+        "<= :now) OR (state = 'running' AND lease_expires_at < :now)) "
+    )
+
     def claim_job(
         self, owner: str, now: float, lease_s: float, newest_first: bool
     ) -> sqlite3.Row | None:
         order = "DESC" if newest_first else "ASC"
+        q = self._CLAIMABLE + f"ORDER BY obs_mjd {order}, group_id {order} LIMIT 1"
+        # look without the write lock first: an idle queue must not contend with indexing
+        if self.conn.execute(q, {"now": now}).fetchone() is None:
+            return None
         with self.tx("claiming a conversion"):
-            row = self.conn.execute(
-                "SELECT * FROM conversion_jobs WHERE ((state = 'pending' AND next_attempt_at "
-                "<= :now) OR (state = 'running' AND lease_expires_at < :now)) "
-                f"ORDER BY obs_mjd {order}, group_id {order} LIMIT 1",
-                {"now": now},
-            ).fetchone()
+            row = self.conn.execute(q, {"now": now}).fetchone()
             if row is None:
-                return None
+                return None  # another worker took it between the look and the lock
             self.conn.execute(
                 "UPDATE conversion_jobs SET state = 'running', lease_owner = ?, "
                 "lease_expires_at = ?, attempts = attempts + 1, started_at = ?, updated_at = ? "
@@ -705,12 +709,18 @@ class Hdf5DB:
             ).fetchall()
         )
         files["rejected"] = c.execute("SELECT COUNT(*) FROM rejected_files").fetchone()[0]
+        groups, jobs = self.state_counts()
+        events = dict(c.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall())
+        return {"files": files, "groups": groups, "conversions": jobs, "events": events}
+
+    def state_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Groups and conversion jobs by state (cheap: not a scan of the file rows)."""
+        c = self.conn
         groups = dict(c.execute("SELECT state, COUNT(*) FROM groups GROUP BY state").fetchall())
         jobs = dict(
             c.execute("SELECT state, COUNT(*) FROM conversion_jobs GROUP BY state").fetchall()
         )
-        events = dict(c.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall())
-        return {"files": files, "groups": groups, "conversions": jobs, "events": events}
+        return groups, jobs
 
     def write_heartbeat(
         self, pid: int, hostname: str, started_at: float, now: float, status: dict[str, Any]
