@@ -236,17 +236,21 @@ class Service:
             self.notifier.watchdog()
             self.notifier.status(self._status_line())
             return True
+        threads_dead = not (alive and conv_ok)
         log.error(
             "service.unhealthy",
             watcher_alive=alive,
             db_writable=db_ok,
             dispatcher_alive=conv_ok,
-            action="no watchdog ping: systemd restarts the service"
+            action="no watchdog ping: systemd restarts the service if this lasts"
             if self.notifier.watchdog_usec
-            else "exiting so that it is restarted",
+            else "exiting so that it is restarted"
+            if threads_dead
+            else "waiting for the database; work is kept and retried",
         )
-        # without a systemd watchdog nobody would notice a silent hang: exit instead
-        return bool(self.notifier.watchdog_usec) or (db_ok and alive and conv_ok)
+        # a dead thread never comes back, and without a systemd watchdog nobody would notice
+        # the hang: exit. A busy or read-only DB may recover: keep running (and keep work).
+        return bool(self.notifier.watchdog_usec) or not threads_dead
 
     # -- work -----------------------------------------------------------------------
     def _drain(self, timeout: float) -> None:
