@@ -421,10 +421,6 @@ def _validate_convert(c: ConvertConfig, where: str) -> None:
         raise ConfigError(f"{where}: [convert] ms_name must contain {{group_id}}")
 
 
-def missing_locations(cfg: Config) -> list[StorageLocation]:
-    return [loc for loc in cfg.storage_locations if not loc.path.is_dir()]
-
-
 def describe(cfg: Config) -> list[tuple[str, Any, str]]:
     """(key, value, source) rows for ``dsa110-ingest config``."""
     rows: list[tuple[str, Any, str]] = [

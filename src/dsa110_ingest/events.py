@@ -24,7 +24,6 @@ GROUP_INCOMPLETE = "group.incomplete"
 GROUP_CONFLICT = "group.conflict"
 GROUP_CONVERTED = "group.converted"
 GROUP_FAILED = "group.failed"
-TYPES = (GROUP_COMPLETE, GROUP_INCOMPLETE, GROUP_CONFLICT, GROUP_CONVERTED, GROUP_FAILED)
 
 
 def event_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,9 +236,3 @@ def simulate(
             if on_file:
                 on_file(path)
     return plans
-
-
-def iter_paths(plans: list[GroupPlan], out_dir: Path) -> Iterator[Path]:
-    for plan in plans:
-        for sb, t in plan.files.items():
-            yield out_dir / file_name(t, sb)

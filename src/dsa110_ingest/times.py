@@ -32,7 +32,3 @@ def iso_to_unix(iso: str) -> float:
 def unix_to_iso(t: float) -> str:
     """Unix seconds to the correlator's ``YYYY-MM-DDTHH:MM:SS`` form (UTC, no zone)."""
     return datetime.fromtimestamp(round(t), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def unix_to_iso_precise(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -77,9 +77,6 @@ class HeaderInfo:
     ra_deg: float | None
     dec_deg: float | None
     uvh5_version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _FAPL: dict[str, h5p.PropFAID] = {}

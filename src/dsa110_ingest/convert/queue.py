@@ -230,6 +230,7 @@ class Dispatcher:
         self.on_event = on_event
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, tuple[Handle, ConversionRequest]] = {}
+        self._warned: set[str] = set()  # running conversions already reported as slow
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -305,16 +306,17 @@ class Dispatcher:
                 if elapsed > c.timeout_seconds:
                     h.kill()
                 else:
-                    if elapsed > c.warn_after_seconds and not getattr(h, "warned", False):
+                    if elapsed > c.warn_after_seconds and gid not in self._warned:
                         log.warning(
                             "convert.slow",
                             group_id=gid,
                             seconds=round(elapsed),
                             hint="conversion is falling behind the ~309 s cadence",
                         )
-                        h.warned = True  # type: ignore[attr-defined]
+                        self._warned.add(gid)
                     continue
             del self.running[gid]
+            self._warned.discard(gid)
             result, error = h.result()
             if elapsed > c.timeout_seconds and error:
                 error = (

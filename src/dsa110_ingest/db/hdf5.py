@@ -649,14 +649,6 @@ class Hdf5DB:
             ).fetchone()[0]
         )
 
-    def next_job_due(self) -> float | None:
-        row = self.conn.execute(
-            "SELECT MIN(CASE state WHEN 'pending' THEN next_attempt_at ELSE lease_expires_at END)"
-            " FROM conversion_jobs WHERE state IN ('pending', 'running')"
-        ).fetchone()
-        return None if row[0] is None else float(row[0])
-
-    # -- migration ----------------------------------------------------------------
     def all_paths(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT path FROM hdf5_file_index")}
 

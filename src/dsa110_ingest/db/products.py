@@ -106,11 +106,6 @@ class ProductsDB:
         with self.tx(f"recording MS {row.get('path')}"):
             self.conn.execute(_UPSERT, {c: row.get(c) for c in MS_COLUMNS})
 
-    def ms_for_group(self, group_id: str) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT * FROM ms_index WHERE group_id = ?", (group_id,)
-        ).fetchall()
-
     def ms(self, path: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM ms_index WHERE path = ?", (path,)).fetchone()
 

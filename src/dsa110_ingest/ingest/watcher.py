@@ -134,9 +134,6 @@ class Settler:
         with self._lock:
             self._files.pop(path, None)
 
-    def __len__(self) -> int:
-        return len(self._files)
-
     def next_due_in(self) -> float | None:
         """Seconds until the earliest tracked file could be ready (None: none tracked)."""
         with self._lock:
