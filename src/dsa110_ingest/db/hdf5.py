@@ -533,6 +533,35 @@ class Hdf5DB:
             "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         ).fetchall()
 
+    def event_id_high(self) -> int:
+        """The largest event id ever handed out by this DB (AUTOINCREMENT's counter)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
+    def raise_event_id_floor(self, floor: int) -> bool:
+        """Make the next event id larger than ``floor`` (ids are never reused, even in a DB
+        that replaced a lost one). True when the counter had to move."""
+        with self.tx("raising the event id floor"):
+            if self.event_id_high() >= floor:
+                return False
+            if (
+                self.conn.execute(
+                    "UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (floor,)
+                ).rowcount
+                == 0
+            ):
+                self.conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (floor,)
+                )
+            return True
+
+    def last_activity(self) -> tuple[float, float]:
+        """(last file row written, last event) as unix times; 0 when none."""
+        c = self.conn
+        f = c.execute("SELECT MAX(indexed_at) FROM hdf5_file_index").fetchone()[0]
+        e = c.execute("SELECT created_at FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        return float(f or 0), float(e[0] if e else 0)
+
     def count_events(self, type_: str | None = None) -> int:
         if type_:
             return int(
