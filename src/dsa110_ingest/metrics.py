@@ -146,16 +146,9 @@ class Metrics:
 
     def names(self) -> set[str]:
         """Every metric family name as exposed (counters with their `_total`)."""
-        out: set[str] = set()
-        for fam in self.registry.collect():
-            for s in fam.samples:
-                if s.name.endswith("_bucket") or s.name.endswith("_count"):
-                    continue
-                if s.name.endswith("_sum"):
-                    out.add(s.name[: -len("_sum")])
-                else:
-                    out.add(s.name)
-        return out
+        return {
+            f.name + "_total" if f.type == "counter" else f.name for f in self.registry.collect()
+        }
 
     def serve(self, listen: str, health: HealthCheck | None = None) -> MetricsServer:
         host, _, port = listen.rpartition(":")

@@ -633,8 +633,8 @@ class Service:
                 self.mirror.sync(self.db)
             self._note_event_ids()
             self.db.close()
+            log.info("service.stopped")
         self.lock.release()
-        log.info("service.stopped")
 
     # -- burst mode -----------------------------------------------------------------
     def rescan(self, progress: bool = False) -> int:

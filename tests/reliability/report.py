@@ -23,6 +23,9 @@ OUTCOME_KEYS = (
     "missed_timeouts",
     "marked_deleted_while_away",
     "order_inversions",
+    "second_daemons_started",
+    "ids_reused",
+    "daemon_exit_code",
 )
 
 
