@@ -430,9 +430,7 @@ def test_healthz_metrics_and_404_on_the_metrics_port(site: Site) -> None:
         assert _get(base + path)[0] == 404, path
     code, body = _get(base + "/metrics")
     assert code == 200
-    assert (
-        'dsa110_ingest_build_info{python="' in body and f'version="{package_version()}"' in body
-    )
+    assert 'dsa110_ingest_build_info{python="' in body and f'version="{package_version()}"' in body
     assert "_created" not in body
     for name in ("heartbeat", "last_event", "last_file_indexed"):
         assert f"dsa110_ingest_{name}_timestamp_seconds" in body
@@ -646,3 +644,104 @@ def test_python_api_prints_nothing_on_stdout(site: Site, tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
     assert db_count(tmp_path / "x.sqlite3", "SELECT COUNT(*) FROM hdf5_file_index") == 16
+
+
+def test_too_many_open_files_when_starting_a_conversion_is_survived(tmp_path: Path) -> None:
+    import errno
+
+    from dsa110_ingest.convert.executor import LocalProcessExecutor
+
+    from .conftest import converter_script
+
+    script = converter_script(tmp_path / "conv")
+    site = write_site(
+        tmp_path / "s",
+        convert=f'[convert]\nbackend = "command"\ncommand = ["{script}", "{{output}}", '
+        '"{inputs}"]\noutput_dir = "ms"\nlease_seconds = 3\n',
+    )
+
+    class OutOfFds(LocalProcessExecutor):
+        failures = 0
+
+        def submit(self, req):  # type: ignore[no-untyped-def]
+            if OutOfFds.failures < 2:
+                OutOfFds.failures += 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            return super().submit(req)
+
+    n = Notifier(None)
+    svc = Service(site.cfg, notifier=n, hooks=ServiceHooks(executor=OutOfFds()))
+    t = threading.Thread(target=svc.run, daemon=True)
+    t.start()
+    _one_group(site)
+    wait_for(lambda: _events(site, "group.converted") == 1, 60)
+    assert OutOfFds.failures == 2 and t.is_alive()
+    assert svc.dispatcher is not None and svc.dispatcher.alive()
+    attempts = db_count(_hdf5(site), "SELECT attempts FROM conversion_jobs")
+    assert attempts == 1  # the refused starts did not count as attempts
+    svc.should_exit = True
+    t.join(15)
+
+
+def test_daemon_status_running_stale_stopped(site: Site, daemon_factory) -> None:
+    from dsa110_ingest.service import STALE_AFTER_S, daemon_status
+
+    assert daemon_status(site.cfg)["state"] == "stopped"
+    d = daemon_factory(site)
+    d.wait_ready()
+    # the first heartbeat follows service.ready within a loop turn
+    st = wait_for(lambda: (s := daemon_status(site.cfg))["state"] == "running" and s, 20)
+    assert st["pid"] == d.proc.pid
+    assert daemon_status(site.cfg, now=time.time() + STALE_AFTER_S + 10)["state"] == "stale"
+    d.proc.send_signal(signal.SIGSTOP)  # hung: holds the lock, writes no heartbeat
+    try:
+        assert daemon_status(site.cfg, now=time.time() + 60)["state"] == "stale"
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    d.kill()
+    assert daemon_status(site.cfg)["state"] == "stopped"
+
+
+def test_progress_bar_on_a_terminal_keeps_log_lines_above_it(tmp_path: Path) -> None:
+    import pty
+
+    from .conftest import converter_script
+
+    script = converter_script(tmp_path / "conv")
+    site = write_site(
+        tmp_path / "s",
+        convert=f'[convert]\nbackend = "command"\ncommand = ["{script}", "{{output}}", '
+        '"{inputs}"]\noutput_dir = "ms"\n',
+    )
+    _one_group(site)
+    (site.incoming / "2025-10-02T01:00:00_sb00.hdf5").write_bytes(b"not hdf5")
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dsa110_ingest", "run", "--rescan"],
+        env=site.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        cwd=site.root,
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait(60) == 0
+    os.close(master)
+    text = out.decode()
+    assert "ETA" in text and "files" in text and "groups converted" in text
+    # a log line replaces the bar on its line (cleared first), the bar is redrawn below
+    lines = text.split("\r\n")
+    rejected = [ln for ln in lines if "file.rejected" in ln]
+    assert rejected and all(ln.startswith("\r\x1b[K") for ln in rejected), rejected
+    assert all("#" not in ln.split("file.rejected")[0] for ln in rejected)
+    assert all(ln.rstrip("\r").endswith("\x1b[0m") for ln in rejected)  # not erased after
+    assert "\r\x1b[K" in text

@@ -59,13 +59,15 @@ class _BarAwareStream:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self._line_start = True  # a log line arrives in pieces (text, then "\n")
 
     def write(self, s: str) -> int:
         bar = _active_bar
-        if bar is not None:
-            self.out.write("\r\x1b[K")
+        if bar is not None and self._line_start:
+            self.out.write("\r\x1b[K")  # wipe the bar; the log line takes its place
         n = self.out.write(s)
-        if bar is not None and s.endswith("\n"):
+        self._line_start = s.endswith("\n")
+        if bar is not None and self._line_start:
             self.out.write(bar.line())
         return n
 
@@ -192,6 +194,8 @@ class ProgressBar:
         self.out.flush()
 
     def line(self) -> str:
+        if not self.total:
+            return f"[{'.' * 30}] looking for {self.label} ...\r"
         width = 30
         frac = self.done_n / self.total if self.total else 1.0
         dt = max(1e-6, time.monotonic() - self.t0)

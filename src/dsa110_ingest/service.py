@@ -8,6 +8,7 @@ set flags; the loop notices within 0.2 s and shuts down in stages.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -692,7 +693,7 @@ class Service:
                     groups_incomplete=incompletes,
                 )
             if self.convert:
-                self._drain_conversions()
+                self._drain_conversions(progress)
             for loc in r.missing_locations:
                 _error_line(
                     f"storage location {loc} does not exist; mount or create it, or remove "
@@ -706,7 +707,7 @@ class Service:
         finally:
             self._shutdown()
 
-    def _drain_conversions(self) -> None:
+    def _drain_conversions(self, progress: bool = False) -> None:
         assert self.db
         open_jobs = self.db.jobs_open()
         if not open_jobs:
@@ -717,10 +718,15 @@ class Service:
             log.info("rescan.converting", groups=open_jobs)
         self._start_dispatcher()
         assert self.dispatcher
-        while not self.should_exit and self.dispatcher.alive():
-            if self.db.jobs_open() == 0:
-                break
-            time.sleep(0.2)
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(logs.ProgressBar("groups converted")) if progress else None
+            while not self.should_exit and self.dispatcher.alive():
+                left = self.db.jobs_open()
+                if bar is not None:
+                    bar(open_jobs - min(left, open_jobs), open_jobs)
+                if left == 0:
+                    break
+                time.sleep(0.2)
         st = self.db.counts()["conversions"]
         if logs.human():
             print(
@@ -729,6 +735,48 @@ class Service:
             )
         else:
             log.info("rescan.conversions", **{s: n for s, n in sorted(st.items())})
+
+
+# a heartbeat older than this (6 missed beats) makes a daemon that holds the lock "stale"
+STALE_AFTER_S = 30.0
+
+
+def daemon_status(cfg: Config, now: float | None = None) -> dict[str, Any]:
+    """running / stale / stopped, for `status` and scripts: the lock says whether a daemon
+    process is alive on this DB (it dies with the process, so no pid guessing), the
+    heartbeat's age whether it still works."""
+    now = time.time() if now is None else now
+    try:
+        holder = StateLock(cfg.hdf5_db).holder()
+    except OSError:
+        holder = None  # lock file unreadable to this user: fall back to the pid below
+    hb = None
+    if cfg.hdf5_db.exists():
+        with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+            hb = db.heartbeat()
+    age = None if hb is None or hb["updated_at"] is None else max(0.0, now - hb["updated_at"])
+    pid = holder or (hb["pid"] if hb is not None else None)
+    if holder is None and pid and hb is not None and hb["hostname"] == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+            holder = pid  # alive, lock not visible to us
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            holder = pid  # alive, owned by another user
+    if holder is None:
+        state = "stopped"
+    elif age is not None and age <= STALE_AFTER_S:
+        state = "running"
+    else:
+        state = "stale"
+    return {
+        "state": state,
+        "pid": pid if holder is not None else None,
+        "heartbeat_age_seconds": None if age is None else round(age, 1),
+        "stale_after_seconds": STALE_AFTER_S,
+        "version": package_version(),
+    }
 
 
 @dataclass
