@@ -410,6 +410,7 @@ def test_second_daemon_on_one_state_refuses_naming_the_pid(
     record("second daemon on one state", attempts=refused, second_daemons_started=0, lost=0)
 
 
+@pytest.mark.timeout(900)
 def test_idle_metrics_connections_under_a_low_fd_limit(
     tmp_path: Path, daemon_factory, record
 ) -> None:
