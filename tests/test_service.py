@@ -635,6 +635,7 @@ def test_journald_priorities_for_errors(site: Site, tmp_path: Path) -> None:
 
 def test_python_api_prints_nothing_on_stdout(site: Site, tmp_path: Path) -> None:
     _one_group(site)
+    (site.incoming / "2025-10-02T01:00:00_sb00.hdf5").write_bytes(b"not hdf5")
     code = (
         "from pathlib import Path; import dsa110_ingest as d; "
         f"d.index_hdf5_files(Path({str(site.incoming)!r}), Path({str(tmp_path / 'x.sqlite3')!r}))"
@@ -642,8 +643,15 @@ def test_python_api_prints_nothing_on_stdout(site: Site, tmp_path: Path) -> None
     env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin")}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == ""
+    assert r.stdout == "" and r.stderr == ""
     assert db_count(tmp_path / "x.sqlite3", "SELECT COUNT(*) FROM hdf5_file_index") == 16
+    # an application that configures logging gets our records, on its own handler
+    host = "import logging, sys; logging.basicConfig(stream=sys.stderr); " + code.replace(
+        "x.sqlite3", "y.sqlite3"
+    )
+    r = subprocess.run([sys.executable, "-c", host], capture_output=True, text=True, env=env)
+    assert r.stdout == ""
+    assert "WARNING:dsa110_ingest" in r.stderr and "file.rejected" in r.stderr
 
 
 def test_too_many_open_files_when_starting_a_conversion_is_survived(tmp_path: Path) -> None:

@@ -154,7 +154,9 @@ def library_default() -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.stdlib.render_to_log_kwargs,
+            structlog.processors.format_exc_info,
+            # one JSON string as the record's message: no key can clash with LogRecord's
+            structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
