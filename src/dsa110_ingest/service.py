@@ -149,7 +149,13 @@ class Service:
                 "writable by this user or set `state_dir` elsewhere"
             ) from None
         # one daemon per HDF5 DB: a second one would mirror every event twice
-        self.lock.acquire(what)
+        try:
+            self.lock.acquire(what)
+        except PermissionError as e:
+            raise IngestError(
+                f"cannot create the lock file {self.lock.path}: {e.strerror}; make "
+                f"{self.lock.path.parent} writable by this user (the daemon's state lives there)"
+            ) from None
         self.db = Hdf5DB(self.cfg.hdf5_db)
         st = os.stat(self.cfg.hdf5_db)
         self._db_ident = (st.st_dev, st.st_ino)
