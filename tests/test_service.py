@@ -590,6 +590,10 @@ def test_off_a_terminal_rescan_stderr_is_json_lines_only(site: Site) -> None:
     parsed = [json.loads(ln) for ln in lines]  # raises on any plain-text line
     summary = [e for e in parsed if e["event"] == "rescan.summary"]
     assert len(summary) == 1 and summary[0]["indexed"] == 16 and summary[0]["rejected"] == 1
+    # long work reports progress off a terminal (here: the final report of the pass)
+    progress = [e for e in parsed if e["event"] == "reconcile.progress"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == 17
+    assert "eta_s" in progress[-1] and "files_per_s" in progress[-1]
     for e in parsed:
         assert e["timestamp"].endswith("Z")  # ISO 8601 UTC, one format
 
