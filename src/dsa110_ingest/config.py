@@ -63,6 +63,8 @@ class ReadConfig:
     hdf5_locking: str = "best-effort"
     workers: int = 0  # 0: one reader process per core for backfills
     batch_size: int = 256
+    # a header read still running after this is killed and the file rejected (a hang)
+    deadline_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
