@@ -128,3 +128,9 @@ class ReadTimeoutError(UVH5Error):
     """Reading the header did not finish within ``[read] deadline_seconds``."""
 
     reason = "read_timeout"
+
+
+class ConversionDataError(ConversionError):
+    """The group's input files themselves are unusable: trying again cannot help."""
+
+    permanent = True

@@ -12,6 +12,7 @@ import errno
 import math
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from h5py import h5d, h5f, h5g, h5l, h5o, h5p, h5s, h5t
 
 from dsa110_ingest.errors import (
+    ConversionDataError,
     ExternalLinkError,
     ExternalStorageError,
     FileLockedError,
@@ -359,6 +361,22 @@ def open_error(path: str, exc: OSError) -> UVH5Error:
         f"cannot be opened as HDF5: {text}",
         "check the file with h5dump; rewrite it if it is damaged",
     )
+
+
+def refuse_unsafe_inputs(paths: Iterable[str]) -> None:
+    """For the converter, before it opens anything with pyuvdata: raise
+    :class:`ConversionDataError` when an input links or stores data outside itself (a
+    file changed after it was indexed, or indexed before this check existed)."""
+    for p in paths:
+        try:
+            assert_self_contained(p)
+        except UnsafeHDF5Error as e:
+            raise ConversionDataError(
+                f"input refused ({e.reason}): {e}; the group is not converted "
+                "(retrying cannot help)"
+            ) from None
+        except UVH5Error:
+            continue  # missing or damaged: the converter reports that in its own words
 
 
 def _open(path: str, locking: str) -> h5f.FileID:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest import uvh5
 from dsa110_ingest.convert import command_backend, pyuvdata_backend
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import ConversionError
@@ -58,6 +59,7 @@ def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     backend = pyuvdata_backend if req.backend == "pyuvdata" else command_backend
     try:
+        uvh5.refuse_unsafe_inputs(f.path for f in req.inputs)  # nothing read from elsewhere
         info = backend.convert(req, tmp)
         why = _validate(req, tmp)
         if why is not None:

@@ -97,7 +97,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _worker_main(parent: int, target: str, locking: str, lock_wait_s: float) -> int:
+def worker_main(parent: int, target: str, locking: str, lock_wait_s: float) -> int:
     die_with_parent(parent)
     mod, _, fn_name = target.partition(":")
     fn = getattr(importlib.import_module(mod), fn_name)
@@ -127,7 +127,7 @@ class _Worker:
             [
                 sys.executable,
                 "-m",
-                "dsa110_ingest.ingest.reader",
+                "dsa110_ingest.ingest.read_worker",
                 str(os.getpid()),
                 target,
                 locking,
@@ -149,7 +149,7 @@ class _Worker:
             self.kill()
             raise IngestError(
                 f"a header-reader process did not start within {start_s:.0f} s "
-                f"(got {line!r}); check that `{sys.executable} -m dsa110_ingest.ingest.reader` "
+                f"(got {line!r}); check that `{sys.executable} -m dsa110_ingest.ingest.read_worker` "
                 "runs, and the node's load"
             )
 
@@ -355,7 +355,3 @@ class HeaderReader:
 
     def close(self) -> None:
         _stop_all(self._pool)
-
-
-if __name__ == "__main__":
-    raise SystemExit(_worker_main(int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])))
