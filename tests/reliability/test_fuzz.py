@@ -3,6 +3,7 @@ names each problem, and the valid files around it are indexed as if alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,14 +19,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.errors import MisnamedFileError
+from dsa110_ingest.ingest.grouping import Band, suspect
 from dsa110_ingest.ingest.indexer import Indexer
+from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
+from dsa110_ingest.naming import NameParser, path_bytes, path_text
 from dsa110_ingest.simulate import plan_groups, write_file
 from dsa110_ingest.times import iso_to_unix, unix_to_iso
+from dsa110_ingest.uvh5 import HeaderInfo
 
+from .. import hostile
 from ..conftest import SMALL, wait_for, write_site
 
 T_BAD = iso_to_unix("2025-10-02T03:00:00")  # well away from the valid group
 COUNTS: dict[str, int] = {}
+# per class: how many were tried and what became of them ("rejected: reason", ...)
+CLASSES: dict[str, dict[str, int]] = {}
+
+
+def tally(kind: str, outcome: str, n: int = 1) -> None:
+    c = CLASSES.setdefault(kind, {})
+    c[outcome] = c.get(outcome, 0) + n
 
 
 def _template(d: Path, i: int) -> Path:
@@ -57,6 +71,12 @@ KINDS = [
     "symlink_in",
     "directory",
     "text_file",
+    # issue 9: names, links, external/virtual storage, FIFOs, bombs, overlapping bands
+    "bad_utf8_name",
+    "newline_name",
+    "fifo_file",
+    *sorted(hostile.MAKERS),
+    "overlapping_freq",
 ]
 LIVE_ONLY = ["unreadable"]  # needs a daemon without root's DAC override (see below)
 
@@ -91,7 +111,39 @@ def _make(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path, st
         p = inc / f"{unix_to_iso(T_BAD + i)}_sb04.hdf5"
         p.write_bytes(b"")
         return p, "not_hdf5"
+    if kind == "bad_utf8_name":
+        raw = os.fsencode(inc) + b"/" + hostile.bad_utf8_name(unix_to_iso(T_BAD + i), 6, n)
+        with open(raw, "wb") as f:
+            f.write(b"x")
+        return Path(os.fsdecode(raw)), "misnamed"
+    if kind == "newline_name":
+        p = inc / hostile.newline_name(unix_to_iso(T_BAD + i), 7, n)
+        p.write_bytes(b"x")
+        return p, "misnamed"
+    if kind == "fifo_file":
+        # a FIFO named like a subband file: never opened (it would block), never rejected
+        p = inc / f"{unix_to_iso(T_BAD + i)}_sb08.hdf5"
+        if not p.exists():
+            os.mkfifo(p)
+        return p, None
+    if kind == "overlapping_freq":
+        # sb00's data under the name of sb01, beside a real sb00 and sb02: a conflict,
+        # the impostor the suspect, the group never complete
+        ts = T_BAD + 500 + 1000 * (i % 50)
+        d = Path(tempfile.mkdtemp())
+        for sb in (0, 2):
+            q = write_file(d, ts, sb, SMALL)
+            if not (inc / q.name).exists():
+                shutil.move(q, inc / q.name)
+        fake = inc / f"{unix_to_iso(ts + 1)}_sb01.hdf5"
+        if not fake.exists():
+            shutil.copy(inc / f"{unix_to_iso(ts)}_sb00.hdf5", fake)
+        return fake, "conflict"
     src = _template(Path(tempfile.mkdtemp()), i)
+    if kind in hostile.MAKERS:
+        p = inc / src.name
+        shutil.move(src, p)
+        return p, hostile.MAKERS[kind](p, n, outside)
     if kind == "symlink_out":
         tgt = outside / src.name
         shutil.move(src, tgt)
@@ -151,6 +203,24 @@ def _make(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path, st
     raise AssertionError(kind)
 
 
+def _outcome(reason: str | None) -> str:
+    if reason is None:
+        return "indexed or skipped, never rejected"
+    if reason == "conflict":
+        return "group.conflict, group not complete"
+    return f"rejected ({reason})"
+
+
+_READER: list[HeaderReader] = []
+
+
+def _shared_reader() -> HeaderReader:
+    """One reader process for every example (starting one costs more than an example)."""
+    if not _READER:
+        _READER.append(HeaderReader("best-effort", 1, deadline_s=30))
+    return _READER[0]
+
+
 @settings(
     max_examples=40,
     deadline=None,
@@ -167,20 +237,38 @@ def test_hostile_files_are_rejected_with_a_reason_and_harm_nothing(bad, record) 
         for sb, t in plan.files.items():
             write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
         expected: dict[str, str | None] = {}
+        made: list[tuple[str, str | None]] = []
         for j, (kind, i, n) in enumerate(bad):
             p, reason = _make(kind, i * 10 + j, n, site.incoming, outside)
             expected[str(p)] = reason
             COUNTS[kind] = COUNTS.get(kind, 0) + 1
+            made.append((kind, reason))
         db = Hdf5DB(site.cfg.hdf5_db)
-        idx = Indexer(db, site.cfg)
+        idx = Indexer(db, site.cfg, reader=_shared_reader())
         idx.register_locations()
         r = idx.reconcile()  # must not raise, whatever is in the folder
-        rejected = {row["path"]: row["reason"] for row in db.rejected()}
+        rows = {row["path"]: row for row in db.rejected()}
+        rejected = {p: row["reason"] for p, row in rows.items()}
+        conflicts = [
+            json.loads(e["payload"])
+            for e in db.events_after(0, 100_000)
+            if e["type"] == "group.conflict"
+        ]
         for path, reason in expected.items():
+            key = path_text(path)
             if reason is None:
-                assert path not in rejected
+                assert key not in rejected
+            elif reason == "conflict":
+                assert key not in rejected
+                c = [x for x in conflicts if x.get("reason") == "overlapping_frequencies"]
+                assert any(x["path"] == path and path in x["paths"] for x in c), conflicts
+                row = db.get_file(path)
+                assert row["is_duplicate"] == 1
+                assert db.group(row["group_id"])["state"] != "complete"
             else:
-                assert rejected.get(path) in reason.split("|"), (path, rejected)
+                assert rejected.get(key) in reason.split("|"), (path, rejected)
+                # a name that is not UTF-8 keeps its exact bytes
+                assert rows[key]["path_bytes"] == path_bytes(path)
         for row in db.rejected():
             assert row["detail"] and len(row["detail"]) > 20  # says what, and what to do
         # the valid group is complete, exactly once, whatever surrounded it
@@ -188,8 +276,9 @@ def test_hostile_files_are_rejected_with_a_reason_and_harm_nothing(bad, record) 
         g = db.group(unix_to_iso(min(plan.files.values())))
         assert g is not None and g["state"] == "complete" and g["n_conflicts"] == 0
         db.close()
-        idx.close()
         assert r.seen >= 16
+        for kind, reason in made:
+            tally(kind, _outcome(reason))
 
 
 def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
@@ -239,4 +328,98 @@ def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
         kinds=sorted(set(KINDS + LIVE_ONLY)),
         daemon_exits=0,
         valid_groups_lost=0,
+    )
+
+
+def test_a_thousand_hostile_headers_names_and_bands(tmp_path: Path, record) -> None:
+    """The cheap half of the fuzzer: >= 1,000 cases of the issue-9 classes fed straight to
+    the reader processes (files), the name parser and the DB (names), and the conflict
+    verdict (bands); the live daemon test above takes a smaller set end to end."""
+    rng = np.random.default_rng(9)
+    inc, elsewhere = tmp_path / "inc", tmp_path / "elsewhere"
+    inc.mkdir()
+    elsewhere.mkdir()
+    tpl = {sb: write_file(tmp_path, T_BAD, sb, SMALL) for sb in range(4)}
+    # -- files: every structural class, in many variants, with valid files among them
+    cases: list[tuple[str, str, str | None]] = []
+    kinds = sorted(hostile.MAKERS)
+    for i in range(720):
+        kind = kinds[i % len(kinds)]
+        sb = int(rng.integers(0, 4))
+        p = inc / f"{i:04d}_{tpl[sb].name}"
+        shutil.copy(tpl[sb], p)
+        cases.append((kind, str(p), hostile.MAKERS[kind](p, int(rng.integers(0, 1000)), elsewhere)))
+        if i % 9 == 0:
+            q = inc / f"{i:04d}_valid_{tpl[sb].name}"
+            shutil.copy(tpl[sb], q)
+            cases.append(("valid", str(q), None))
+    reader = HeaderReader("best-effort", 2, deadline_s=60)
+    try:
+        results = list(reader.read_many([p for _, p, _ in cases]))
+    finally:
+        reader.close()
+    for (kind, p, want), r in zip(cases, results, strict=True):
+        if want is None:
+            assert isinstance(r, HeaderInfo) and r.telescope_name == "OVRO_DSA", (p, r)
+        else:
+            assert isinstance(r, ReadFailure) and r.reason == want, (kind, p, r)
+            assert hostile.SECRET.decode() not in r.message
+        tally(kind, "header read" if want is None else f"rejected ({want})")
+
+    # -- names: not UTF-8, or with a newline: misnamed, stored so that they round-trip
+    parser = NameParser()
+    db = Hdf5DB(tmp_path / "names.sqlite3")
+    names: list[tuple[str, str]] = []
+    for i in range(150):
+        ts = unix_to_iso(T_BAD + int(rng.integers(0, 86400)))
+        raw = hostile.bad_utf8_name(ts, int(rng.integers(0, 16)), i)
+        names.append(("bad_utf8_name", os.fsdecode(b"/data/" + raw)))
+    for i in range(100):
+        ts = unix_to_iso(T_BAD + int(rng.integers(0, 86400)))
+        names.append(("newline_name", "/data/" + hostile.newline_name(ts, i % 16, i)))
+    with db.tx("fuzz names"):
+        for _kind, path in names:
+            fname = os.path.basename(path)
+            assert parser.is_candidate(fname)
+            with pytest.raises(MisnamedFileError):
+                parser.parse(path, fname)
+            db.reject(path, "misnamed", "fuzz", 1, 1, None, 1.0)
+    stored = {r["path"]: r for r in db.rejected()}
+    for kind, path in names:
+        row = stored[path_text(path)]
+        exact = bytes(row["path_bytes"]) if row["path_bytes"] is not None else row["path"].encode()
+        assert os.fsdecode(exact) == path  # the exact name comes back
+        tally(kind, "rejected (misnamed), name round-trips")
+    db.close()
+
+    # -- bands: sb k's data under sb j's name among real subbands: the impostor is found
+    n_bands = 0
+    for _ in range(150):
+        step = -float(rng.uniform(1e7, 4e7))
+        c0 = float(rng.uniform(1.3e9, 1.5e9))
+        width = abs(step) * float(rng.uniform(0.5, 0.95))
+        present = sorted(rng.choice(16, size=int(rng.integers(4, 16)), replace=False).tolist())
+        real = {
+            sb: Band(f"sb{sb}", sb, c0 + step * sb - width / 2, c0 + step * sb + width / 2)
+            for sb in present
+        }
+        src, claimed = (int(x) for x in rng.choice(present, size=2, replace=False))
+        fake = Band("fake", claimed, real[src].fmin, real[src].fmax)
+        # the genuine file of `src` and the impostor, either arriving last
+        new, old = (fake, real[src]) if rng.integers(0, 2) else (real[src], fake)
+        others = [b for sb, b in real.items() if sb not in (src, claimed)]
+        if len({b.subband for b in others}) < 2:
+            continue
+        bad, sure = suspect(new, old, others)
+        assert bad is fake and sure, (present, src, claimed)
+        n_bands += 1
+        tally("overlapping_freq", "impostor found by band plan")
+    total = len(cases) + len(names) + n_bands
+    assert total >= 1000
+    record(
+        "bad input fuzzer: header-level classes of issue 9",
+        cases=total,
+        classes={k: ", ".join(f"{o} {n}" for o, n in v.items()) for k, v in CLASSES.items()},
+        secrets_read=0,
+        daemon_exits=0,
     )

@@ -149,8 +149,8 @@ class _Worker:
             self.kill()
             raise IngestError(
                 f"a header-reader process did not start within {start_s:.0f} s "
-                f"(got {line!r}); check that `{sys.executable} -m dsa110_ingest.ingest.read_worker` "
-                "runs, and the node's load"
+                f"(got {line!r}); check that `{sys.executable} -m "
+                "dsa110_ingest.ingest.read_worker` runs, and the node's load"
             )
 
     def _wait_line(self, until: float) -> bytes | None:
