@@ -342,6 +342,7 @@ class Indexer:
         r.indexed += 1
         if not dup:
             self._check_frequencies(c, h, gid, now, r)
+        self._revise_frequency_verdicts(gid, now, r)
         grow = self.db.refresh_group(gid, pl.min_ts, pl.max_ts, now)
         if dup:
             self.db.add_event(
@@ -413,6 +414,50 @@ class Indexer:
             )
             if bad is new:
                 return
+
+    def _revise_frequency_verdicts(self, gid: str, now: float, r: BatchResult) -> None:
+        """A verdict made before the band plan was known (the later arrival was taken as
+        the suspect) is revised once the other files show which one is off its band: in
+        any arrival order the impostor ends up out, the genuine file in."""
+        files = self.db.group_files(gid, members_only=False)
+        members = [
+            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            for f in files
+            if not f["is_duplicate"] and f["freq_min_hz"] is not None
+        ]
+        held = {m.subband for m in members}
+        excluded = [
+            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            for f in files
+            if f["is_duplicate"] and f["freq_min_hz"] is not None and f["subband_num"] not in held
+        ]
+        for x in excluded:
+            for y in members:
+                if not overlaps(x, y):
+                    continue
+                bad, sure = suspect(x, y, [m for m in members if m.path != y.path])
+                if not (sure and bad is y):
+                    continue
+                self.db.set_duplicate(y.path, 1)
+                self.db.set_duplicate(x.path, 0)
+                members = [x if m is y else m for m in members]
+                self.db.add_event(
+                    ev.GROUP_CONFLICT,
+                    gid,
+                    {
+                        "reason": "overlapping_frequencies",
+                        "paths": [x.path, y.path],
+                        "path": y.path,
+                        "subband": f"sb{y.subband:02d}",
+                        "suspect_by_band_plan": True,
+                        "revised": True,
+                        "fix": "remove or replace the suspect file",
+                    },
+                    now,
+                )
+                r.events.append((ev.GROUP_CONFLICT, gid))
+                log.warning("file.frequency_conflict", group_id=gid, suspect=y.path, revised=True)
+                break
 
     def _complete(self, grow: sqlite3.Row, now: float, r: BatchResult) -> None:
         gid = grow["group_id"]
