@@ -307,11 +307,26 @@ class Indexer:
         existing = next((f for f in same_name if f["path"] == c.path), None)
         if existing is not None and existing["group_id"] is not None:
             # rewritten in place, or back after a disappearance: same name, same group
-            self.db.upsert_file(
-                self._row(c, h, existing["group_id"], existing["is_duplicate"], now)
+            gid = existing["group_id"]
+            dup = existing["is_duplicate"]
+            grow = self.db.group(gid)
+            retry = (
+                dup
+                and grow is not None
+                and grow["state"] in ("collecting", "incomplete")
+                and not self.db.subband_taken(gid, c.name.subband_num)
             )
+            # a file once out of the count (a frequency conflict) and now rewritten, with
+            # its slot still free, is judged again: the replacement may be the real one
+            self.db.upsert_file(self._row(c, h, gid, 0 if retry else dup, now))
             self.db.unreject(c.path)
             r.updated += 1
+            if retry:
+                self._check_frequencies(c, h, gid, now, r)
+                grow = self.db.refresh_group(gid, grow["min_ts"], grow["max_ts"], now)
+                if grow["n_subbands"] >= grow["expected_subbands"]:
+                    self._complete(grow, now, r)
+                    r.completed_by[gid] = c.path
             return
         for twin in self.db.files_named(c.filename):
             if (
