@@ -34,11 +34,12 @@ from ..conftest import SMALL, wait_for, write_site
 T_BAD = iso_to_unix("2025-10-02T03:00:00")  # well away from the valid group
 COUNTS: dict[str, int] = {}
 # per class: how many were tried and what became of them ("rejected: reason", ...)
-CLASSES: dict[str, dict[str, int]] = {}
+CLASSES: dict[str, dict[str, int]] = {}  # the hypothesis + live daemon tests
+HEADER_CLASSES: dict[str, dict[str, int]] = {}  # the header-level thousand
 
 
-def tally(kind: str, outcome: str, n: int = 1) -> None:
-    c = CLASSES.setdefault(kind, {})
+def tally(kind: str, outcome: str, n: int = 1, into: dict | None = None) -> None:
+    c = (CLASSES if into is None else into).setdefault(kind, {})
     c[outcome] = c.get(outcome, 0) + n
 
 
@@ -294,11 +295,13 @@ def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     made: dict[str, str | None] = {}
+    kinds: list[tuple[str, str | None]] = []
     # present at start-up: each of these crashed or hung the start-up reconcile, at
     # every restart (issue 9: service.ready never came)
     for j, kind in enumerate(["bad_utf8_name", "soft_link_loop", "external_link_fifo"] * 2):
         p, reason = _make(kind, 300 + j, j, site.incoming, outside)
         made[str(p)] = reason
+        kinds.append((f"{kind} (at start-up)", reason))
     with open(log, "w") as out:
         proc = subprocess.Popen(
             argv, env=site.env(), stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
@@ -308,6 +311,7 @@ def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
             for j, kind in enumerate((KINDS + LIVE_ONLY) * 2):
                 p, reason = _make(kind, 500 + j, 7919 * (j + 1), site.incoming, outside)
                 made[str(p)] = reason
+                kinds.append((kind, reason))
             (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0)
             for sb, t in plan.files.items():
                 write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
@@ -337,11 +341,13 @@ def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0
+    for kind, reason in kinds:
+        tally(kind, _outcome(reason) + " (live daemon)")
     total = sum(COUNTS.values()) + len(made)
     record(
         "bad input fuzzer (hypothesis + a live daemon)",
         bad_inputs=total,
-        kinds=sorted(set(KINDS + LIVE_ONLY)),
+        classes=CLASSES,
         daemon_exits=0,
         valid_groups_lost=0,
     )
@@ -380,7 +386,7 @@ def test_a_thousand_hostile_headers_names_and_bands(tmp_path: Path, record) -> N
         else:
             assert isinstance(r, ReadFailure) and r.reason == want, (kind, p, r)
             assert hostile.SECRET.decode() not in r.message
-        tally(kind, "header read" if want is None else f"rejected ({want})")
+        tally(kind, "header read" if want is None else f"rejected ({want})", into=HEADER_CLASSES)
 
     # -- names: not UTF-8, or with a newline: misnamed, stored so that they round-trip
     parser = NameParser()
@@ -405,7 +411,7 @@ def test_a_thousand_hostile_headers_names_and_bands(tmp_path: Path, record) -> N
         row = stored[path_text(path)]
         exact = bytes(row["path_bytes"]) if row["path_bytes"] is not None else row["path"].encode()
         assert os.fsdecode(exact) == path  # the exact name comes back
-        tally(kind, "rejected (misnamed), name round-trips")
+        tally(kind, "rejected (misnamed), name round-trips", into=HEADER_CLASSES)
     db.close()
 
     # -- bands: sb k's data under sb j's name among real subbands: the impostor is found
@@ -429,13 +435,13 @@ def test_a_thousand_hostile_headers_names_and_bands(tmp_path: Path, record) -> N
         bad, sure = suspect(new, old, others)
         assert bad is fake and sure, (present, src, claimed)
         n_bands += 1
-        tally("overlapping_freq", "impostor found by band plan")
+        tally("overlapping_freq", "impostor found by band plan", into=HEADER_CLASSES)
     total = len(cases) + len(names) + n_bands
     assert total >= 1000
     record(
         "bad input fuzzer: header-level classes of issue 9",
         cases=total,
-        classes={k: ", ".join(f"{o} {n}" for o, n in v.items()) for k, v in CLASSES.items()},
+        classes=HEADER_CLASSES,
         secrets_read=0,
         daemon_exits=0,
     )
