@@ -171,6 +171,7 @@ class Service:
         ProductsDB(self.cfg.products_db).close()  # fail now, not at the first conversion
         self.indexer = Indexer(self.db, self.cfg, clock=self.clock)
         self.indexer.convert_enabled = self.cfg.convert.enabled
+        self.indexer.reader.on_wait = self.notifier.watchdog  # hung reads: still alive
         self.indexer.register_locations()
 
     def _start_dispatcher(self) -> None:

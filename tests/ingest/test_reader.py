@@ -123,3 +123,19 @@ def test_reader_processes_die_with_the_daemon(tmp_path: Path, files: list[str]) 
         owner.wait()
     assert _wait_gone(pids) == []
     assert os.getpid() not in pids
+
+
+def test_the_owner_hears_from_the_reader_while_a_read_hangs(tmp_path: Path) -> None:
+    """The daemon pings systemd's watchdog from ``on_wait``: a hang being timed out must not
+    look like a dead daemon."""
+    hang = tmp_path / "hang-2025-10-02T00:00:00_sb00.hdf5"
+    hang.write_bytes(b"x")
+    calls: list[float] = []
+    reader = HeaderReader("best-effort", 1, lock_wait_s=0.1, deadline_s=4, target=TARGET)
+    reader.on_wait = lambda: calls.append(time.monotonic())
+    try:
+        (r,) = list(reader.read_many([str(hang)]))
+    finally:
+        reader.close()
+    assert isinstance(r, ReadFailure) and r.reason == "read_timeout"
+    assert len(calls) >= 3  # about once a second through a >= 5 s deadline

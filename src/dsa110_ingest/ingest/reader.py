@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -240,6 +240,9 @@ class HeaderReader:
         self.target = target
         self.start_s = start_s
         self._pool: list[_Worker] = []
+        # called about once a second while reads are outstanding: the daemon pings systemd's
+        # watchdog from it, because hung reads being killed one after another are progress
+        self.on_wait: Callable[[], None] | None = None
         # an owner that forgets close() (a test, an API caller) leaves no process behind
         self._finalizer = weakref.finalize(self, _stop_all, self._pool)
 
@@ -267,6 +270,7 @@ class HeaderReader:
         todo = iter(enumerate(paths))
         nxt = 0
         busy: dict[int, _Worker] = {}  # fd -> worker with a task
+        last_ping = 0.0
         with selectors.DefaultSelector() as sel:
             exhausted = False
             while nxt < len(paths):
@@ -288,6 +292,11 @@ class HeaderReader:
                     continue
                 now = time.monotonic()
                 wait = min((w.since + self.deadline_s for w in busy.values()), default=now) - now
+                if self.on_wait is not None:
+                    if now - last_ping >= 1.0:
+                        self.on_wait()
+                        last_ping = now
+                    wait = min(wait, 1.0)
                 for key, _ in sel.select(max(0.0, wait)):
                     w = busy[key.fd]  # type: ignore[index]
                     if not w.fill():
