@@ -114,7 +114,14 @@ def virtual_dataset(path: Path, n: int, elsewhere: Path) -> str:
 def compressed_bomb(path: Path, n: int, elsewhere: Path) -> str:
     """A few hundred KB on disk that claim hundreds of MB once read (gzip of one byte)."""
     with h5py.File(path, "r+") as f:
-        if n % 2:
+        if n % 3 == 2:
+            # variable-length: no amplification (it is stored as is), but still no header
+            # field is this long
+            _replace(f, "Header/telescope_name")
+            f.create_dataset(
+                "Header/telescope_name", data="OVRO" * 50_000, dtype=h5py.string_dtype()
+            )
+        elif n % 3 == 1:
             _replace(f, "Header/telescope_name")
             # H5Ocopy moves the compressed chunk as it is: written once (seconds), then cheap
             with h5py.File(_string_bomb(elsewhere), "r") as src:

@@ -487,6 +487,13 @@ def _float(path: str, h: _Node, key: str) -> float:
 
 def _text(path: str, h: _Node, key: str) -> str:
     v = _scalar(path, h, key, numeric=False)
+    if isinstance(v, bytes | str) and len(v) > MAX_TEXT_BYTES:
+        # a variable-length string: read already (no bigger than the file), never kept
+        raise HeaderTooLargeError(
+            path,
+            f"Header/{key} is a {len(v)}-byte string (limit {MAX_TEXT_BYTES})",
+            "the file cannot be used; write it again",
+        )
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     if isinstance(v, str):
