@@ -1,48 +1,61 @@
-"""Live latency: a simulated correlator writes into a watched folder while the daemon runs.
+"""Live latency for every way a file arrives, against the daemon running as its own process.
 
     python benchmarks/live_latency.py [--groups 30] [--idle-files 10000] [--idle-seconds 60]
 
-Reports p50/p99/max from a file's close to its row committed, and from a group's 16th
-close to its ``group.complete`` event committed, for inotify and for polling; and the
-daemon's CPU while idle with 10,000 indexed files. "Committed" is when a separate reader,
-polling the DB every 2 ms, first sees it: what a consumer sees.
+For each writer style, groups of 16 files are delivered in that style into a folder
+watched with inotify, one file after another, a group every 0.5 s. Latency runs from the
+writer's last system call for a file (its close, rename, link or unlink) to (a) the file's
+row and (b) the group's ``group.complete`` event, as first seen by a separate reader
+polling the DB every 2 ms: what a consumer sees. Polling is measured separately against
+``poll + settle``. A second inotify run uses ``_traced_daemon.py`` (the same daemon with
+timers wrapped around its hot path) to show where the time goes. Last, the daemon's CPU
+while idle with 10,000 files indexed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, verdict, write_section
-from dsa110_ingest.simulate import SimParams, plan_groups, simulate, write_file
+from dsa110_ingest.simulate import SimParams, file_name, plan_groups, simulate, write_subband_file
 
 P = SimParams(nants=16, nchan=48, ntimes=24)
+HERE = Path(__file__).resolve().parent
+TARGET_S = 0.020
+SETTLE_S = 5.0  # the default: a style that waited for it would show ~5,000 ms
 
 
-def start_daemon(root: Path, watch: str, poll: float, settle: float) -> subprocess.Popen:
+def start_daemon(
+    root: Path, watch: str, poll: float, settle: float, trace: Path | None = None
+) -> subprocess.Popen:
     (root / "c.toml").write_text(
         f'state_dir = "state"\nlog_level = "warning"\n[[storage_locations]]\nname = "in"\n'
         f'path = "in"\nwatch = "{watch}"\n[watch]\npoll_interval_seconds = {poll}\n'
         f"settle_seconds = {settle}\n[convert]\nenabled = false\n"
     )
     env = {**os.environ, "DSA110_INGEST_CONFIG": str(root / "c.toml"), "HOME": str(root)}
+    cmd = [sys.executable, "-m", "dsa110_ingest", "run"]
+    if trace is not None:
+        env["DSA110_TRACE"] = str(trace)
+        cmd = [sys.executable, str(HERE / "_traced_daemon.py"), "run"]
     log = open(root / "daemon.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dsa110_ingest", "run"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     db = root / "state" / "hdf5.sqlite3"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -63,75 +76,247 @@ def _count(db: Path, sql: str) -> int:
         return 0
 
 
-class Observer(threading.Thread):
-    """Sees rows and events as a consumer would: polling the DB every 2 ms."""
+def observe(db: str, stop: Any, conn: Connection) -> None:
+    """What a consumer sees: poll the DB every 2 ms for new rows and group.complete events.
 
+    Its own process, so that the writer's h5py work in this one cannot hold it back."""
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows: dict[str, float] = {}
+    events: dict[str, float] = {}
+    last_row = last_ev = 0
+    while not stop.is_set():
+        now = time.time()
+        for rowid, path in c.execute(
+            "SELECT rowid, path FROM hdf5_file_index WHERE rowid > ?", (last_row,)
+        ):
+            rows.setdefault(path, now)
+            last_row = max(last_row, rowid)
+        n = len(events)
+        for eid, gid in c.execute(
+            "SELECT id, group_id FROM events WHERE id > ? AND type = 'group.complete'",
+            (last_ev,),
+        ):
+            events.setdefault(gid, now)
+            last_ev = max(last_ev, eid)
+        if len(events) != n:
+            conn.send(len(events))  # a few hundred small messages: never fills the pipe
+        time.sleep(0.002)
+    c.close()
+    conn.send((rows, events))
+
+
+class Observer:
     def __init__(self, db: Path) -> None:
-        super().__init__(daemon=True)
-        self.db = db
-        self.rows: dict[str, float] = {}
-        self.events: dict[str, float] = {}
-        self.stop = threading.Event()
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self._conn, child = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=observe, args=(str(db), self.stop, child), daemon=True)
+        self.proc.start()
+        self.n_events = 0
 
-    def run(self) -> None:
-        c = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        last_row = last_ev = 0
-        while not self.stop.is_set():
-            now = time.time()
-            for rowid, path in c.execute(
-                "SELECT rowid, path FROM hdf5_file_index WHERE rowid > ?", (last_row,)
-            ):
-                self.rows.setdefault(path, now)
-                last_row = max(last_row, rowid)
-            for eid, gid in c.execute(
-                "SELECT id, group_id FROM events WHERE id > ? AND type = 'group.complete'",
-                (last_ev,),
-            ):
-                self.events.setdefault(gid, now)
-                last_ev = max(last_ev, eid)
-            time.sleep(0.002)
-        c.close()
+    def events_seen(self) -> int:
+        while self._conn.poll():
+            self.n_events = self._conn.recv()
+        return self.n_events
+
+    def finish(self) -> tuple[dict[str, float], dict[str, float]]:
+        self.stop.set()
+        while True:
+            msg = self._conn.recv()
+            if isinstance(msg, tuple):
+                self.proc.join(10)
+                return msg
+
+
+# -- writer styles. Each group's 16 files are made with h5py beforehand (not timed), so
+# that the writer's CPU does not compete with the daemon on a 2-core machine; each style
+# then delivers a made file with the system calls of the tool it stands for and returns
+# time.time() right after the last of them ------------------------------------------------
+Write = Callable[[Path, Path], float]
+CHUNK = 1 << 20
+
+
+def _write_bytes(src: Path, dest: Path) -> None:
+    # a writer streaming its data: create, write in chunks, close
+    data = src.read_bytes()
+    with open(dest, "wb") as f:
+        for i in range(0, len(data), CHUNK):
+            f.write(data[i : i + CHUNK])
+
+
+def in_place(src: Path, dest: Path) -> float:
+    _write_bytes(src, dest)
+    return time.time()
+
+
+def tmp_rename(src: Path, dest: Path) -> float:
+    tmp = dest.with_name(dest.name + ".tmp")
+    _write_bytes(src, tmp)
+    os.rename(tmp, dest)
+    return time.time()
+
+
+def rsync_style(src: Path, dest: Path) -> float:
+    # rsync: hidden temp in the destination folder, close, set times and mode, rename
+    tmp = dest.with_name(f".{dest.name}.Xa9Rz2")
+    _write_bytes(src, tmp)
+    st = src.stat()
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, dest)
+    return time.time()
+
+
+def mv_in(src: Path, dest: Path) -> float:
+    # made in another folder of the same filesystem, then `mv` in: one rename(2)
+    os.rename(src, dest)
+    return time.time()
+
+
+def cp_in(src: Path, dest: Path) -> float:
+    # `cp`: open(O_CREAT|O_TRUNC), copy_file_range/sendfile, close
+    shutil.copyfile(src, dest)
+    return time.time()
+
+
+def mv_across(src: Path, dest: Path) -> float:
+    # `mv` from another filesystem (tmpfs here): copy, times set on the open file, close,
+    # then unlink the source; the unlink is the writer's last call
+    st = src.stat()
+    with open(src, "rb") as fi, open(dest, "wb") as fo:
+        shutil.copyfileobj(fi, fo, CHUNK)
+        fo.flush()
+        os.utime(fo.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.unlink(src)
+    return time.time()
+
+
+def ln_in(src: Path, dest: Path) -> float:
+    # `ln`: a hard link to a finished file made elsewhere on the same filesystem
+    os.link(src, dest)
+    return time.time()
+
+
+STYLES: list[tuple[str, str, Write]] = [
+    ("in place", "close after write", in_place),
+    ("temp name, renamed", "rename within the folder", tmp_rename),
+    ("rsync (`.x.XXXXXX`, renamed)", "rename within the folder", rsync_style),
+    ("`mv` in from another folder", "unpaired IN_MOVED_TO", mv_in),
+    ("`cp` in", "close after write", cp_in),
+    ("`mv` across filesystems", "close after write (copy), then unlink", mv_across),
+    ("`ln` (hard link) in", "IN_CREATE, other links, no writer", ln_in),
+]
+
+
+Lat = dict[str, list[float]]
 
 
 def run_stream(
-    watch: str, n_groups: int, poll: float, settle: float, interval: float
+    watch: str,
+    styles: list[tuple[str, str, Write]],
+    n_groups: int,
+    poll: float,
+    settle: float,
+    interval: float,
+    gap: float,
+    trace: Path | None = None,
+) -> tuple[dict[str, Lat], dict[str, float], dict[str, float], dict[str, float]]:
+    """Per style, row and event latencies (s); and per file the writer's last call, the
+    moment its row was seen and (16th files only) the moment its group.complete was seen."""
+    xfs = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            inbox, stage = root / "in", root / "stage"
+            inbox.mkdir()
+            stage.mkdir()
+            proc = start_daemon(root, watch, poll, settle, trace)
+            db = root / "state" / "hdf5.sqlite3"
+            obs = Observer(db)
+            last: dict[str, float] = {}
+            style_of: dict[str, str] = {}
+            ends: list[str] = []
+            plans = plan_groups(n_groups * len(styles), "2025-10-02T00:00:00", 2.0)
+            for i, plan in enumerate(plans):
+                label, _, write = styles[i % len(styles)]
+                where = xfs if write is mv_across else stage
+                made = []
+                for sb, t in sorted(plan.files.items()):
+                    made.append(where / file_name(t, sb))
+                    write_subband_file(made[-1], plan.start_unix, sb, P)
+                time.sleep(interval)
+                for src in made:
+                    p = str(inbox / src.name)
+                    last[p] = write(src, Path(p))
+                    style_of[p] = label
+                    time.sleep(gap)
+                ends.append(p)
+                for src in made:
+                    src.unlink(missing_ok=True)
+            deadline = time.monotonic() + 60
+            while obs.events_seen() < len(plans) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rows, events = obs.finish()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            group_of = dict(c.execute("SELECT path, group_id FROM hdf5_file_index"))
+            c.close()
+    finally:
+        shutil.rmtree(xfs, ignore_errors=True)
+    lost = [p for p in last if p not in rows]
+    assert not lost, f"{len(lost)} files never got a row, e.g. {lost[0]}"
+    unfinished = [p for p in ends if group_of.get(p) not in events]
+    assert not unfinished, f"{len(unfinished)} groups never completed, e.g. {unfinished[0]}"
+    out: dict[str, Lat] = {label: {"row": [], "event": []} for label, _, _ in styles}
+    for p, t in last.items():
+        out[style_of[p]]["row"].append(rows[p] - t)
+    event_seen = {p: events[group_of[p]] for p in ends}
+    for p in ends:
+        out[style_of[p]]["event"].append(event_seen[p] - last[p])
+    return out, last, rows, event_seen
+
+
+STAGES = [
+    ("writer's last call -> watcher event", "deliver"),
+    ("watcher event -> run loop takes it", "queue"),
+    ("stat + unchanged check", "check"),
+    ("header read (h5py)", "read"),
+    ("BEGIN IMMEDIATE", "begin"),
+    ("transaction body (row, grouping, event)", "body"),
+    ("  of which the group transition (16th files)", "complete"),
+    ("COMMIT (fsync of the WAL, synchronous=FULL)", "commit"),
+    ("commit -> consumer sees it (2 ms polling)", "visible"),
+]
+
+
+def breakdown(
+    trace: Path, last: dict[str, float], rows: dict[str, float], ends: dict[str, float]
 ) -> dict[str, list[float]]:
-    with tempfile.TemporaryDirectory() as d:
-        root = Path(d)
-        (root / "in").mkdir()
-        proc = start_daemon(root, watch, poll, settle)
-        obs = Observer(root / "state" / "hdf5.sqlite3")
-        obs.start()
-        closed: dict[str, float] = {}
-        last_close: list[float] = []
-        plans = plan_groups(n_groups, "2025-10-02T00:00:00", 2.0)
-        for plan in plans:
-            for sb, t in sorted(plan.files.items()):
-                p = write_file(root / "in", t, sb, P, "inplace", plan.start_unix)
-                closed[str(p)] = time.time()
-            last_close.append(
-                max(
-                    closed[str(root / "in" / f)]
-                    for f in [
-                        q.name
-                        for q in (root / "in").iterdir()
-                        if q.name.startswith(plan.group_iso[:16])
-                    ]
-                )
-            )
-            time.sleep(interval)
-        deadline = time.monotonic() + 60
-        while len(obs.events) < n_groups and time.monotonic() < deadline:
-            time.sleep(0.05)
-        obs.stop.set()
-        obs.join()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        row_lat = [obs.rows[p] - t for p, t in closed.items() if p in obs.rows]
-        gids = sorted(obs.events)
-        ev_lat = [obs.events[g] - lc for g, lc in zip(gids, last_close, strict=False)]
-        assert len(row_lat) == len(closed) and len(ev_lat) == n_groups, "lost files/events"
-        return {"row": row_lat, "event": ev_lat}
+    """Split each file's latency into stages from the traced daemon's batches."""
+    st: dict[str, list[float]] = {k: [] for _, k in STAGES}
+    for line in trace.read_text().splitlines():
+        b = json.loads(line)
+        txs = [t for t in b["tx"] if t[0].startswith("indexing")]
+        for p, seen in b["seen"].items():
+            if p not in last or p not in b["read"]:
+                continue
+            r0, r1 = b["read"][p]
+            tx = next((t for t in txs if t[1] >= r1 - 1e-6), None)
+            if tx is None:
+                continue
+            _, t0, t1, t2, t3 = tx
+            st["deliver"].append(seen - last[p])
+            st["queue"].append(b["start"] - seen)
+            st["check"].append(r0 - b["start"])
+            st["read"].append(r1 - r0)
+            st["begin"].append(t1 - t0)
+            st["body"].append(t2 - t1)
+            st["commit"].append(t3 - t2)
+            st["visible"].append((ends[p] if p in ends else rows[p]) - t3)
+            if p in ends:
+                st["complete"].append(b["complete"])
+    return st
 
 
 def idle_cpu(n_files: int, seconds: float) -> tuple[float, int]:
@@ -164,65 +349,118 @@ def idle_cpu(n_files: int, seconds: float) -> tuple[float, int]:
         return 100.0 * used / elapsed, indexed
 
 
-def pct(xs: list[float], q: float) -> float:
+def pct(xs: list[float], q: int) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[q - 1] if len(xs) > 1 else xs[0]
+
+
+def ms(xs: list[float]) -> str:
+    return f"{pct(xs, 50) * 1e3:.1f} | {pct(xs, 99) * 1e3:.1f} | {max(xs) * 1e3:.1f}"
+
+
+def load() -> str:
+    la = os.getloadavg()
+    return f"load average {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1/5/15 min)"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--groups", type=int, default=30)
+    ap.add_argument("--groups", type=int, default=30, help="groups per inotify style")
+    ap.add_argument("--trace-groups", type=int, default=6, help="per style, traced run")
+    ap.add_argument("--gap", type=float, default=0.02, help="seconds between a group's files")
     ap.add_argument("--poll-groups", type=int, default=8)
     ap.add_argument("--poll-interval", type=float, default=1.0)
-    ap.add_argument("--settle", type=float, default=1.0)
+    ap.add_argument("--settle", type=float, default=1.0, help="polling run's settle time")
     ap.add_argument("--idle-files", type=int, default=10_000)
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     args = ap.parse_args()
-    ino = run_stream("inotify", args.groups, 5.0, 5.0, 0.5)
-    pol = run_stream("poll", args.poll_groups, args.poll_interval, args.settle, 1.0)
-    cpu, indexed = idle_cpu(args.idle_files, args.idle_seconds)
-    poll_target = args.poll_interval + args.settle + 0.1
-    ok = {
-        "ino": pct(ino["event"], 99) <= 0.050,
-        "poll": pct(pol["event"], 99) <= poll_target,
-        "cpu": cpu < 0.5,
-    }
 
-    def row(name: str, xs: list[float]) -> str:
-        return (
-            f"| {name} | {len(xs)} | {pct(xs, 50) * 1e3:.1f} | {pct(xs, 99) * 1e3:.1f} | "
-            f"{max(xs) * 1e3:.1f} |"
+    load_before = load()
+    ino, *_ = run_stream("inotify", STYLES, args.groups, 5.0, SETTLE_S, 0.3, args.gap)
+    load_after = load()
+    with tempfile.TemporaryDirectory() as d:
+        trace = Path(d) / "trace.jsonl"
+        _, last, rows, ends = run_stream(
+            "inotify", STYLES, args.trace_groups, 5.0, SETTLE_S, 0.3, args.gap, trace
         )
+        stages = breakdown(trace, last, rows, ends)
+    pol_out, *_ = run_stream(
+        "poll", STYLES[:1], args.poll_groups, args.poll_interval, args.settle, 1.0, args.gap
+    )
+    pol = pol_out["in place"]
+    cpu, indexed = idle_cpu(args.idle_files, args.idle_seconds)
 
-    poll_p99, poll_ok = pct(pol["event"], 99) * 1e3, verdict(ok["poll"])
+    poll_target = args.poll_interval + args.settle + 0.1
+    ok_style = {label: pct(ino[label]["event"], 99) <= TARGET_S for label, _, _ in STYLES}
+    ok_poll = pct(pol["event"], 99) <= poll_target
+    ok_cpu = cpu < 0.5
+
+    style_rows = "\n".join(
+        f"| {label} | {signal_} | {len(ino[label]['row'])} | {ms(ino[label]['row'])} | "
+        f"{len(ino[label]['event'])} | {ms(ino[label]['event'])} | "
+        f"{verdict(ok_style[label])} |"
+        for label, signal_, _ in STYLES
+    )
+    stage_rows = "\n".join(
+        f"| {name} | {len(stages[k])} | {ms(stages[k])} |" for name, k in STAGES if stages[k]
+    )
+    head = (
+        "| style | finishing signal | files | row p50 ms | p99 | max "
+        "| groups | event p50 ms | p99 | max | target |"
+    )
     body = f"""## Live latency (`benchmarks/live_latency.py`)
 
-A simulated correlator writes groups of 16 files (16 antennas, 48 channels, 24
-integrations; in place, one file after another, a group every 0.5 s (inotify) or 1 s
-(polling)) into a watched folder while the daemon runs as its own process. Latency is
-measured from the writer's `close()` to the moment a separate reader, polling the DB every
-2 ms, first sees the row or the `group.complete` event. {machine()}.
+The daemon runs as its own process (`dsa110-ingest run`, default `settle_seconds` =
+{SETTLE_S:g} s) watching one folder with inotify. For each way a file can arrive, a writer
+delivers {args.groups} groups of 16 files (16 antennas, 48 channels, 24 integrations, 4 MB)
+in that style, one file every {args.gap * 1e3:.0f} ms; the styles take turns. A group's
+files are made with h5py beforehand, outside the timing, so that the writer's CPU does
+not compete with the daemon on this 2-core machine (on site the writers are other hosts);
+each style then delivers them with the system calls of the tool it stands for (in place:
+create, write 1 MiB chunks, close). Latency runs from the writer's last system call for
+the file (the close, rename, link or unlink that ends its delivery) to the moment a
+separate process, polling the DB every 2 ms, first sees (a) the file's row and (b) the
+`group.complete` event that the 16th file completes: what a consumer sees. Target:
+p99 <= {TARGET_S * 1e3:.0f} ms to the event for every style. {machine()}; {load_before}
+before the run, {load_after} after it (2 cores shared with other work).
+
+{head}
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|
+{style_rows}
+
+Where the time goes: a second run of {args.trace_groups} groups per style against the same
+daemon with timers wrapped around its hot path (`benchmarks/_traced_daemon.py`), every
+file of every style pooled:
+
+| stage | n | p50 ms | p99 ms | max ms |
+|---|---:|---:|---:|---:|
+{stage_rows}
+
+Polling (`watch = "poll"`, every {args.poll_interval:g} s, settle {args.settle:g} s), written in
+place: a file is taken once it held still for the settle time, so latency is bounded by
+poll + settle, not by a finishing event.
 
 | stream | n | p50 ms | p99 ms | max ms |
 |---|---:|---:|---:|---:|
-{row("inotify: close -> row", ino["row"])}
-{row("inotify: 16th close -> group.complete", ino["event"])}
-{row(f"poll ({args.poll_interval:g} s, settle {args.settle:g} s): close -> row", pol["row"])}
-{row("poll: 16th close -> group.complete", pol["event"])}
+| poll: last call -> row | {len(pol["row"])} | {ms(pol["row"])} |
+| poll: 16th file -> group.complete | {len(pol["event"])} | {ms(pol["event"])} |
 
 Idle: {indexed:,} files indexed, inotify, nothing arriving: {cpu:.3f}% of one core over
 {args.idle_seconds:.0f} s (heartbeat every 5 s, group expiry check every 10 s).
 
 | target | result |
 |---|---|
-| inotify p99 <= 50 ms to the event | {pct(ino["event"], 99) * 1e3:.1f} ms: {verdict(ok["ino"])} |
-| polling p99 <= poll + settle + 100 ms ({poll_target * 1e3:.0f} ms) | {poll_p99:.0f} ms: {poll_ok}|
-| idle CPU < 0.5% of one core | {cpu:.3f}%: {verdict(ok["cpu"])} |
+| every inotify style: p99 <= {TARGET_S * 1e3:.0f} ms to the event | \
+{sum(ok_style.values())} of {len(ok_style)} styles: {verdict(all(ok_style.values()))} |
+| polling p99 <= poll + settle + 100 ms ({poll_target * 1e3:.0f} ms) | \
+{pct(pol["event"], 99) * 1e3:.0f} ms: {verdict(ok_poll)} |
+| idle CPU < 0.5% of one core | {cpu:.3f}%: {verdict(ok_cpu)} |
 
-Upstream polled every 5 s, later every 60 s.
+Upstream polled every 5 s, later every 60 s; before this, a file moved in from another
+folder waited the whole settle time (5,008 ms median).
 """
     print(body)
     write_section("live_latency", body)
-    return 0 if all(ok.values()) else 1
+    return 0 if all(ok_style.values()) and ok_poll and ok_cpu else 1
 
 
 if __name__ == "__main__":

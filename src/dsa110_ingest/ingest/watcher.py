@@ -1,18 +1,34 @@
 """Watching storage locations with watchdog, and deciding when a file is finished.
 
-A file is taken when it is finished: at close-after-write (inotify), when it is renamed
-or moved into a matching name, and otherwise (polling, or a writer we did not see close)
-when its size and mtime have not changed for ``settle_seconds``. Work leaves this module
-as :class:`FileEvent` items on a queue; the indexer thread is the only DB writer.
+A file is taken at the event that says its writer is done, never later:
+
+- written in place, ``cp``, ``mv`` across filesystems (a copy, then an unlink):
+  close after write (IN_CLOSE_WRITE);
+- renamed within a watched folder (``x.tmp`` -> ``x``, rsync's ``.x.XXXXXX`` -> ``x``):
+  the paired rename;
+- ``mv`` into the folder from anywhere unwatched on the same filesystem: the unpaired
+  IN_MOVED_TO, which watchdog reports as a move with an empty source because the
+  inotify observer is built with ``generate_full_events=True``;
+- ``ln`` into the folder: an IN_CREATE of a file that already has another link, whose
+  size and mtime hold across the check and that no process has open for writing (a
+  read lease, F_SETLEASE, is refused while a writer exists). Where the lease cannot be
+  taken (file owned by another user without CAP_LEASE, or a filesystem without leases)
+  we cannot tell, and the file waits ``settle_seconds`` like any writer without a signal.
+
+Only writers that give no finishing signal wait ``settle_seconds``: everything found by
+polling, and a writer that never closes its file. Work leaves this module as
+:class:`FileEvent` items on a queue; the indexer thread is the only DB writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -100,6 +116,57 @@ def choose_mode(loc: StorageLocation, mounts_file: str = "/proc/self/mounts") ->
     return ("poll" if needs_polling(fstype) else "inotify"), fstype
 
 
+def open_for_writing(path: str) -> bool | None:
+    """Whether any process has ``path`` open for writing; None when we cannot tell.
+
+    The kernel refuses a read lease (EAGAIN) while any writer holds the inode open, through
+    any of its links. The lease is dropped at once, and no F_SETOWN means a writer that
+    opens it meanwhile sends us no signal: it waits only for those few microseconds.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as e:
+        # EAGAIN: a writer has it open. EACCES/EPERM: not our file and no CAP_LEASE;
+        # EINVAL: no leases on this filesystem (NFS), or leases disabled by sysctl
+        return True if e.errno in (errno.EAGAIN, errno.EBUSY) else None
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
+
+
+def finished_link(path: str) -> bool:
+    """A hard link made into a watched folder (``ln``): is its file already complete?
+
+    IN_CREATE of a name whose inode already has another link means the content was made
+    elsewhere. It is finished when no process has it open for writing and its size and
+    mtime did not move during the check. A fresh file (one link) or a symlink is not a
+    link of a finished file: those wait for their close or for the settle time.
+    """
+    try:
+        before = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(before.st_mode) or before.st_nlink < 2:
+        return False
+    if open_for_writing(path) is not False:
+        return False
+    try:
+        after = os.lstat(path)
+    except OSError:
+        return False
+    return (before.st_ino, before.st_size, before.st_mtime_ns) == (
+        after.st_ino,
+        after.st_size,
+        after.st_mtime_ns,
+    )
+
+
 class _OverflowHook(logging.Handler):
     """watchdog reports an inotify queue overflow only as a log record; catch it."""
 
@@ -164,8 +231,12 @@ class Settler:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: Watcher) -> None:
+    """Turns one observer's events into :class:`FileEvent`. ``finishing``: the observer is
+    inotify, whose events carry a writer's last act; polling sees only snapshots."""
+
+    def __init__(self, watcher: Watcher, *, finishing: bool) -> None:
         self.w = watcher
+        self.finishing = finishing
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         w = self.w
@@ -177,21 +248,33 @@ class _Handler(FileSystemEventHandler):
                 return
             src = os.fsdecode(event.src_path)
             if isinstance(event, FileClosedEvent):
+                # in place, cp, mv across filesystems: the writer's close
                 if w.wanted(src):
                     w.settler.forget(src)
                     w.emit(FileEvent(READY, src, time.time()))
             elif isinstance(event, FileMovedEvent):
+                # src is "" for a move in from outside every watch (unpaired IN_MOVED_TO),
+                # dest is "" for a move out of them (unpaired IN_MOVED_FROM)
                 dest = os.fsdecode(event.dest_path)
-                w.settler.forget(src)
-                if w.wanted(dest):
-                    w.emit(FileEvent(MOVED if w.wanted(src) else READY, dest, time.time(), src))
-                elif w.wanted(src):
+                if src:
+                    w.settler.forget(src)
+                if dest and w.wanted(dest):
+                    w.settler.forget(dest)
+                    moved = bool(src) and w.wanted(src)
+                    w.emit(FileEvent(MOVED if moved else READY, dest, time.time(), src))
+                elif src and w.wanted(src):
                     w.emit(FileEvent(DELETED, src, time.time()))
             elif isinstance(event, FileDeletedEvent):
                 w.settler.forget(src)
                 if w.wanted(src):
                     w.emit(FileEvent(DELETED, src, time.time()))
-            elif isinstance(event, FileCreatedEvent | FileModifiedEvent) and w.wanted(src):
+            elif isinstance(event, FileCreatedEvent) and w.wanted(src):
+                if self.finishing and finished_link(src):
+                    w.settler.forget(src)
+                    w.emit(FileEvent(READY, src, time.time()))
+                else:
+                    w.settler.touch(src)
+            elif isinstance(event, FileModifiedEvent) and w.wanted(src):
                 w.settler.touch(src)
             # opened / closed-without-write / attrib: our own reads land here and do nothing
         except Exception:
@@ -223,7 +306,10 @@ class Watcher:
         self.observers: dict[str, BaseObserver] = {}
         self.modes: dict[str, str] = {}
         self._watches: dict[str, tuple[BaseObserver, ObservedWatch]] = {}
-        self._handler = _Handler(self)
+        self._handlers = {
+            "inotify": _Handler(self, finishing=True),
+            "poll": _Handler(self, finishing=False),
+        }
         self._reconcile = threading.Event()
         self.reconcile_reasons: list[str] = []
         self._hook = _OverflowHook(lambda: self.request_reconcile("inotify queue overflow"))
@@ -257,7 +343,6 @@ class Watcher:
     def start(self) -> None:
         logging.getLogger("watchdog.observers.inotify_c").addHandler(self._hook)
         logging.getLogger("watchdog.observers.inotify").addHandler(self._hook)
-        handler = _Handler(self)
         for _, loc in self.locations:
             mode, fstype = choose_mode(loc, self.mounts_file)
             if not loc.path.is_dir():
@@ -269,7 +354,7 @@ class Watcher:
                 )
                 mode = "poll"  # a polling watch survives the folder appearing later
             try:
-                self._schedule(mode, loc, handler)
+                self._schedule(mode, loc)
             except OSError as e:
                 sysctl = {
                     errno.ENOSPC: "fs.inotify.max_user_watches",
@@ -284,7 +369,7 @@ class Watcher:
                     fallback="poll",
                 )
                 mode = "poll"
-                self._schedule(mode, loc, handler)
+                self._schedule(mode, loc)
                 self.request_reconcile(f"watch failed on {loc.name}")
             self.modes[loc.name] = mode
             log.info(
@@ -299,11 +384,13 @@ class Watcher:
         for obs in self.observers.values():
             obs.start()
 
-    def _schedule(self, mode: str, loc: StorageLocation, handler: _Handler) -> None:
+    def _schedule(self, mode: str, loc: StorageLocation) -> None:
         obs = self.observers.get(mode)
         if obs is None:
+            # full events: a move in from an unwatched folder is a move (with no source),
+            # which finishes the file, not a creation that would wait for the settle time
             obs = (
-                InotifyObserver()
+                InotifyObserver(generate_full_events=True)
                 if mode == "inotify"
                 else PollingObserver(timeout=self.poll_interval_s)
             )
@@ -312,7 +399,7 @@ class Watcher:
         if loc.path.is_dir():
             self._watches[loc.name] = (
                 obs,
-                obs.schedule(handler, str(loc.path), recursive=loc.recursive),
+                obs.schedule(self._handlers[mode], str(loc.path), recursive=loc.recursive),
             )
 
     def check_locations(self) -> None:
@@ -324,7 +411,7 @@ class Watcher:
             if present and not watched:
                 mode = self.modes.get(loc.name) or choose_mode(loc, self.mounts_file)[0]
                 try:
-                    self._schedule(mode, loc, self._handler)
+                    self._schedule(mode, loc)
                 except OSError as e:
                     log.error("watch.failed", location=loc.name, error=str(e))
                     continue

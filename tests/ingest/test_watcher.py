@@ -1,0 +1,354 @@
+"""Every way a file arrives is taken at its finishing event, not after the settle time.
+
+Real inotify and polling observers, real files, real `cp`/`mv`/`ln` processes. The
+watchers here get ``settle_s=30`` and nothing ever asks the settler for due files, so a
+style that fell back to waiting for the settle time cannot pass by luck: its event never
+comes within the (generous) deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dsa110_ingest.config import StorageLocation
+from dsa110_ingest.ingest.watcher import (
+    DELETED,
+    READY,
+    FileEvent,
+    Watcher,
+    finished_link,
+    open_for_writing,
+)
+from dsa110_ingest.naming import NameParser
+from dsa110_ingest.simulate import file_name, write_subband_file
+
+from ..conftest import SMALL, Site, db_count, wait_for, write_site
+
+SETTLE_S = 30.0
+DEADLINE_S = 15.0  # well past any event delivery under load, well short of the settle time
+T0 = 1759363200.0  # 2025-10-02T00:00:00
+
+
+class Watched:
+    """One watched folder, its event queue, and a folder elsewhere to make files in."""
+
+    def __init__(self, root: Path, mode: str) -> None:
+        self.inbox = root / "in"
+        self.elsewhere = root / "elsewhere"
+        self.inbox.mkdir()
+        self.elsewhere.mkdir()
+        self.q: queue.Queue[FileEvent] = queue.Queue()
+        loc = StorageLocation(name="in", path=self.inbox, watch=mode)
+        self.w = Watcher([(1, loc)], NameParser(), self.q, settle_s=SETTLE_S, poll_interval_s=0.1)
+        self.w.start()
+        assert self.w.modes == {"in": mode}
+        self.seen: list[FileEvent] = []
+
+    def event_for(self, path: Path, timeout: float = DEADLINE_S) -> FileEvent:
+        """The first event that makes ``path`` ready (READY, or MOVED into it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.seen:
+                if ev.path == str(path) and ev.kind != DELETED:
+                    return ev
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"no finishing event for {path.name} within {timeout:g} s "
+                    f"(settle time {SETTLE_S:g} s); events: {self.seen}; "
+                    f"settler tracks: {sorted(self.w.settler._files)}"
+                )
+            with contextlib.suppress(queue.Empty):
+                self.seen.append(self.q.get(timeout=min(left, 0.2)))
+
+    def quiet_for(self, seconds: float) -> list[FileEvent]:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                self.seen.append(self.q.get(timeout=left))
+            except queue.Empty:
+                break
+        return self.seen
+
+    def tracked(self, path: Path) -> bool:
+        return str(path) in self.w.settler._files
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[Watched]:
+    w = Watched(tmp_path, "inotify")
+    yield w
+    w.w.stop()
+
+
+@pytest.fixture
+def polled(tmp_path: Path) -> Iterator[Watched]:
+    w = Watched(tmp_path, "poll")
+    yield w
+    w.w.stop()
+
+
+def _made(folder: Path, sb: int = 0) -> Path:
+    """A complete UVH5 file, closed, with a matching name."""
+    p = folder / file_name(T0, sb)
+    write_subband_file(p, T0, sb, SMALL)
+    return p
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, timeout=60)
+
+
+def _other_filesystem(than: Path) -> Path:
+    """A folder on a different filesystem from ``than`` (tmpfs /dev/shm), for `mv` there."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(than).st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to move across")
+    return Path(tempfile.mkdtemp(dir=shm))
+
+
+# -- one test per style --------------------------------------------------------------------
+
+
+def test_written_in_place_is_taken_at_close(watched: Watched) -> None:
+    p = _made(watched.inbox)  # h5py: create, write, close
+    ev = watched.event_for(p)
+    assert ev.kind == READY
+    assert not watched.tracked(p)
+
+
+def test_written_to_a_temp_name_and_renamed_is_taken_at_the_rename(watched: Watched) -> None:
+    tmp = watched.inbox / (file_name(T0, 0) + ".tmp")
+    write_subband_file(tmp, T0, 0, SMALL)
+    assert all(e.path != str(tmp) for e in watched.quiet_for(0.3))  # not a candidate name
+    final = tmp.with_name(file_name(T0, 0))
+    os.rename(tmp, final)
+    ev = watched.event_for(final)
+    assert ev.kind == READY
+    assert not watched.tracked(final)
+
+
+def test_rsync_hidden_temp_then_rename_is_taken_at_the_rename(watched: Watched) -> None:
+    # rsync's own sequence: hidden .name.XXXXXX in the destination, close, times, mode,
+    # rename; the hidden name is never a candidate
+    final = watched.inbox / file_name(T0, 0)
+    tmp = watched.inbox / f".{final.name}.q8Zr1x"
+    write_subband_file(tmp, T0, 0, SMALL)
+    os.utime(tmp, (T0, T0))
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, final)
+    ev = watched.event_for(final)
+    assert ev.kind == READY
+    assert all(e.path != str(tmp) for e in watched.seen)
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+def test_real_rsync_is_taken_at_its_rename(watched: Watched) -> None:
+    src = _made(watched.elsewhere)
+    _run("rsync", "-t", str(src), str(watched.inbox) + "/")
+    ev = watched.event_for(watched.inbox / src.name)
+    assert ev.kind == READY
+
+
+def test_mv_in_from_another_folder_is_taken_at_the_unpaired_moved_to(
+    watched: Watched,
+) -> None:
+    src = _made(watched.elsewhere)  # same filesystem, outside every watch
+    _run("mv", str(src), str(watched.inbox))
+    dest = watched.inbox / src.name
+    ev = watched.event_for(dest)
+    assert ev.kind == READY
+    assert ev.src_path == ""  # a move with no source inside the watch
+    assert not watched.tracked(dest)
+
+
+def test_cp_in_is_taken_at_close(watched: Watched) -> None:
+    src = _made(watched.elsewhere)
+    _run("cp", str(src), str(watched.inbox))
+    dest = watched.inbox / src.name
+    ev = watched.event_for(dest)
+    assert ev.kind == READY
+    assert dest.stat().st_size == src.stat().st_size
+
+
+def test_mv_across_filesystems_is_taken_at_the_close_of_the_copy(watched: Watched) -> None:
+    other = _other_filesystem(watched.inbox)
+    try:
+        src = _made(other)
+        size = src.stat().st_size
+        _run("mv", str(src), str(watched.inbox))  # copy, close, then unlink the source
+        dest = watched.inbox / src.name
+        ev = watched.event_for(dest)
+        assert ev.kind == READY
+        assert dest.stat().st_size == size and not src.exists()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def test_hard_link_of_a_finished_file_is_taken_at_its_creation(watched: Watched) -> None:
+    src = _made(watched.elsewhere)
+    _run("ln", str(src), str(watched.inbox))
+    dest = watched.inbox / src.name
+    ev = watched.event_for(dest)
+    assert ev.kind == READY
+    assert not watched.tracked(dest)
+
+
+# -- writers without a finishing signal wait for the settle time -----------------------------
+
+
+def test_hard_link_of_a_file_still_being_written_waits_for_the_settle_time(
+    watched: Watched,
+) -> None:
+    src = watched.elsewhere / file_name(T0, 0)
+    with open(src, "wb") as f:  # the writer still has it open
+        f.write(b"\0" * 4096)
+        f.flush()
+        _run("ln", str(src), str(watched.inbox))
+        dest = watched.inbox / src.name
+        wait_for(lambda: watched.tracked(dest), DEADLINE_S, "the link was never seen")
+        f.write(b"\0" * 4096)  # through the other link: inotify on our folder sees nothing
+    events = watched.quiet_for(1.0)
+    assert [e for e in events if e.path == str(dest)] == []
+    assert watched.tracked(dest)
+
+
+def test_writer_that_never_closes_waits_for_the_settle_time(watched: Watched) -> None:
+    p = watched.inbox / file_name(T0, 0)
+    with open(p, "wb") as f:
+        f.write(b"\0" * 4096)
+        f.flush()
+        wait_for(lambda: watched.tracked(p), DEADLINE_S, "the new file was never seen")
+        events = watched.quiet_for(1.0)
+        assert [e for e in events if e.path == str(p)] == []
+
+
+def test_polling_waits_for_the_settle_time_even_for_a_rename_in(polled: Watched) -> None:
+    src = _made(polled.elsewhere)
+    os.rename(src, polled.inbox / src.name)
+    dest = polled.inbox / src.name
+    wait_for(lambda: polled.tracked(dest), DEADLINE_S, "the poller never saw the file")
+    events = polled.quiet_for(1.0)
+    assert [e for e in events if e.path == str(dest)] == []
+
+
+def test_mv_out_of_the_folder_is_a_deletion(watched: Watched) -> None:
+    p = _made(watched.inbox)
+    watched.event_for(p)
+    _run("mv", str(p), str(watched.elsewhere))
+    wait_for(
+        lambda: any(e.kind == DELETED and e.path == str(p) for e in watched.quiet_for(0.2)),
+        DEADLINE_S,
+        lambda: f"no deletion event: {watched.seen}",
+    )
+
+
+# -- how a hard link is judged --------------------------------------------------------------
+
+
+def test_open_for_writing_sees_a_writer_in_another_process(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"x")
+    assert open_for_writing(str(p)) is False
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"f = open({str(p)!r}, 'ab'); print('open', flush=True); input()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        assert open_for_writing(str(p)) is True
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert open_for_writing(str(p)) is False
+    assert open_for_writing(str(tmp_path / "missing")) is None
+
+
+def test_finished_link_needs_another_link_and_no_writer(tmp_path: Path) -> None:
+    lone = _made(tmp_path, 0)
+    assert not finished_link(str(lone))  # one link: a fresh file, its close will come
+    link = tmp_path / "linked.hdf5"
+    os.link(lone, link)
+    assert finished_link(str(link)) and finished_link(str(lone))
+    sym = tmp_path / "sym.hdf5"
+    sym.symlink_to(lone)
+    assert not finished_link(str(sym))
+    with open(lone, "ab"):
+        assert not finished_link(str(link))
+    assert not finished_link(str(tmp_path / "missing.hdf5"))
+
+
+# -- the daemon end to end: one group, its files delivered in every style ------------------
+
+
+def _styles(inbox: Path, elsewhere: Path, other_fs: Path | None) -> list[Callable[[int], None]]:
+    def in_place(sb: int) -> None:
+        write_subband_file(inbox / file_name(T0, sb), T0, sb, SMALL)
+
+    def renamed(sb: int) -> None:
+        tmp = inbox / f".{file_name(T0, sb)}.x1y2z3"
+        write_subband_file(tmp, T0, sb, SMALL)
+        os.rename(tmp, inbox / file_name(T0, sb))
+
+    def tool(cmd: str, where: Path) -> Callable[[int], None]:
+        def deliver(sb: int) -> None:
+            src = where / file_name(T0, sb)
+            write_subband_file(src, T0, sb, SMALL)
+            _run(cmd, str(src), str(inbox))
+
+        return deliver
+
+    out = [in_place, renamed, tool("mv", elsewhere), tool("cp", elsewhere)]
+    out.append(tool("ln", elsewhere))
+    if other_fs is not None:
+        out.append(tool("mv", other_fs))
+    return out
+
+
+def test_daemon_completes_a_group_delivered_in_every_style_without_settling(
+    tmp_path: Path, daemon_factory
+) -> None:
+    site: Site = write_site(tmp_path / "site", watch="inotify")
+    site.config_path.write_text(
+        site.config_path.read_text().replace("settle_seconds = 0.5", f"settle_seconds = {SETTLE_S}")
+    )
+    assert site.cfg.watch.settle_seconds == SETTLE_S
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shm = Path("/dev/shm")
+    other = (
+        Path(tempfile.mkdtemp(dir=shm))
+        if shm.is_dir() and os.stat(shm).st_dev != os.stat(tmp_path).st_dev
+        else None
+    )
+    try:
+        d = daemon_factory(site)
+        d.wait_ready()
+        styles = _styles(site.incoming, elsewhere, other)
+        for sb in range(16):
+            styles[sb % len(styles)](sb)
+        db = site.root / "state" / "hdf5.sqlite3"
+        wait_for(
+            lambda: db_count(db, "SELECT COUNT(*) FROM events WHERE type = 'group.complete'"),
+            25,  # short of the 30 s settle time: only finishing events can get here
+            lambda: d.log.read_text()[-3000:],
+        )
+        assert db_count(db, "SELECT COUNT(*) FROM hdf5_file_index WHERE stored = 1") == 16
+        assert db_count(db, "SELECT COUNT(*) FROM rejected_files") == 0
+        assert d.stop() == 0
+    finally:
+        if other is not None:
+            shutil.rmtree(other, ignore_errors=True)
