@@ -205,6 +205,17 @@ def test_hard_link_of_a_finished_file_is_taken_at_its_creation(watched: Watched)
     assert not watched.tracked(dest)
 
 
+def test_hard_link_whose_original_is_removed_at_once_is_taken_at_its_creation(
+    watched: Watched,
+) -> None:
+    src = _made(watched.elsewhere)
+    dest = watched.inbox / src.name
+    os.link(src, dest)
+    os.unlink(src)  # before the watcher looks: one link left
+    ev = watched.event_for(dest)
+    assert ev.kind == READY
+
+
 # -- writers without a finishing signal wait for the settle time -----------------------------
 
 
@@ -277,17 +288,25 @@ def test_open_for_writing_sees_a_writer_in_another_process(tmp_path: Path) -> No
     assert open_for_writing(str(tmp_path / "missing")) is None
 
 
-def test_finished_link_needs_another_link_and_no_writer(tmp_path: Path) -> None:
-    lone = _made(tmp_path, 0)
-    assert not finished_link(str(lone))  # one link: a fresh file, its close will come
+def test_finished_link_needs_data_and_no_writer(tmp_path: Path) -> None:
+    made = _made(tmp_path)
     link = tmp_path / "linked.hdf5"
-    os.link(lone, link)
-    assert finished_link(str(link)) and finished_link(str(lone))
-    sym = tmp_path / "sym.hdf5"
-    sym.symlink_to(lone)
-    assert not finished_link(str(sym))
-    with open(lone, "ab"):
+    os.link(made, link)
+    assert finished_link(str(link)) and finished_link(str(made))
+    with open(made, "ab"):  # its writer has it open: not finished, whichever name
         assert not finished_link(str(link))
+    os.unlink(made)  # `ln` then `rm` of the original: one link left, still complete
+    assert finished_link(str(link))
+    empty = tmp_path / "empty.hdf5"
+    empty.touch()
+    assert not finished_link(str(empty))  # a writer starting
+    with open(tmp_path / "new.hdf5", "wb") as f:
+        f.write(b"\0" * 4096)
+        f.flush()
+        assert not finished_link(f.name)  # a writer that has written but not closed
+    sym = tmp_path / "sym.hdf5"
+    sym.symlink_to(link)
+    assert not finished_link(str(sym))
     assert not finished_link(str(tmp_path / "missing.hdf5"))
 
 

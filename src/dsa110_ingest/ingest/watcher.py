@@ -9,14 +9,16 @@ A file is taken at the event that says its writer is done, never later:
 - ``mv`` into the folder from anywhere unwatched on the same filesystem: the unpaired
   IN_MOVED_TO, which watchdog reports as a move with an empty source because the
   inotify observer is built with ``generate_full_events=True``;
-- ``ln`` into the folder: an IN_CREATE of a file that already has another link, whose
-  size and mtime hold across the check and that no process has open for writing (a
-  read lease, F_SETLEASE, is refused while a writer exists). Where the lease cannot be
-  taken (file owned by another user without CAP_LEASE, or a filesystem without leases)
-  we cannot tell, and the file waits ``settle_seconds`` like any writer without a signal.
+- ``ln`` into the folder: an IN_CREATE of a name that already holds data (its inode has
+  another link, or had one), whose size and mtime hold across the check and that no
+  process has open for writing (a read lease, F_SETLEASE, is refused while a writer
+  exists). Where the lease cannot be taken (file owned by another user without
+  CAP_LEASE, or a filesystem without leases) we cannot tell, and the file waits
+  ``settle_seconds`` like any writer without a signal.
 
 Only writers that give no finishing signal wait ``settle_seconds``: everything found by
-polling, and a writer that never closes its file. Work leaves this module as
+polling, a writer that never closes its file, a link to a file its writer still has
+open, and symlinks. Work leaves this module as
 :class:`FileEvent` items on a queue; the indexer thread is the only DB writer.
 """
 
@@ -141,18 +143,20 @@ def open_for_writing(path: str) -> bool | None:
 
 
 def finished_link(path: str) -> bool:
-    """A hard link made into a watched folder (``ln``): is its file already complete?
+    """A name that just appeared (IN_CREATE): was a finished file linked in (``ln``)?
 
-    IN_CREATE of a name whose inode already has another link means the content was made
-    elsewhere. It is finished when no process has it open for writing and its size and
-    mtime did not move during the check. A fresh file (one link) or a symlink is not a
-    link of a finished file: those wait for their close or for the settle time.
+    A writer's new file appears empty and open for writing, and its close finishes it. A
+    name that appears already holding data that no process has open for writing was
+    made elsewhere and linked in: ``ln`` (the inode has other links), ``ln`` then ``rm``
+    of the original before we looked (one link left), an O_TMPFILE linked into place
+    after its close. It is finished if its size and mtime also hold during the check.
+    Symlinks are not followed here: they wait for the settle time.
     """
     try:
         before = os.lstat(path)
     except OSError:
         return False
-    if not stat.S_ISREG(before.st_mode) or before.st_nlink < 2:
+    if not stat.S_ISREG(before.st_mode) or before.st_size == 0:
         return False
     if open_for_writing(path) is not False:
         return False
