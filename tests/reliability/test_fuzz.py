@@ -88,7 +88,17 @@ def bad_file(draw: st.DrawFn) -> tuple[str, int, int]:
 
 
 def _make(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path, str | None]:
-    """Create one hostile entry; returns it and the reject reason expected (None: valid)."""
+    """Create one hostile entry; returns it and the reject reason expected (None: valid).
+
+    A file spoiled in place is spoiled where it was made and then moved in whole: a move
+    into a watched folder is a finished file, read at once."""
+    p, reason = _make_at(kind, i, n, inc, outside)
+    if p.parent != inc:
+        p = Path(shutil.move(p, inc / p.name))
+    return p, reason
+
+
+def _make_at(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path, str | None]:
     if kind == "near_name":
         name = [
             "2025-10-02T03-00-00_sb01.hdf5",
@@ -152,7 +162,10 @@ def _make(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path, st
         p.symlink_to(tgt)
         return p, "symlink_outside"
     p = inc / src.name
-    shutil.move(src, p)
+    if kind in ("symlink_in", "time_mismatch", "duplicate"):
+        shutil.move(src, p)
+    else:
+        p = src
     if kind == "symlink_in":
         # a link to a file inside the storage location: followed, the file indexed
         real = inc / "sub" / src.name
