@@ -152,9 +152,7 @@ def _make_at(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path,
         return fake, "conflict"
     src = _template(Path(tempfile.mkdtemp()), i)
     if kind in hostile.MAKERS:
-        p = inc / src.name
-        shutil.move(src, p)
-        return p, hostile.MAKERS[kind](p, n, outside)
+        return src, hostile.MAKERS[kind](src, n, outside)  # _make moves it in, spoiled
     if kind == "symlink_out":
         tgt = outside / src.name
         shutil.move(src, tgt)
