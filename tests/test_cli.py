@@ -64,7 +64,12 @@ def test_index_hdf5_command(site: Site, tmp_path: Path) -> None:
     )
     db = tmp_path / "x.sqlite3"
     p = site.cli("index-hdf5", str(tmp_path / "d"), "--hdf5-db", str(db))
-    assert "16 indexed" in p.stderr and db.exists()
+    (summary,) = [json.loads(ln) for ln in p.stderr.splitlines() if "index-hdf5.summary" in ln]
+    assert summary["indexed"] == 16 and summary["groups_completed"] == 1 and db.exists()
+    text = site.cli(
+        "index-hdf5", str(tmp_path / "d"), "--hdf5-db", str(db), "--log-format", "console"
+    )
+    assert "0 indexed, 0 updated, 0 moved, 16 unchanged" in text.stderr
 
 
 def error_of(p: subprocess.CompletedProcess[str]) -> str:
@@ -182,7 +187,7 @@ def test_status_json_says_running_then_stopped(site: Site, daemon_factory) -> No
     wait_for(lambda: site.cli("status", check=False).returncode == 0, 60)
     st = site.cli_json("status", "--json")
     assert st["daemon"]["state"] == "running" and st["daemon"]["pid"] == d.proc.pid
-    assert st["daemon"]["pid_alive"] is True and st["version"] == __version__
+    assert st["daemon"]["version"] == st["version"] == __version__
     text = site.cli("status").stdout
     assert "daemon:      running: pid" in text and f"version:     {__version__}" in text
     d.stop()

@@ -144,7 +144,7 @@ def test_readme_commands_in_a_fresh_install_without_the_convert_extra(installed:
     sim = ("simulate", "--out", str(installed / "incoming"), "--groups", "2", *TINY_SIM_ARGS)
     assert _cli(installed, *sim).returncode == 0
     p = _cli(installed, *c, "run", "--rescan")
-    assert p.returncode == 0 and "2 groups completed" in p.stderr, p.stderr
+    assert p.returncode == 0 and '"groups_completed": 2' in p.stderr, p.stderr
     groups = json.loads(_cli(installed, *c, "groups", "--json").stdout)
     assert [g["state"] for g in groups] == ["complete", "complete"]
     assert _cli(installed, *c, "status").returncode == 3  # no daemon: stopped

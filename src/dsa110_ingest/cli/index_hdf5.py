@@ -7,6 +7,9 @@ import sys
 import time
 from typing import Any
 
+import structlog
+
+from dsa110_ingest import logs
 from dsa110_ingest.cli._common import EXIT_OK, abs_path, existing_dir
 from dsa110_ingest.config import Config
 
@@ -39,11 +42,29 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 def summary(what: str, r: Any, dt: float, db: Any) -> None:
     rate = r.seen / dt if dt > 0 else 0.0
+    completed = sum(1 for e in r.events if e[0] == "group.complete")
+    if not logs.human():
+        # off a terminal every stderr line is a JSON object; rejections are logged one by one
+        structlog.get_logger("dsa110_ingest.cli").info(
+            f"{what}.summary",
+            seen=r.seen,
+            indexed=r.indexed,
+            updated=r.updated,
+            moved=r.moved,
+            unchanged=r.unchanged,
+            rejected=r.rejected,
+            missing=r.missing,
+            busy=len(r.deferred),
+            groups_completed=completed,
+            seconds=round(dt, 3),
+            files_per_s=round(rate),
+            hdf5_db=str(db),
+        )
+        return
     print(
         f"{what}: {r.indexed} indexed, {r.updated} updated, {r.moved} moved, "
         f"{r.unchanged} unchanged, {r.rejected} rejected, {r.missing} missing, "
-        f"{len(r.deferred)} busy (still being written), "
-        f"{sum(1 for e in r.events if e[0] == 'group.complete')} groups completed "
+        f"{len(r.deferred)} busy (still being written), {completed} groups completed "
         f"in {dt:.2f} s ({rate:.0f} files/s); db {db}",
         file=sys.stderr,
     )
