@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import dsa110_ingest as api
+from dsa110_ingest.errors import InputFolderError
 
 from .conftest import Site
 
@@ -31,3 +34,30 @@ def test_default_paths_come_from_the_config(site: Site) -> None:
     cfg = site.cfg
     assert api.get_hdf5_db_path(cfg) == site.root / "state" / "hdf5.sqlite3"
     assert api.get_products_db_path(cfg) == site.root / "state" / "products.sqlite3"
+
+
+def test_indexing_a_missing_folder_is_a_project_error(site: Site, tmp_path: Path) -> None:
+    with pytest.raises(InputFolderError, match="does not exist; pass the folder"):
+        api.index_hdf5_files(tmp_path / "nope", tmp_path / "h.sqlite3", config=site.cfg)
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InputFolderError, match="is not a directory"):
+        api.index_hdf5_files(tmp_path / "f", tmp_path / "h.sqlite3", config=site.cfg)
+    assert not (tmp_path / "h.sqlite3").exists()
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    assert api.__version__ == version("dsa110-ingest")
+
+
+def test_every_public_name_resolves_and_import_stays_light() -> None:
+    import subprocess
+    import sys
+
+    for name in api.__all__:
+        assert getattr(api, name) is not None, name
+    # the command line starts without h5py: `--version` and `status` stay quick
+    code = "import sys, dsa110_ingest.cli; print('h5py' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

@@ -99,8 +99,8 @@ def test_config_command_prints_values_and_sources(tmp_path: Path) -> None:
         check=True,
         cwd=tmp_path,
     ).stdout
-    assert f"hdf5_db = {tmp_path / 'h.db'}    # env HDF5_DB_PATH" in out
-    assert "groups.cluster_tolerance_seconds = 60.0    # default" in out
+    assert f'hdf5_db = "{tmp_path / "h.db"}"    # env HDF5_DB_PATH' in out
+    assert "\ncluster_tolerance_seconds = 60.0    # default" in out
 
 
 def test_running_from_any_folder_creates_no_database_there(tmp_path: Path) -> None:

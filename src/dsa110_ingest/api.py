@@ -14,6 +14,7 @@ from pathlib import Path
 from dsa110_ingest.config import Config, StorageLocation, load_config
 from dsa110_ingest.db.hdf5 import Hdf5DB, SubbandGroup, open_hdf5_db
 from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.errors import InputFolderError
 from dsa110_ingest.ingest.indexer import BatchResult, Indexer
 from dsa110_ingest.times import iso_to_unix, unix_to_mjd
 
@@ -51,7 +52,8 @@ def index_hdf5_files(
     cfg = config or load_config()
     d = Path(directory).expanduser().absolute()
     if not d.is_dir():
-        raise NotADirectoryError(f"{d} is not a directory")
+        what = "is not a directory" if d.exists() else "does not exist"
+        raise InputFolderError(f"{d} {what}; pass the folder that holds the subband files")
     loc = next((x for x in cfg.storage_locations if x.path == d), None) or StorageLocation(
         name=f"adhoc:{d}", path=d, role="adhoc", recursive=recursive
     )

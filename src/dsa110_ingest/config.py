@@ -146,7 +146,8 @@ def load_config(
             raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(
-                f"config file {cfg_path} does not exist (create it from config/ingest.toml)"
+                f"config file {cfg_path} does not exist; create it with "
+                f"`dsa110-ingest config --example > {cfg_path}` and edit it"
             ) from None
         except PermissionError:
             raise ConfigError(f"config file {cfg_path} is not readable by this user") from None

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sqlite3
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dsa110_ingest.config import Config
+from dsa110_ingest.convert.backends import check_available
 from dsa110_ingest.db.hdf5 import Hdf5DB
 from dsa110_ingest.db.products import ProductsDB
 from dsa110_ingest.errors import IngestError
@@ -22,7 +20,6 @@ GIB = 1024**3
 # a real group's MS is ~5 GB; below a day of them (288) the output fills within hours
 FREE_WARN = 300 * 5 * GIB
 FREE_FAIL = 5 * GIB
-HEARTBEAT_STALE_S = 120
 DB_NAMES = ("hdf5.sqlite3", "products.sqlite3")
 
 
@@ -101,137 +98,175 @@ def stray_databases(cfg: Config, cwd: Path) -> list[Path]:
     return found
 
 
-def run_checks(cfg: Config, cwd: Path, mounts: str = "/proc/self/mounts") -> list[Check]:
-    out: list[Check] = [Check("OK", "config", f"valid ({cfg.config_file or 'embedded default'})")]
-    out += check_db_path("hdf5 db path", cfg.hdf5_db, mounts)
-    out += check_db_path("products db path", cfg.products_db, mounts)
-    out.append(Check("OK", "databases distinct", f"{cfg.hdf5_db} != {cfg.products_db}"))
+@dataclass(frozen=True)
+class Context:
+    cwd: Path
+    mounts: str = "/proc/self/mounts"
 
-    if cfg.products_db.exists():
-        try:
-            with ProductsDB(cfg.products_db, readonly=True) as p:
-                legacy = p.has_table("hdf5_file_index")
-        except IngestError as e:
-            legacy = False
-            out.append(Check("FAIL", "products db", str(e)))
-        out.append(
-            Check(
-                "FAIL",
-                "products db",
-                "contains the legacy hdf5_file_index table; run "
-                "`dsa110-ingest migrate --dry-run`, then `migrate`",
-            )
-            if legacy
-            else Check("OK", "products db", "no hdf5_file_index table")
+
+def check_config(cfg: Config, ctx: Context) -> Iterator[Check]:
+    yield Check("OK", "config", f"valid ({cfg.config_file or 'built-in defaults'})")
+
+
+def check_db_paths(cfg: Config, ctx: Context) -> Iterator[Check]:
+    yield from check_db_path("hdf5 db path", cfg.hdf5_db, ctx.mounts)
+    yield from check_db_path("products db path", cfg.products_db, ctx.mounts)
+    yield Check("OK", "databases distinct", f"{cfg.hdf5_db} != {cfg.products_db}")
+
+
+def check_legacy_table(cfg: Config, ctx: Context) -> Iterator[Check]:
+    if not cfg.products_db.exists():
+        return
+    try:
+        with ProductsDB(cfg.products_db, readonly=True) as p:
+            legacy = p.has_table("hdf5_file_index")
+    except IngestError as e:
+        yield Check("FAIL", "products db", str(e))
+        return
+    if legacy:
+        yield Check(
+            "FAIL",
+            "products db",
+            "contains the legacy hdf5_file_index table; run "
+            "`dsa110-ingest migrate --dry-run`, then `migrate`",
         )
-    strays = stray_databases(cfg, cwd)
-    out.append(
-        Check(
+    else:
+        yield Check("OK", "products db", "no hdf5_file_index table")
+
+
+def check_strays(cfg: Config, ctx: Context) -> Iterator[Check]:
+    strays = stray_databases(cfg, ctx.cwd)
+    if strays:
+        yield Check(
             "WARN",
             "stray databases",
             "found "
             + ", ".join(map(str, strays))
             + "; not used by this configuration: inspect, migrate or delete them",
         )
-        if strays
-        else Check("OK", "stray databases", "none in the usual wrong places")
-    )
+    else:
+        yield Check("OK", "stray databases", "none in the usual wrong places")
 
+
+def _watched_dirs(cfg: Config) -> int:
+    n = 0
+    for loc in cfg.storage_locations:
+        if loc.path.is_dir() and os.access(loc.path, os.R_OK | os.X_OK):
+            n += 1 + (sum(1 for _ in os.walk(loc.path)) - 1 if loc.recursive else 0)
+    return n
+
+
+def check_locations(cfg: Config, ctx: Context) -> Iterator[Check]:
     if not cfg.storage_locations:
-        out.append(Check("FAIL", "storage locations", "none configured: add [[storage_locations]]"))
-    n_dirs = 0
+        yield Check("FAIL", "storage locations", "none configured: add [[storage_locations]]")
     for loc in cfg.storage_locations:
         name = f"location {loc.name}"
         if not loc.path.is_dir():
-            out.append(Check("FAIL", name, f"{loc.path} does not exist; mount or create it"))
+            yield Check("FAIL", name, f"{loc.path} does not exist; mount or create it")
             continue
         if not os.access(loc.path, os.R_OK | os.X_OK):
-            out.append(Check("FAIL", name, f"{loc.path} is not readable by this user"))
+            yield Check("FAIL", name, f"{loc.path} is not readable by this user")
             continue
-        mode, fstype = choose_mode(loc, mounts)
-        n_dirs += 1 + (sum(1 for _ in os.walk(loc.path)) - 1 if loc.recursive else 0)
+        mode, fstype = choose_mode(loc, ctx.mounts)
         level = "WARN" if (mode == "inotify" and needs_polling(fstype)) else "OK"
         hint = (
             '; inotify cannot see remote writes there: set watch = "poll"'
             if level == "WARN"
             else ""
         )
-        out.append(Check(level, name, f"{loc.path}: {fstype}, watch {mode}{hint}"))
+        yield Check(level, name, f"{loc.path}: {fstype}, watch {mode}{hint}")
 
+
+def check_inotify(cfg: Config, ctx: Context) -> Iterator[Check]:
     watches = _read_int("/proc/sys/fs/inotify/max_user_watches")
     queued = _read_int("/proc/sys/fs/inotify/max_queued_events")
     if watches is not None:
+        n_dirs = _watched_dirs(cfg)
         ok = watches >= 2 * n_dirs + 1024
-        out.append(
-            Check(
-                "OK" if ok else "WARN",
-                "inotify watches",
-                f"max_user_watches = {watches} for {n_dirs} watched folders"
-                + ("" if ok else "; raise fs.inotify.max_user_watches"),
-            )
+        yield Check(
+            "OK" if ok else "WARN",
+            "inotify watches",
+            f"max_user_watches = {watches} for {n_dirs} watched folders"
+            + ("" if ok else "; raise fs.inotify.max_user_watches"),
         )
     if queued is not None:
         ok = queued >= 16384
-        out.append(
-            Check(
-                "OK" if ok else "WARN",
-                "inotify queue",
-                f"max_queued_events = {queued}"
-                + (
-                    ""
-                    if ok
-                    else "; raise fs.inotify.max_queued_events to >= 16384 (overflows are "
-                    "recovered by reconcile, but cost a rescan)"
-                ),
-            )
+        yield Check(
+            "OK" if ok else "WARN",
+            "inotify queue",
+            f"max_queued_events = {queued}"
+            + (
+                ""
+                if ok
+                else "; raise fs.inotify.max_queued_events to >= 16384 (overflows are "
+                "recovered by reconcile, but cost a rescan)"
+            ),
         )
 
+
+def check_converter(cfg: Config, ctx: Context) -> Iterator[Check]:
+    if not cfg.convert.enabled:
+        yield Check("OK", "converter", "conversion disabled ([convert] enabled = false)")
+        return
+    problems = check_available(cfg)
+    for p in problems:
+        yield Check("FAIL", "converter", p)
+    if not problems:
+        yield Check("OK", "converter", f"backend {cfg.convert.backend!r} is installed")
+
+
+def check_output_disk(cfg: Config, ctx: Context) -> Iterator[Check]:
     out_dir = cfg.convert.output_dir
     probe = out_dir
     while not probe.exists():
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     level = "FAIL" if free < FREE_FAIL else "WARN" if free < FREE_WARN else "OK"
-    out.append(
-        Check(
-            level,
-            "output disk",
-            f"{free / GIB:.0f} GiB free for {out_dir}"
-            + ("" if level == "OK" else " (a real group's MS is ~5 GB); free space"),
-        )
+    yield Check(
+        level,
+        "output disk",
+        f"{free / GIB:.0f} GiB free for {out_dir}"
+        + ("" if level == "OK" else " (a real group's MS is ~5 GB); free space"),
     )
 
-    out += check_integrity("hdf5 db integrity", cfg.hdf5_db, Hdf5DB)
-    out += check_integrity("products db integrity", cfg.products_db, ProductsDB)
 
-    if cfg.hdf5_db.exists():
-        with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
-            hb = db.heartbeat()
-        if hb is None:
-            out.append(Check("WARN", "daemon", "has never run against this database"))
-        else:
-            age = time.time() - hb["updated_at"]
-            out.append(
-                Check(
-                    "OK" if age < HEARTBEAT_STALE_S else "WARN",
-                    "daemon",
-                    f"last heartbeat {age:.0f} s ago (pid {hb['pid']} on "
-                    f"{hb['hostname']})"
-                    + (
-                        ""
-                        if age < HEARTBEAT_STALE_S
-                        else "; is the service running? systemctl status dsa110-ingest"
-                    ),
-                )
-            )
-    return out
+def check_integrity_both(cfg: Config, ctx: Context) -> Iterator[Check]:
+    yield from check_integrity("hdf5 db integrity", cfg.hdf5_db, Hdf5DB)
+    yield from check_integrity("products db integrity", cfg.products_db, ProductsDB)
 
 
-def main(cfg: Config, args: argparse.Namespace) -> int:
-    checks = run_checks(cfg, Path.cwd())
-    for c in checks:
-        print(c.line())
-    fails = sum(c.level == "FAIL" for c in checks)
-    warns = sum(c.level == "WARN" for c in checks)
-    print(f"doctor: {fails} FAIL, {warns} WARN, {len(checks) - fails - warns} OK", file=sys.stderr)
-    return 1 if fails else 0
+def check_daemon(cfg: Config, ctx: Context) -> Iterator[Check]:
+    from dsa110_ingest.service import daemon_status
+
+    if not cfg.hdf5_db.exists():
+        return
+    d = daemon_status(cfg)
+    age = d["heartbeat_age_seconds"]
+    seen = "no heartbeat" if age is None else f"last heartbeat {age:.0f} s ago"
+    if d["state"] == "running":
+        yield Check("OK", "daemon", f"running: pid {d['pid']}, {seen}")
+    else:
+        yield Check(
+            "WARN",
+            "daemon",
+            f"{d['state']} ({seen}); is the service running? systemctl status dsa110-ingest",
+        )
+
+
+CHECKS: tuple[Callable[[Config, Context], Iterable[Check]], ...] = (
+    check_config,
+    check_db_paths,
+    check_legacy_table,
+    check_strays,
+    check_locations,
+    check_inotify,
+    check_converter,
+    check_output_disk,
+    check_integrity_both,
+    check_daemon,
+)
+
+
+def run_checks(cfg: Config, cwd: Path, mounts: str = "/proc/self/mounts") -> list[Check]:
+    ctx = Context(cwd, mounts)
+    return [c for check in CHECKS for c in check(cfg, ctx)]

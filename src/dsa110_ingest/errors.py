@@ -134,3 +134,12 @@ class ConversionDataError(ConversionError):
     """The group's input files themselves are unusable: trying again cannot help."""
 
     permanent = True
+
+
+class BackendUnavailableError(IngestError):
+    """The configured conversion backend cannot run here (not installed): an install
+    problem found before work starts, never retried."""
+
+
+class InputFolderError(IngestError):
+    """A folder given to index does not exist or is not a directory."""

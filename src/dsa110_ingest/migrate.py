@@ -13,11 +13,9 @@ Order of work, each step safe to be killed (a rerun ends in the same state):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -338,45 +336,3 @@ def run_migration(
 def _register(cfg: Config, hdf5: Hdf5DB) -> None:
     for loc in cfg.storage_locations:
         hdf5.ensure_location(loc.name, str(loc.path), loc.role, loc.description)
-
-
-def main(cfg: Config, args: argparse.Namespace) -> int:
-    products = Path(args.products_db).absolute() if args.products_db else cfg.products_db
-    hdf5 = Path(args.hdf5_db).absolute() if args.hdf5_db else cfg.hdf5_db
-    if products == hdf5:
-        raise MigrationError("--products-db and --hdf5-db are the same file")
-    rep = run_migration(
-        cfg,
-        products,
-        hdf5,
-        dry_run=args.dry_run,
-        keep_legacy=args.keep_legacy,
-        queue=not args.no_queue,
-        stop_after=args.stop_after,
-    )
-    if rep is None:
-        print(
-            f"migrate: {products} has no hdf5_file_index table: nothing to migrate "
-            "(already migrated, or a new deployment)",
-            file=sys.stderr,
-        )
-        return 0
-    for b in rep.backups:
-        print(f"migrate: backup written: {b}", file=sys.stderr)
-    for line in rep.lines(args.dry_run):
-        print(f"migrate: {line}", file=sys.stderr)
-    if args.dry_run:
-        print("migrate: dry run, nothing changed", file=sys.stderr)
-    elif rep.dropped:
-        print(
-            f"migrate: verified all {rep.legacy_rows} rows in {hdf5}; dropped the legacy "
-            f"table from {products}",
-            file=sys.stderr,
-        )
-    else:
-        print(
-            f"migrate: verified all {rep.legacy_rows} rows in {hdf5}; legacy table kept "
-            "(--keep-legacy)",
-            file=sys.stderr,
-        )
-    return 0

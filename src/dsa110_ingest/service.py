@@ -138,7 +138,7 @@ class Service:
         if not self.cfg.storage_locations:
             raise IngestError(
                 "no storage locations configured: add a [[storage_locations]] table "
-                "(name, path) to the config file (see config/ingest.toml)"
+                "(name, path) to the config file (`dsa110-ingest config --example` shows one)"
             )
         try:
             ensure_dir(self.cfg.state_dir)

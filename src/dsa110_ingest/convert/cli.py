@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -68,15 +67,19 @@ def retry(cfg: Config, group_id: str) -> int:
             )
             return 1
         if not hdf5.retry_failed_job(group_id, time.time()):
+            # as `convert` of a converted group: nothing to do is not an error
             print(
                 f"retry: {group_id} is {job['state']}, not failed; nothing to do", file=sys.stderr
             )
-            return 1
-    print(f"retry: {group_id} is pending again; the running daemon picks it up", file=sys.stderr)
+            return 0
+    from dsa110_ingest.service import daemon_status  # the service imports this module's peers
+
+    daemon = daemon_status(cfg)
+    who = (
+        f"the running daemon (pid {daemon['pid']}) picks it up"
+        if daemon["state"] == "running"
+        else f"but no daemon is running to pick it up (it is {daemon['state']}); start it, "
+        f"or convert it now with `dsa110-ingest convert {group_id}`"
+    )
+    print(f"retry: {group_id} is pending again; {who}", file=sys.stderr)
     return 0
-
-
-def main(cfg: Config, args: argparse.Namespace) -> int:
-    if args.cmd == "retry":
-        return retry(cfg, args.group_id)
-    return convert_now(cfg, args.group_id, args.force)

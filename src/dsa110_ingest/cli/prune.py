@@ -11,8 +11,27 @@ from dsa110_ingest.config import Config
 from dsa110_ingest.db.hdf5 import Hdf5DB
 from dsa110_ingest.db.products import ProductsDB
 
+NAME = "prune"
+HELP = "mark vanished subband files and Measurement Sets (never deletes data)"
+DESCRIPTION = (
+    "Files no longer on disk get stored = 0; Measurement Sets no longer on "
+    "disk get status 'missing' in ms_index, and `groups` shows them as ms-missing."
+)
+EXIT_CODES: dict[int, str] = {}
 
-def main(cfg: Config, args: argparse.Namespace) -> int:
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--dry-run", action="store_true", help="list what would be marked, change nothing"
+    )
+    s.add_argument(
+        "--delete-rows",
+        action="store_true",
+        help="delete ms_index rows of missing MS instead of status='missing'",
+    )
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
     verb = "would mark" if args.dry_run else "marked"
     with Hdf5DB(cfg.hdf5_db, readonly=args.dry_run) as hdf5:
         gone = [p for p in hdf5.stored_paths() if not os.path.exists(p)]

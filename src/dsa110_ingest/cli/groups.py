@@ -1,0 +1,125 @@
+"""``dsa110-ingest groups``: where is group X, and why."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from dsa110_ingest.cli._common import EXIT_OK, iso_time, positive_int, print_json
+from dsa110_ingest.config import Config
+
+NAME = "groups"
+HELP = "list groups with their subbands, conversion state and last error"
+DESCRIPTION = (
+    "Groups ordered by observation time. A group whose Measurement Set "
+    "`prune` marked missing shows conversion 'ms-missing'."
+)
+EXIT_CODES: dict[int, str] = {}
+
+GROUP_STATES = ("collecting", "complete", "incomplete")
+CONVERSION_STATES = ("pending", "running", "converted", "failed")
+# a converted group whose Measurement Set `prune` found gone from disk
+MS_MISSING = "ms-missing"
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--since", type=iso_time, metavar="TIME", help="observed at or after TIME (ISO 8601 UTC)"
+    )
+    s.add_argument(
+        "--until", type=iso_time, metavar="TIME", help="observed at or before TIME (ISO 8601 UTC)"
+    )
+    s.add_argument(
+        "--state",
+        choices=(*GROUP_STATES, *CONVERSION_STATES, MS_MISSING),
+        help="only groups in this group or conversion state",
+    )
+    s.add_argument("--limit", type=positive_int, metavar="N", help="at most N groups")
+    s.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+
+
+def group_json(r: Any, files: list[Any], ms_status: str | None) -> dict[str, Any]:
+    have = {f["subband_num"] for f in files}
+    conversion = r["convert_state"]
+    if conversion == "converted" and ms_status in ("missing", None):
+        conversion = MS_MISSING
+    return {
+        "group_id": r["group_id"],
+        "state": r["state"],
+        "n_subbands": r["n_subbands"],
+        "expected_subbands": r["expected_subbands"],
+        "n_conflicts": r["n_conflicts"],
+        "start_mjd": r["start_mjd"],
+        "end_mjd": r["end_mjd"],
+        "missing_subbands": [f"sb{i:02d}" for i in range(r["expected_subbands"]) if i not in have],
+        "files": [f["path"] for f in files],
+        "conversion": conversion,
+        "attempts": r["attempts"],
+        "last_error": r["last_error"],
+        "ms_path": r["ms_path"],
+        "ms_status": ms_status,
+        "first_seen_at": r["first_seen_at"],
+        "completed_at": r["completed_at"],
+    }
+
+
+def _ms_statuses(products_db: Path, paths: list[str]) -> dict[str, str | None]:
+    """ms_index status of each MS path. A path without a row (`prune --delete-rows`)
+    counts as missing only when it is not on disk either."""
+    from dsa110_ingest.db.products import ProductsDB
+
+    def unrecorded(p: str) -> str | None:
+        return "converted" if os.path.exists(p) else None
+
+    if not products_db.exists():
+        return {p: unrecorded(p) for p in paths}
+    with ProductsDB(products_db, readonly=True) as products:
+        return {p: (row["status"] if (row := products.ms(p)) else unrecorded(p)) for p in paths}
+
+
+def list_groups(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from dsa110_ingest.db.hdf5 import Hdf5DB
+    from dsa110_ingest.times import iso_to_unix
+
+    # ms-missing is a converted group seen through the products DB
+    db_state = "converted" if args.state == MS_MISSING else args.state
+    with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+        rows = db.list_groups(
+            iso_to_unix(args.since) if args.since else None,
+            iso_to_unix(args.until) if args.until else None,
+            db_state,
+            args.limit if args.state not in ("converted", MS_MISSING) else None,
+        )
+        files = db.files_of_groups([r["group_id"] for r in rows])
+    ms = _ms_statuses(
+        cfg.products_db, [r["ms_path"] for r in rows if r["convert_state"] == "converted"]
+    )
+    out = [group_json(r, files[r["group_id"]], ms.get(r["ms_path"])) for r in rows]
+    if args.state in ("converted", MS_MISSING):
+        out = [g for g in out if g["conversion"] == args.state or g["state"] == args.state]
+        out = out[: args.limit] if args.limit else out
+    return out
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    out = list_groups(cfg, args)
+    if args.json:
+        print_json(out)
+        return EXIT_OK
+    print(f"{'group_id':20} {'state':11} {'subbands':>8} {'conversion':11} {'tries':>5}  note")
+    for g in out:
+        if g["conversion"] == MS_MISSING:
+            note = f"{g['ms_path']} is gone (prune); `dsa110-ingest convert --force` rewrites it"
+        else:
+            note = g["last_error"] or (
+                ("missing " + ",".join(g["missing_subbands"]))
+                if g["missing_subbands"]
+                else g["ms_path"] or ""
+            )
+        print(
+            f"{g['group_id']:20} {g['state']:11} {g['n_subbands']:>4}/{g['expected_subbands']:<3}"
+            f" {g['conversion'] or '-':11} {g['attempts'] or 0:>5}  {note}"
+        )
+    return EXIT_OK

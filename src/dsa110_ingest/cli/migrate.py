@@ -1,0 +1,87 @@
+"""``dsa110-ingest migrate``: move ``hdf5_file_index`` out of a legacy products DB."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dsa110_ingest.cli._common import EXIT_OK, abs_path
+from dsa110_ingest.config import Config
+from dsa110_ingest.errors import MigrationError
+
+NAME = "migrate"
+HELP = "move hdf5_file_index out of a legacy products DB"
+DESCRIPTION = (
+    "Copies the legacy table into the HDF5 DB, verifies every row, then drops "
+    "it from the products DB. Backups first; a rerun after a crash is safe."
+)
+EXIT_CODES = {
+    0: "migrated, verified and (unless --keep-legacy) dropped; or nothing to migrate",
+    1: "the migration failed or did not verify; nothing was changed",
+}
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--products-db", metavar="FILE", help="legacy products DB (default: the configured one)"
+    )
+    s.add_argument("--hdf5-db", metavar="FILE", help="HDF5 DB (default: the configured one)")
+    s.add_argument(
+        "--dry-run", action="store_true", help="report what would happen, change nothing"
+    )
+    s.add_argument(
+        "--keep-legacy", action="store_true", help="leave the legacy table in the products DB"
+    )
+    s.add_argument(
+        "--no-queue",
+        action="store_true",
+        help="do not queue complete, never-converted old groups for conversion",
+    )
+    # tests only: SIGKILL itself at that point, to prove a rerun ends in the same state
+    s.add_argument(
+        "--stop-after", choices=["backup", "insert", "commit", "drop"], help=argparse.SUPPRESS
+    )
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    from dsa110_ingest.migrate import run_migration
+
+    products = abs_path(args.products_db) if args.products_db else cfg.products_db
+    hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else cfg.hdf5_db
+    if products == hdf5:
+        raise MigrationError("--products-db and --hdf5-db are the same file")
+    rep = run_migration(
+        cfg,
+        products,
+        hdf5,
+        dry_run=args.dry_run,
+        keep_legacy=args.keep_legacy,
+        queue=not args.no_queue,
+        stop_after=args.stop_after,
+    )
+    if rep is None:
+        print(
+            f"migrate: {products} has no hdf5_file_index table: nothing to migrate "
+            "(already migrated, or a new deployment)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    for b in rep.backups:
+        print(f"migrate: backup written: {b}", file=sys.stderr)
+    for line in rep.lines(args.dry_run):
+        print(f"migrate: {line}", file=sys.stderr)
+    if args.dry_run:
+        print("migrate: dry run, nothing changed", file=sys.stderr)
+    elif rep.dropped:
+        print(
+            f"migrate: verified all {rep.legacy_rows} rows in {hdf5}; dropped the legacy "
+            f"table from {products}",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"migrate: verified all {rep.legacy_rows} rows in {hdf5}; legacy table kept "
+            "(--keep-legacy)",
+            file=sys.stderr,
+        )
+    return EXIT_OK

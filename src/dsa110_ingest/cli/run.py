@@ -1,0 +1,77 @@
+"""``dsa110-ingest run``: the daemon, or one backfill pass with ``--rescan``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dsa110_ingest.cli._common import EXIT_ERROR, error_line, host_port
+from dsa110_ingest.config import Config
+
+NAME = "run"
+HELP = "run the ingest daemon (or one backfill pass with --rescan)"
+DESCRIPTION = (
+    "Watch every storage location, index, group and convert, until SIGTERM. "
+    "With --rescan: index everything present once, drain the conversions, exit."
+)
+EXIT_CODES = {
+    0: "stopped cleanly on SIGTERM or SIGINT; with --rescan: the pass and every conversion "
+    "it ran succeeded",
+    1: "the daemon stopped on an error, or refused to start (e.g. the conversion backend "
+    "is not installed); with --rescan also: a storage location is missing or a "
+    "conversion it ran failed",
+}
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--rescan", action="store_true", help="one pass over every storage location, then exit"
+    )
+    s.add_argument(
+        "--no-convert", action="store_true", help="index and group only, convert nothing"
+    )
+    s.add_argument(
+        "--metrics-listen",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics there (overrides metrics_listen)",
+    )
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    from dsa110_ingest.convert.backends import require_available
+    from dsa110_ingest.sdnotify import Notifier
+    from dsa110_ingest.service import Service
+
+    if args.metrics_listen:
+        cfg = cfg.with_overrides(metrics_listen=args.metrics_listen)
+    convert = not args.no_convert and cfg.convert.enabled
+    if convert:
+        # a converter that cannot run is an install problem: say so before any work
+        # instead of failing (and retrying) every group
+        require_available(cfg)
+    notifier = Notifier.from_env(os.environ, os.getpid())
+    svc = Service(cfg, convert=convert, notifier=notifier)
+    if not args.rescan:
+        return svc.run()
+    failed_before = _failed_conversions(cfg)
+    rc = svc.rescan(progress=sys.stderr.isatty())
+    failed = _failed_conversions(cfg) - failed_before
+    if failed > 0:
+        error_line(
+            f"{failed} conversion(s) failed in this rescan; `dsa110-ingest groups --state "
+            "failed` shows why, `dsa110-ingest retry GROUP` queues one again"
+        )
+        return EXIT_ERROR
+    return rc
+
+
+def _failed_conversions(cfg: Config) -> int:
+    """Groups whose conversion gave up, from the DB: the rescan's own report only prints."""
+    from dsa110_ingest.db.hdf5 import Hdf5DB
+
+    if not cfg.hdf5_db.exists():
+        return 0
+    with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+        return int(db.state_counts()[1].get("failed", 0))

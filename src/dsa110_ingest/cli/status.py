@@ -1,0 +1,110 @@
+"""``dsa110-ingest status``: is the daemon running, and what has it done."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from dsa110_ingest import __version__
+from dsa110_ingest.cli._common import print_json
+from dsa110_ingest.config import Config
+
+NAME = "status"
+HELP = "daemon running/stale/stopped, file/group/conversion counts, rejected files"
+DESCRIPTION = (
+    "Exits 0 while the daemon runs, 3 when it is stopped, 4 when it is "
+    "stale, so it works as a check in scripts and monitoring."
+)
+EXIT_STOPPED = 3  # as LSB init scripts' `status`: program is not running
+EXIT_STALE = 4  # LSB "status unknown": a process is there but silent
+EXIT_CODES = {
+    0: "the daemon is running: it holds the database's lock and its heartbeat is fresh",
+    EXIT_STOPPED: "the daemon is stopped: no process holds the database's lock",
+    EXIT_STALE: "the daemon is stale: it holds the lock but its heartbeat is older than 30 s "
+    "(hung, or waiting on a locked database)",
+}
+_EXIT_OF = {"running": 0, "stopped": EXIT_STOPPED, "stale": EXIT_STALE}
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", action="store_true", help="one JSON object instead of text")
+
+
+def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
+    from dsa110_ingest.db.hdf5 import Hdf5DB
+    from dsa110_ingest.service import daemon_status
+
+    now = time.time() if now is None else now
+    st: dict[str, Any] = {
+        "version": __version__,
+        "hdf5_db": str(cfg.hdf5_db),
+        "products_db": str(cfg.products_db),
+        "daemon": daemon_status(cfg, now),
+        "heartbeat": None,
+    }
+    if not cfg.hdf5_db.exists():
+        st.update(files={}, groups={}, conversions={}, events={}, rejected_files=[])
+        return st
+    with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+        st.update(db.counts())
+        st["rejected_files"] = [
+            {
+                "path": r["path"],
+                "reason": r["reason"],
+                "detail": r["detail"],
+                "attempts": r["attempts"],
+            }
+            for r in db.rejected()
+        ]
+        hb = db.heartbeat()
+    if hb is not None:
+        st["heartbeat"] = {
+            "pid": hb["pid"],
+            "hostname": hb["hostname"],
+            "updated_at": hb["updated_at"],
+            "age_seconds": round(now - hb["updated_at"], 1),
+            "status": json.loads(hb["status"] or "{}"),
+        }
+    return st
+
+
+def describe_daemon(st: dict[str, Any]) -> str:
+    """One line for a person: the state and what it rests on."""
+    d, hb = st["daemon"], st["heartbeat"]
+    age = d["heartbeat_age_seconds"]
+    if d["state"] == "running":
+        return f"running: pid {d['pid']}, last heartbeat {age:.0f} s ago"
+    if d["state"] == "stale" and age is None:
+        return f"stale: pid {d['pid']} holds the database but has written no heartbeat yet"
+    if d["state"] == "stale":
+        return (
+            f"stale: pid {d['pid']} holds the database, but its last heartbeat is {age:.0f} s "
+            f"old (> {d['stale_after_seconds']:.0f} s): hung, or waiting on a locked database; "
+            "journalctl -u dsa110-ingest"
+        )
+    if hb is None:
+        return "stopped: has never run against this database"
+    return f"stopped: pid {hb['pid']} on {hb['hostname']} is gone (last heartbeat {age:.0f} s ago)"
+
+
+def run(cfg: Config, args: argparse.Namespace) -> int:
+    st = status_dict(cfg)
+    code = _EXIT_OF[st["daemon"]["state"]]
+    if args.json:
+        print_json(st)
+        return code
+    print(f"version:     {st['version']}")
+    print(f"HDF5 DB:     {st['hdf5_db']}\nproducts DB: {st['products_db']}")
+    for k in ("files", "groups", "conversions", "events"):
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(st[k].items())) or "none"
+        print(f"{k + ':':13}{parts}")
+    daemon_version = (st["heartbeat"] or {}).get("status", {}).get("version")
+    print(
+        f"daemon:      {describe_daemon(st)}"
+        + (f" (version {daemon_version})" if daemon_version else "")
+    )
+    for r in st["rejected_files"][:50]:
+        print(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
+    return code
