@@ -177,10 +177,8 @@ class ReadTimeoutError(UVH5Error):
     reason = "read_timeout"
 
 
-class ConversionDataError(ConversionError):
+class ConversionDataError(PermanentConversionError):
     """The group's input files themselves are unusable: trying again cannot help."""
-
-    permanent = True
 
 
 class BackendUnavailableError(IngestError):

@@ -699,39 +699,41 @@ class Service:
                     groups_completed=completes,
                     groups_incomplete=incompletes,
                 )
-            if self.convert:
-                self._drain_conversions(progress)
+            conversions_ok = self._drain_conversions(progress) if self.convert else True
             for loc in r.missing_locations:
                 _error_line(
                     f"storage location {loc} does not exist; mount or create it, or remove "
                     "it from the config",
                     "rescan.location_missing",
                 )
-            return EXIT_FATAL if r.missing_locations else EXIT_OK
+            return EXIT_FATAL if r.missing_locations or not conversions_ok else EXIT_OK
         except IngestError as e:
             _error_line(e, "rescan.fatal")
             return EXIT_FATAL
         finally:
             self._shutdown()
 
-    def _drain_conversions(self, progress: bool = False) -> None:
+    def _drain_conversions(self, progress: bool = False) -> bool:
+        """False when a group failed in this pass or waits on a node condition."""
         assert self.db
         open_jobs = self.db.jobs_open()
         if not open_jobs:
-            return
+            return True
         if logs.human():
             print(f"rescan: converting {open_jobs} group(s)", file=sys.stderr)
         else:
             log.info("rescan.converting", groups=open_jobs)
         self._start_dispatcher()
         assert self.dispatcher
+        d = self.dispatcher
         with contextlib.ExitStack() as stack:
             bar = stack.enter_context(logs.ProgressBar("groups converted")) if progress else None
-            while not self.should_exit and self.dispatcher.alive():
+            while not self.should_exit and d.alive():
                 left = self.db.jobs_open()
                 if bar is not None:
                     bar(open_jobs - min(left, open_jobs), open_jobs)
-                if left == 0:
+                # a group waiting on the node (disk full) is not retried within one pass
+                if left <= len(d.waiting_on_node):
                     break
                 time.sleep(0.2)
         st = self.db.counts()["conversions"]
@@ -742,6 +744,15 @@ class Service:
             )
         else:
             log.info("rescan.conversions", **{s: n for s, n in sorted(st.items())})
+        for gid in sorted(d.failed | d.waiting_on_node):
+            job = self.db.job(gid)
+            what = "failed" if gid in d.failed else "waits on this node"
+            error = job["last_error"] if job else ""
+            if logs.human():
+                print(f"rescan: {gid} {what}: {error}", file=sys.stderr)
+            else:
+                log.error("rescan.conversion_not_done", group_id=gid, outcome=what, error=error)
+        return not (d.failed or d.waiting_on_node)
 
 
 # a heartbeat older than this (6 missed beats) makes a daemon that holds the lock "stale"

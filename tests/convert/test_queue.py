@@ -56,7 +56,8 @@ def test_failing_converter_backs_off_then_fails_with_its_error(tmp_path: Path, s
     script = converter_script(tmp_path / "bad", 'print("no license", file=sys.stderr); sys.exit(7)')
     site = command_site(tmp_path, script, "max_attempts = 3\n")
     sim_groups(site.incoming, n=1)
-    assert site.cli("run", "--rescan", check=False).returncode == 1  # a conversion failed
+    p = site.cli("run", "--rescan", check=False)
+    assert p.returncode == 1 and "failed: converter exited with status 7" in p.stderr  # a conversion failed
     (g,) = site.cli_json("groups", "--json")
     assert (g["conversion"], g["attempts"]) == ("failed", 3)
     assert "exited with status 7" in g["last_error"]
