@@ -45,7 +45,9 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
         "heartbeat": None,
     }
     if not cfg.hdf5_db.exists():
-        st.update(files={}, groups={}, conversions={}, events={}, rejected_files=[])
+        st.update(
+            files={}, groups={}, conversions={}, events={}, rejected_files=[], conversion_errors=[]
+        )
         return st
     with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
         st.update(db.counts())
@@ -57,6 +59,10 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
                 "attempts": r["attempts"],
             }
             for r in db.rejected()
+        ]
+        st["conversion_errors"] = [
+            {k: r[k] for k in ("group_id", "state", "attempts", "last_error")}
+            for r in db.troubled_jobs()
         ]
         hb = db.heartbeat()
     if hb is not None:
@@ -107,4 +113,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     )
     for r in st["rejected_files"][:50]:
         print(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
+    for j in st["conversion_errors"]:
+        what = "failed" if j["state"] == "failed" else "retrying"
+        print(f"  conversion {what} ({j['attempts']}x) {j['group_id']}: {j['last_error']}")
     return code
