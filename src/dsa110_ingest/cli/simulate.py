@@ -68,12 +68,23 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         help="how each file arrives: written in place, written as .tmp and renamed, or "
         "as rsync does (default %(default)s)",
     )
+    s.add_argument(
+        "--time-offset-seconds",
+        type=float,
+        default=0.0,
+        help="shift the subbands' integrations by -X .. +X s (spread over sb00..sb15)",
+    )
 
 
 def run(cfg: Config | None, args: argparse.Namespace) -> int:
-    from dsa110_ingest.simulate import SimParams, simulate
+    from dsa110_ingest.simulate import SimParams, simulate, spread_offsets
 
-    p = SimParams(nants=args.nants, nchan=args.nchan, ntimes=args.ntimes)
+    p = SimParams(
+        nants=args.nants,
+        nchan=args.nchan,
+        ntimes=args.ntimes,
+        time_offsets_s=spread_offsets(args.time_offset_seconds),
+    )
     out = abs_path(args.out)
     plans = simulate(
         out,
