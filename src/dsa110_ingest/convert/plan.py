@@ -37,7 +37,7 @@ API (stable; other writers build on it):
 * :func:`make_plan` (or :func:`plan_for_request`) -> :class:`ConversionPlan`;
   raises :class:`~dsa110_ingest.errors.PermanentConversionError` for data errors.
 * :meth:`ConversionPlan.phase_centres` -> list of :class:`PhaseCentre` (ICRS, needs
-  astropy); :meth:`ConversionPlan.mid_centre` is what ``ms_index`` records.
+  pyerfa); :meth:`ConversionPlan.mid_centre` is what ``ms_index`` records.
 * :func:`read_aligned` -> one subband as a pyuvdata ``UVData`` on the plan's rows and
   in ascending channel order, with or without its data (``read_data=False``).
 * :func:`phased_metadata` -> the whole group as one metadata-only ``UVData``, aligned,
@@ -177,7 +177,7 @@ class ConversionPlan:
         return [f"meridian_icrs_t{i}" for i in range(self.n_integrations)]
 
     def phase_centres(self) -> list[PhaseCentre]:
-        """The FIELDs of the MS, in order (ICRS; computed with astropy, offline)."""
+        """The FIELDs of the MS, in order (ICRS; ERFA, see :func:`meridian_icrs`)."""
         if self.phasing == "meridian_mid":
             mid = float((self.grid_jd[0] + self.grid_jd[-1]) / 2.0)
             ((ra, dec),) = meridian_icrs(

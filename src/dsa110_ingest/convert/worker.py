@@ -181,7 +181,7 @@ def _recipe_result(plan: recipe.ConversionPlan, info: dict[str, Any]) -> dict[st
     if "ra_deg" not in info:
         try:
             mid = plan.mid_centre()
-        except TransientConversionError:  # no astropy beside a command backend: no centre
+        except TransientConversionError:  # no pyerfa beside a command backend: no centre
             return out
         out["ra_deg"], out["dec_deg"] = mid.ra_deg, mid.dec_deg
     return out
