@@ -65,7 +65,7 @@ def test_failing_converter_backs_off_then_fails_with_its_error(tmp_path: Path, s
     site = command_site(tmp_path, script, "max_attempts = 3\n")
     sim_groups(site.incoming, n=1)
     p = site.cli("run", "--rescan", check=False)
-    assert p.returncode == 1 and "failed: converter exited with status 7" in p.stderr  # a conversion failed
+    assert p.returncode == 1 and "converter exited with status 7" in p.stderr
     (g,) = site.cli_json("groups", "--json")
     assert (g["conversion"], g["attempts"]) == ("failed", 3)
     assert "exited with status 7" in g["last_error"]
