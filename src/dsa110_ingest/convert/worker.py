@@ -21,9 +21,17 @@ from dsa110_ingest.errors import ConversionError
 
 
 def _validate(req: ConversionRequest, path: Path) -> str | None:
-    if req.backend == "pyuvdata":
+    if req.backend in ("pyuvdata", "native"):
         return pyuvdata_backend.validate_ms(path, req.n_channels)
     return command_backend.validate_output(path)
+
+
+def _backend(name: str) -> Any:
+    if name == "native":
+        from dsa110_ingest.convert.native import backend as native
+
+        return native
+    return pyuvdata_backend if name == "pyuvdata" else command_backend
 
 
 def _clear_stale_temps(final: Path) -> None:
@@ -56,7 +64,7 @@ def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
         print(f"existing {final} {why}; moved aside to {aside}", file=sys.stderr)
     _clear_stale_temps(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    backend = pyuvdata_backend if req.backend == "pyuvdata" else command_backend
+    backend = _backend(req.backend)
     try:
         info = backend.convert(req, tmp)
         why = _validate(req, tmp)
