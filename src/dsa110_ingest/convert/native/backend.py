@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from dsa110_ingest.convert.native import kernel, layout, msfile, reader
+from dsa110_ingest.convert.native import jit, kernel, layout, msfile, reader
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import ConversionError
 
 # Rows per block: a multiple of the tile's rows, sized so that one block of one subband
 # (vis + flags + nsamples and the few temporaries of the kernel) stays near this many bytes.
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 16 << 20
 
 
 @dataclass
@@ -45,6 +45,7 @@ def _imports() -> tuple[Any, Any]:
 
 def plan_group(req: ConversionRequest) -> GroupPlan:
     UVData, _ = _imports()
+    jit.cache_pyuvdata_kernels()
     files = [f.path for f in req.by_frequency]
     uv = UVData()
     with warnings.catch_warnings():

@@ -7,18 +7,36 @@ import numpy as np
 SPEED_OF_LIGHT = 299792458.0  # m/s, the value pyuvdata's astropy constant holds
 
 
+def phase_factors(delta_w_m: np.ndarray, freqs_hz: np.ndarray) -> np.ndarray:
+    """``exp(-2j pi dw f / c)`` per row and channel, complex64, phases in float64.
+
+    For evenly spaced channels (every DSA-110 subband) the factor of channel k is
+    ``z0 * step**k``: one complex exponential per row for ``z0`` and one for ``step``,
+    then a running product along the channels -- a multiply per element instead of an
+    exponential (the error after 48 steps is ~1e-14, far below complex64's 6e-8).
+    """
+    scale = (-2.0 * np.pi / SPEED_OF_LIGHT) * np.asarray(delta_w_m, dtype=np.float64)
+    n = freqs_hz.size
+    df = np.diff(freqs_hz)
+    if n > 2 and np.allclose(df, df[0], rtol=1e-9, atol=0.0):
+        fac = np.empty((scale.size, n), np.complex128)
+        fac[:, 0] = np.exp(1j * scale * freqs_hz[0])
+        fac[:, 1:] = np.exp(1j * scale * df[0])[:, np.newaxis]
+        np.cumprod(fac, axis=1, out=fac)
+        return fac.astype(np.complex64)
+    return np.exp(1j * np.multiply.outer(scale, freqs_hz)).astype(np.complex64)
+
+
 def phase_rotate(vis: np.ndarray, delta_w_m: np.ndarray, freqs_hz: np.ndarray) -> None:
     """Rotate ``vis`` (rows, chans, pols) in place for a w change of ``delta_w_m`` per row.
 
     What re-phasing does to the data: ``vis *= exp(-2j pi (w_new - w_old) f / c)``, the
-    factor pyuvdata's ``UVData._apply_w_proj`` applies. The phase is computed in float64
-    (as pyuvdata does) and only the product is stored in the data's precision.
+    factor pyuvdata's ``UVData._apply_w_proj`` applies (checked against ``UVData.phase``
+    in tests/convert/test_native_kernel.py).
     """
     if not np.any(delta_w_m):
         return
-    turns = np.multiply.outer(delta_w_m, freqs_hz * (1.0 / SPEED_OF_LIGHT))
-    factor = np.exp((-2j * np.pi) * turns)
-    vis *= factor[:, :, np.newaxis]
+    vis *= phase_factors(delta_w_m, np.asarray(freqs_hz, dtype=np.float64))[:, :, np.newaxis]
 
 
 def to_ms_block(

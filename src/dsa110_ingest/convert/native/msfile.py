@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 
-# Bytes of one tile of the DATA column. Measured (benchmarks/convert_group.py --tiles):
-# tiles of one subband's channels x a few hundred KiB to 1 MiB write at page-cache speed;
-# much smaller tiles multiply per-tile overhead, much larger ones make casacore's cache
-# hold (and rewrite) partly filled tiles.
-TILE_BYTES = 1 << 20
+# Bytes of one tile of the DATA column. Measured by benchmarks/convert_group.py (its tile
+# table in docs/performance.md): tiles of one subband's channels x 256 KiB-1 MiB cost the
+# least CPU per byte written; 64 KiB tiles multiply casacore's per-tile overhead.
+TILE_BYTES = 256 << 10
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,22 @@ def read_rows(
 _DONE = object()
 
 
+def _blocks(
+    paths: list[str], row_maps: list[np.ndarray | None], n_rows: int, block_rows: int
+) -> Iterator[Block]:
+    for i, path in enumerate(paths):
+        try:
+            with h5py.File(path, "r") as f:
+                for start in range(0, n_rows, block_rows):
+                    end = min(start + block_rows, n_rows)
+                    yield Block(i, start, end, *read_rows(f, row_maps[i], start, end))
+        except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise ConversionError(
+                f"reading visibilities from {path} failed: {e}; check the file "
+                "(`h5ls -r` it) or re-copy it from the correlator node"
+            ) from e
+
+
 def blocks_ahead(
     paths: list[str],
     row_maps: list[np.ndarray | None],
@@ -88,35 +104,25 @@ def blocks_ahead(
 
     Disk (or page-cache copy and decompression) and the writer's CPU work overlap; the
     bounded queue is what keeps memory at a few blocks whatever the group's size.
+    ``depth`` 0 reads in the caller's thread (to measure what the overlap buys).
     """
+    if depth <= 0:
+        yield from _blocks(paths, row_maps, n_rows, block_rows)
+        return
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def work() -> None:
-        path = paths[0] if paths else ""
         try:
-            for i, path in enumerate(paths):
-                with h5py.File(path, "r") as f:
-                    for start in range(0, n_rows, block_rows):
-                        end = min(start + block_rows, n_rows)
-                        vis, flags, nsa = read_rows(f, row_maps[i], start, end)
-                        item = Block(i, start, end, vis, flags, nsa)
-                        while not stop.is_set():
-                            try:
-                                q.put(item, timeout=0.5)
-                                break
-                            except queue.Full:
-                                continue
-                        if stop.is_set():
-                            return
-        except (OSError, KeyError, ValueError, TypeError) as e:
-            q.put(
-                ConversionError(
-                    f"reading visibilities from {path} failed: {e}; check the file "
-                    "(`h5ls -r` it) or re-copy it from the correlator node"
-                )
-            )
-            return
+            for item in _blocks(paths, row_maps, n_rows, block_rows):
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
         except BaseException as e:  # noqa: BLE001 -- handed to the consumer, not swallowed
             q.put(e)
             return
