@@ -620,6 +620,8 @@ def read_aligned(plan: ConversionPlan, k: int, *, read_data: bool = True) -> UVD
     uv.time_array = np.repeat(plan.grid_jd, plan.n_baselines)
     uv.Ntimes = plan.n_integrations
     uv.set_lsts_from_time_array()
+    # apparent coordinates of the (unprojected) centre follow the new times
+    uv._set_app_coords_helper()
     if read_data and padded.any():
         uv.data_array[padded] = 0
         uv.flag_array[padded] = True
@@ -643,13 +645,20 @@ def _take_rows(uv: UVData, idx: np.ndarray) -> None:
 
 def combine(parts: list[UVData]) -> UVData:
     """Subbands from :func:`read_aligned`, in plan order, as one object along frequency.
-    Drift-scan UVWs and per-row metadata are taken from the first (phasing recomputes
-    UVWs from the antenna positions anyway)."""
+    Their rows are the same (grid x baselines); per-row metadata (drift-scan UVWs,
+    integration times, apparent coordinates) are taken from the first, since phasing
+    recomputes UVWs from the antenna positions anyway."""
     first = parts[0]
+    per_row = [
+        attr
+        for attr in first
+        if isinstance(getattr(getattr(first, attr), "form", None), tuple)
+        and "Nblts" in getattr(first, attr).form
+        and attr not in ("_data_array", "_flag_array", "_nsample_array")
+    ]
     for p in parts[1:]:
-        p.uvw_array = first.uvw_array
-        p.integration_time = first.integration_time
-        p.lst_array = first.lst_array
+        for attr in per_row:
+            getattr(p, attr).value = getattr(first, attr).value
     if len(parts) == 1:
         return first
     with warnings.catch_warnings():
