@@ -26,6 +26,7 @@ WATCH_MODES = ("auto", "inotify", "poll")
 ROLES = ("incoming", "archive", "staging", "adhoc")
 ORDERS = ("oldest_first", "newest_first")
 BACKENDS = ("native", "pyuvdata", "command")
+PHASINGS = ("meridian", "meridian_mid")
 LOCKING = ("best-effort", "true", "false")
 
 
@@ -81,6 +82,13 @@ class ConvertConfig:
     command: tuple[str, ...] = ()
     convert_incomplete_after_seconds: float = 0.0  # 0: incomplete groups are never converted
     min_subbands: int = 16
+    # the Measurement Set recipe (docs/architecture.md, "Conversion"): see convert/plan.py
+    phasing: str = "meridian"  # one centre per integration; "meridian_mid": one at mid time
+    pointing_dec_deg: float = float("nan")  # nan: Header/extra_keywords/phase_center_dec
+    time_tolerance_seconds: float = 0.0  # 0: half an integration
+    min_time_overlap: float = 0.5
+    imaging_columns: bool = False  # MODEL_DATA, CORRECTED_DATA, WEIGHT_SPECTRUM
+    telescope_name: str = ""  # "": as the files say
 
 
 @dataclass(frozen=True)
@@ -419,6 +427,18 @@ def _validate_convert(c: ConvertConfig, where: str) -> None:
         raise ConfigError(f"{where}: [convert] workers and max_attempts must be >= 1")
     if "{group_id}" not in c.ms_name:
         raise ConfigError(f"{where}: [convert] ms_name must contain {{group_id}}")
+    if c.phasing not in PHASINGS:
+        raise ConfigError(f"{where}: [convert] phasing must be one of {PHASINGS}")
+    if not (c.pointing_dec_deg != c.pointing_dec_deg or -90.0 <= c.pointing_dec_deg <= 90.0):
+        raise ConfigError(
+            f"{where}: [convert] pointing_dec_deg must be a declination in degrees "
+            "(-90 .. 90); leave it out to take it from the files"
+        )
+    if c.time_tolerance_seconds < 0 or not 0.0 < c.min_time_overlap <= 1.0:
+        raise ConfigError(
+            f"{where}: [convert] time_tolerance_seconds must be >= 0 (0: half an "
+            "integration) and min_time_overlap a fraction in (0, 1]"
+        )
 
 
 def describe(cfg: Config) -> list[tuple[str, Any, str]]:

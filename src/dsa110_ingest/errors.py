@@ -85,11 +85,58 @@ class FileLockedError(UVH5Error):
 
 
 class ConversionError(IngestError):
-    """A group could not be converted to a Measurement Set."""
+    """A group could not be converted to a Measurement Set.
+
+    The class decides what the queue does next: a plain ``ConversionError`` is retried
+    with backoff and counts against ``[convert] max_attempts``;
+    :class:`PermanentConversionError` ends the group at once; a
+    :class:`TransientConversionError` is retried without using up an attempt.
+    """
+
+    permanent = False  # True: no retry can fix it (the data are wrong)
+    counts = True  # False: the node, not the group, is the cause; no attempt is used up
+    kind = "error"  # stable name in events, logs and the worker's JSON
+
+    def to_json(self) -> dict[str, object]:
+        return {"error": str(self), "kind": self.kind}
+
+    @staticmethod
+    def from_json(d: dict[str, object]) -> ConversionError:
+        """The error a worker process reported (``{"error": ..., "kind": ...}``)."""
+        cls = {c.kind: c for c in _CONVERSION_ERRORS}.get(str(d.get("kind")), ConversionError)
+        return cls(str(d.get("error", "unknown error")))
 
 
 class ConversionTimeout(ConversionError):
     """The converter ran longer than ``[convert] timeout_seconds``."""
+
+    kind = "timeout"
+
+
+class PermanentConversionError(ConversionError):
+    """The group's data cannot be converted as they are (time grids that do not overlap,
+    disagreeing pointing, duplicate frequencies, unreadable or inconsistent files, a
+    written MS that fails verification). Retrying cannot help: the group fails at once
+    and the message says which file or subband is wrong."""
+
+    permanent = True
+    kind = "permanent"
+
+
+class TransientConversionError(ConversionError):
+    """A condition of the node, not of the group (output disk full, products DB locked,
+    backend not installed yet): retried with backoff, never counted against the group."""
+
+    counts = False
+    kind = "node"
+
+
+_CONVERSION_ERRORS: tuple[type[ConversionError], ...] = (
+    ConversionError,
+    ConversionTimeout,
+    PermanentConversionError,
+    TransientConversionError,
+)
 
 
 class MigrationError(IngestError):

@@ -461,31 +461,32 @@ class Service:
                 print(
                     f"  ... {len(r.rejections) - 20} more: `dsa110-ingest status`", file=sys.stderr
                 )
-            if self.convert:
-                self._drain_conversions()
+            conversions_ok = self._drain_conversions() if self.convert else True
             for loc in r.missing_locations:
                 print(
                     f"dsa110-ingest: error: storage location {loc} does "
                     "not exist; mount or create it, or remove it from the config",
                     file=sys.stderr,
                 )
-            return EXIT_FATAL if r.missing_locations else EXIT_OK
+            return EXIT_FATAL if r.missing_locations or not conversions_ok else EXIT_OK
         except IngestError as e:
             print(f"dsa110-ingest: error: {e}", file=sys.stderr)
             return EXIT_FATAL
         finally:
             self._shutdown()
 
-    def _drain_conversions(self) -> None:
+    def _drain_conversions(self) -> bool:
+        """False when a group failed in this pass or waits on a node condition."""
         assert self.db
         open_jobs = self.db.jobs_open()
         if not open_jobs:
-            return
+            return True
         print(f"rescan: converting {open_jobs} group(s)", file=sys.stderr)
         self._start_dispatcher()
         assert self.dispatcher
         while not self.should_exit and self.dispatcher.alive():
-            if self.db.jobs_open() == 0:
+            # a group waiting on the node (disk full) is not retried within one pass
+            if self.db.jobs_open() <= len(self.dispatcher.waiting_on_node):
                 break
             time.sleep(0.2)
         st = self.db.counts()["conversions"]
@@ -493,6 +494,12 @@ class Service:
             "rescan: conversions " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())),
             file=sys.stderr,
         )
+        d = self.dispatcher
+        for gid in sorted(d.failed | d.waiting_on_node):
+            job = self.db.job(gid)
+            what = "failed" if gid in d.failed else "waits on this node"
+            print(f"rescan: {gid} {what}: {job['last_error'] if job else ''}", file=sys.stderr)
+        return not (d.failed or d.waiting_on_node)
 
 
 class _ProgressBar:

@@ -4,7 +4,10 @@ The files use the layout DSA-110's writer produced (old-style UVH5: ``phase_type
 "drift", ``freq_array`` of shape (1, N), ``visdata`` of shape (Nblts, 1, Nfreqs, Npols),
 ``extra_keywords/phase_center_dec`` and ``ha_phase_center``) and pyuvdata reads them.
 sb00 holds the highest frequencies, as upstream documents; readers must sort by the
-frequencies in the files, never by subband number.
+frequencies in the files, never by subband number. By default the channels run
+*descending* inside each file, and ``SimParams.time_offsets_s`` shifts the integrations
+of single subbands by a few seconds, as DSA-110's files do: the converter has to put the
+channels in order and the subbands on one time grid.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class SimParams:
     n_subbands: int = 16
     dec_deg: float = 55.0
     seed: int = 0
+    descending: bool = True  # channels high -> low inside each file, as DSA-110 writes them
+    time_offsets_s: tuple[float, ...] = ()  # per subband number: integrations shifted by s
 
 
 @dataclass
@@ -88,13 +93,16 @@ def write_subband_file(
     a1, a2 = np.triu_indices(p.nants)  # autos included, as DSA-110 writes them
     nbls = a1.size
     nblts = nbls * p.ntimes
-    t_unix = start_unix + INTEGRATION_S * (np.arange(p.ntimes) + 0.5)
+    offset = p.time_offsets_s[sb] if sb < len(p.time_offsets_s) else 0.0
+    t_unix = start_unix + offset + INTEGRATION_S * (np.arange(p.ntimes) + 0.5)
     jd = np.repeat(t_unix / 86400.0 + JD_UNIX_EPOCH, nbls)
     ant1 = np.tile(a1, p.ntimes).astype(np.int32)
     ant2 = np.tile(a2, p.ntimes).astype(np.int32)
     uvw = enu[ant2] - enu[ant1]
     freqs = subband_freqs(sb, p)
     width = (BAND_TOP_HZ - BAND_BOTTOM_HZ) / p.n_subbands / p.nchan
+    if p.descending:
+        freqs = freqs[::-1]
 
     with h5py.File(path, "w") as f:
         h = f.create_group("Header")

@@ -55,7 +55,8 @@ def test_failing_converter_backs_off_then_fails_with_its_error(tmp_path: Path, s
     script = converter_script(tmp_path / "bad", 'print("no license", file=sys.stderr); sys.exit(7)')
     site = command_site(tmp_path, script, "max_attempts = 3\n")
     sim_groups(site.incoming, n=1)
-    site.cli("run", "--rescan")
+    p = site.cli("run", "--rescan", check=False)
+    assert p.returncode != 0 and "failed: converter exited with status 7" in p.stderr
     (g,) = site.cli_json("groups", "--json")
     assert (g["conversion"], g["attempts"]) == ("failed", 3)
     assert "exited with status 7" in g["last_error"]
@@ -75,7 +76,7 @@ def test_hanging_converter_is_killed_at_the_timeout(tmp_path: Path, sim_groups) 
     site = command_site(tmp_path, script, "max_attempts = 1\ntimeout_seconds = 1.5\n")
     sim_groups(site.incoming, n=1)
     t0 = time.monotonic()
-    site.cli("run", "--rescan")
+    assert site.cli("run", "--rescan", check=False).returncode != 0
     assert time.monotonic() - t0 < 20
     (g,) = site.cli_json("groups", "--json")
     assert g["conversion"] == "failed" and "longer than timeout_seconds (1.5 s)" in g["last_error"]

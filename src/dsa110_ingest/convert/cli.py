@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
+import threading
 import time
+import uuid
+from typing import Any
 
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert import worker
 from dsa110_ingest.convert.queue import Recorder, build_request
 from dsa110_ingest.db.hdf5 import Hdf5DB
 from dsa110_ingest.db.products import ProductsDB
-from dsa110_ingest.errors import ConversionError
+from dsa110_ingest.errors import ConversionError, DatabaseError
 
 
 def convert_now(cfg: Config, group_id: str, force: bool) -> int:
-    """Convert in this process, with the same request, writes and events as the daemon."""
+    """Convert in this process, with the same request, lease, writes and events as the
+    daemon: while anyone else holds the group's lease (the daemon's dispatcher, another
+    ``convert``), this refuses, with or without ``--force``."""
+    owner = f"convert:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    lease_s = cfg.convert.lease_seconds
     with Hdf5DB(cfg.hdf5_db) as hdf5, ProductsDB(cfg.products_db) as products:
         job = hdf5.job(group_id)
         if job is not None and job["state"] == "converted" and not force:
@@ -25,29 +34,56 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
                 file=sys.stderr,
             )
             return 0
-        if (
-            job is not None
-            and job["state"] == "running"
-            and (job["lease_expires_at"] or 0) > time.time()
-            and not force
-        ):
-            print(
-                f"convert: {group_id} is being converted by {job['lease_owner']} right now",
-                file=sys.stderr,
-            )
+        try:
+            req = build_request(cfg, hdf5, group_id, force=force)
+        except ConversionError as e:
+            print(f"convert: {e}", file=sys.stderr)
             return 1
-        req = build_request(cfg, hdf5, group_id, force=force)
         g = hdf5.group(group_id)
         with hdf5.tx(f"queueing {group_id} for a foreground conversion"):
             hdf5.enqueue_job(group_id, g["start_mjd"] if g else None, time.time(), req.partial)
-        rec = Recorder(cfg, hdf5, products)
-        try:
-            result = worker.run(req, force=force)
-        except ConversionError as e:
-            rec.failure(group_id, None, str(e))
-            print(f"convert: {group_id} failed: {e}", file=sys.stderr)
+        if hdf5.lease_job(group_id, owner, time.time(), lease_s) is None:
+            held = hdf5.job(group_id)
+            print(
+                f"convert: {group_id} is being converted by {held['lease_owner']} right now "
+                f"(lease for {max(0.0, (held['lease_expires_at'] or 0) - time.time()):.0f} s "
+                "more); wait for it to finish, then `convert --force` if needed",
+                file=sys.stderr,
+            )
             return 1
-        rec.success(req, result, None)
+        rec = Recorder(cfg, hdf5, products)
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["result"] = worker.run(req, force=force)
+            except ConversionError as e:
+                outcome["error"] = e
+            except Exception as e:  # noqa: BLE001 -- recorded like the worker process does
+                outcome["error"] = ConversionError(f"{type(e).__name__}: {e}")
+
+        t = threading.Thread(target=work, name=f"convert-{group_id}", daemon=True)
+        t.start()
+        while t.is_alive():
+            t.join(lease_s / 3)
+            # keep the lease as the dispatcher does: nobody else starts this group meanwhile
+            try:
+                if t.is_alive():
+                    hdf5.renew_lease(group_id, owner, time.time() + lease_s)
+            except DatabaseError as e:
+                print(f"convert: renewing the lease failed ({e}); retrying", file=sys.stderr)
+        if "error" in outcome:
+            e = outcome["error"]
+            state = rec.failure(group_id, owner, e)
+            print(f"convert: {group_id} failed ({e.kind}, {state}): {e}", file=sys.stderr)
+            return 1
+        result = outcome["result"]
+        if not rec.success(req, result, owner):
+            print(
+                f"convert: lost the lease of {group_id} to another converter; its result stands",
+                file=sys.stderr,
+            )
+            return 1
         how = (
             "already present, registered"
             if result.get("skipped")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import structlog
 
 from dsa110_ingest.convert.request import ConversionRequest
+from dsa110_ingest.errors import ConversionError
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
@@ -29,7 +30,9 @@ class Handle(Protocol):
     started: float
 
     def poll(self) -> bool: ...  # True when finished
-    def result(self) -> tuple[dict[str, Any] | None, str | None]: ...  # (result, error)
+    # (result, error); a ConversionError keeps its class (permanent, node...), a str is
+    # an unclassified failure, retried and counted
+    def result(self) -> tuple[dict[str, Any] | None, str | ConversionError | None]: ...
     def kill(self) -> None: ...
 
 
@@ -85,7 +88,7 @@ class LocalProcess:
     def poll(self) -> bool:
         return self.proc.poll() is not None
 
-    def result(self) -> tuple[dict[str, Any] | None, str | None]:
+    def result(self) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
         self.proc.wait()
         for t in self._threads:
             t.join(timeout=5)
@@ -97,8 +100,8 @@ class LocalProcess:
         rc = self.proc.returncode
         if rc == 0 and "ms_path" in data:
             return data, None
-        if "error" in data:
-            return None, str(data["error"])
+        if "error" in data:  # the worker's classified error (errors.ConversionError.to_json)
+            return None, ConversionError.from_json(data)
         if rc < 0:
             sig = signal.Signals(-rc).name
             return None, f"conversion process killed by {sig}" + (

@@ -1,4 +1,11 @@
-"""pyuvdata + python-casacore: 16 UVH5 files -> one Measurement Set."""
+"""pyuvdata + python-casacore: 16 UVH5 files -> one Measurement Set, per convert/plan.py.
+
+Each subband is read on the plan's rows (time grid aligned, missing integrations
+flagged), in ascending channel order; the subbands are joined along frequency, phased
+to the meridian at the pointing declination and written with pyuvdata's ``write_ms``.
+The MS is then finished the way upstream's ``configure_ms_for_imaging`` does
+(ANTENNA.MOUNT, telescope name, optional imaging columns) and verified by the worker.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +13,65 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.request import ConversionRequest
-from dsa110_ingest.errors import ConversionError
+from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
 
 
-def convert(req: ConversionRequest, tmp_output: Path) -> dict[str, Any]:
+def convert(
+    req: ConversionRequest, tmp_output: Path, plan: recipe.ConversionPlan
+) -> dict[str, Any]:
     try:
-        from pyuvdata import UVData
+        import casacore.tables  # noqa: F401
     except ImportError as e:
-        raise ConversionError(
-            "backend 'pyuvdata' needs the extra 'convert': pip install 'dsa110-ingest[convert]'"
+        raise TransientConversionError(
+            "backend 'pyuvdata' needs python-casacore (the extra 'convert'): "
+            "pip install 'dsa110-ingest[convert]'"
         ) from e
-    files = [f.path for f in req.by_frequency]
-    uv = UVData()
+    parts = [recipe.read_aligned(plan, k) for k in range(len(plan.subbands))]
+    uv = recipe.combine(parts)
+    del parts
+    centres = recipe.apply_phasing(uv, plan)
+    uv.telescope.name = plan.telescope_name
     with warnings.catch_warnings():
-        # the files carry the site's location; pyuvdata's telescope lookup would go online
         warnings.simplefilter("ignore")
-        uv.read(files, file_type="uvh5", axis="freq", run_check=True)
-        if uv.phase_center_catalog and any(
-            pc.get("cat_type") == "unprojected" for pc in uv.phase_center_catalog.values()
-        ):
-            mid = float((uv.time_array.min() + uv.time_array.max()) / 2.0)
-            uv.phase_to_time(mid)
-        uv.write_ms(str(tmp_output), clobber=False)
-    freqs = uv.freq_array.reshape(-1)
+        try:
+            uv.write_ms(str(tmp_output), clobber=False, run_check=False)
+        except ValueError as e:
+            raise PermanentConversionError(f"pyuvdata cannot write the group: {e}") from e
+    finish_ms(tmp_output, plan, imaging_columns=req.imaging_columns)
+    mid = plan.mid_centre() if len(centres) > 1 else centres[0]
     return {
         "n_channels": int(uv.Nfreqs),
         "n_rows": int(uv.Nblts),
-        "freq_min_hz": float(freqs.min()),
-        "freq_max_hz": float(freqs.max()),
+        "freq_min_hz": float(uv.freq_array.min()),
+        "freq_max_hz": float(uv.freq_array.max()),
+        "ra_deg": mid.ra_deg,
+        "dec_deg": mid.dec_deg,
     }
 
 
+def finish_ms(path: Path, plan: recipe.ConversionPlan, *, imaging_columns: bool) -> None:
+    """What CASA calibration and imaging expect beyond pyuvdata's MS: a MOUNT CASA knows,
+    the configured telescope name, and on request MODEL_DATA and CORRECTED_DATA (as
+    upstream's ``configure_ms_for_imaging``; WEIGHT_SPECTRUM is always there)."""
+    from casacore.tables import addImagingColumns, table
+
+    with table(str(path / "ANTENNA"), readonly=False, ack=False) as ant:
+        mounts = list(ant.getcol("MOUNT"))
+        fixed = [m if m in recipe.CASA_MOUNTS else "alt-az" for m in mounts]
+        if fixed != mounts:
+            ant.putcol("MOUNT", fixed)
+    with table(str(path / "OBSERVATION"), readonly=False, ack=False) as obs:
+        obs.putcol("TELESCOPE_NAME", [plan.telescope_name] * obs.nrows())
+    if imaging_columns:
+        # pyuvdata already writes WEIGHT_SPECTRUM (= nsample, 0 on flagged padding)
+        addImagingColumns(str(path), ack=False)
+
+
 def validate_ms(path: Path, n_channels: int) -> str | None:
-    """None when ``path`` is a readable MS with ``n_channels`` channels; else why not."""
+    """None when ``path`` is a readable MS with ``n_channels`` ascending channels; else
+    why not. Used for an MS found already in place (the full check is plan.verify_ms)."""
     try:
         from casacore.tables import table
     except ImportError:

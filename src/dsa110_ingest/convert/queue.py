@@ -9,6 +9,7 @@ expires; the retry finds the valid MS, skips the conversion and upserts the same
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -21,12 +22,13 @@ import structlog
 
 from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config
+from dsa110_ingest.convert import worker
 from dsa110_ingest.convert.executor import Executor, Handle, LocalProcessExecutor
 from dsa110_ingest.convert.request import ConversionRequest, InputFile
 from dsa110_ingest.db.connection import busy_retry
 from dsa110_ingest.db.hdf5 import Hdf5DB
 from dsa110_ingest.db.products import ProductsDB
-from dsa110_ingest.errors import ConversionError, DatabaseError
+from dsa110_ingest.errors import ConversionError, DatabaseError, TransientConversionError
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
@@ -60,6 +62,12 @@ def build_request(
         )
     c = cfg.convert
     return ConversionRequest(
+        phasing=c.phasing,
+        pointing_dec_deg=None if math.isnan(c.pointing_dec_deg) else c.pointing_dec_deg,
+        time_tolerance_s=c.time_tolerance_seconds or None,
+        min_time_overlap=c.min_time_overlap,
+        imaging_columns=c.imaging_columns,
+        telescope_name=c.telescope_name or None,
         group_id=group_id,
         inputs=tuple(
             InputFile(f["path"], f["subband_num"], f["freq_min_hz"], f["n_freqs"]) for f in present
@@ -94,8 +102,10 @@ def ms_row(req: ConversionRequest, result: dict[str, Any], now: float) -> dict[s
         "start_mjd": start,
         "end_mjd": end,
         "mid_mjd": (start + end) / 2 if start is not None and end is not None else None,
-        "ra_deg": m.get("ra_deg"),
-        "dec_deg": m.get("dec_deg"),
+        # the MS's own mid-time phase centre; the files' drift-scan centre only for an MS
+        # whose writer did not report one
+        "ra_deg": result.get("ra_deg", m.get("ra_deg")),
+        "dec_deg": result.get("dec_deg", m.get("dec_deg")),
         "status": "converted",
         "stage": "converted",
         "processed_at": now,
@@ -106,6 +116,40 @@ def ms_row(req: ConversionRequest, result: dict[str, Any], now: float) -> dict[s
         "freq_min_hz": result.get("freq_min_hz"),
         "freq_max_hz": result.get("freq_max_hz"),
     }
+
+
+# what the worker reports about the MS recipe, copied into the group.converted payload
+RECIPE_KEYS = (
+    "phasing",
+    "pointing_dec_deg",
+    "pointing_dec_source",
+    "n_integrations",
+    "max_time_offset_s",
+    "flagged_subband_integrations",
+)
+# below this much free space in output_dir, a failure is taken for a full disk
+LOW_SPACE_BYTES = 64 << 20
+
+
+def classify(cfg: Config, error: str | ConversionError) -> ConversionError:
+    """The failure as a classified error. An unclassified one (a killed worker, a
+    converter's bare exit status) is checked against the free space of ``output_dir``:
+    a full disk is the node's condition, not the group's (a SIGABRT from casacore is
+    all a full disk shows otherwise)."""
+    err = error if isinstance(error, ConversionError) else ConversionError(error)
+    if err.permanent or not err.counts:
+        return err
+    try:
+        free = worker.free_bytes(cfg.convert.output_dir)
+    except OSError:
+        return err
+    if free < LOW_SPACE_BYTES:
+        return TransientConversionError(
+            f"output disk full (ENOSPC): {cfg.convert.output_dir} has "
+            f"{free / 2**20:.1f} MiB free; free space there or point [convert] output_dir "
+            f"elsewhere (retried without using up an attempt). The conversion said: {err}"
+        )
+    return err
 
 
 def backoff(cfg: Config, attempts: int) -> float:
@@ -152,6 +196,7 @@ class Recorder:
                             "skipped": result.get("skipped", False),
                             "seconds": round(result.get("seconds", 0.0), 3),
                             "missing_subbands": list(req.missing_subbands),
+                            **{k: result[k] for k in RECIPE_KEYS if k in result},
                         },
                         now,
                     )
@@ -174,18 +219,25 @@ class Recorder:
             )
         return ok
 
-    def failure(self, group_id: str, owner: str | None, error: str) -> str:
+    def failure(self, group_id: str, owner: str | None, error: str | ConversionError) -> str:
+        """Record a failed attempt: ``"failed"`` (permanent, or attempts used up),
+        ``"retry"`` (counted) or ``"wait"`` (a node condition: retried, not counted)."""
         now = self.clock()
+        err = classify(self.cfg, error)
+        message = str(err)
         job = self.hdf5.job(group_id)
         attempts = int(job["attempts"]) if job else 1
 
         @busy_retry(max_seconds=300)
         def write() -> str:
             with self.hdf5.tx(f"recording failed conversion of {group_id}"):
-                if attempts >= self.cfg.convert.max_attempts:
-                    self.hdf5.finish_job(group_id, owner, "failed", now, error=error)
+                if err.permanent or (err.counts and attempts >= self.cfg.convert.max_attempts):
+                    self.hdf5.finish_job(group_id, owner, "failed", now, error=message)
                     self.hdf5.add_event(
-                        ev.GROUP_FAILED, group_id, {"error": error, "attempts": attempts}, now
+                        ev.GROUP_FAILED,
+                        group_id,
+                        {"error": message, "attempts": attempts, "kind": err.kind},
+                        now,
                     )
                     return "failed"
                 self.hdf5.finish_job(
@@ -193,22 +245,26 @@ class Recorder:
                     owner,
                     "pending",
                     now,
-                    error=error,
+                    error=message,
                     next_attempt_at=now + backoff(self.cfg, attempts),
+                    refund_attempt=not err.counts,
                 )
-                return "retry"
+                return "retry" if err.counts else "wait"
 
         outcome = write()
         log.error(
             "convert.failed",
             group_id=group_id,
-            error=error,
+            error=message,
+            kind=err.kind,
             attempts=attempts,
             max_attempts=self.cfg.convert.max_attempts,
             outcome=outcome,
-            hint="`dsa110-ingest retry " + group_id + "` after fixing the cause"
-            if outcome == "failed"
-            else "retried with backoff",
+            hint={
+                "failed": "`dsa110-ingest retry " + group_id + "` after fixing the cause",
+                "retry": "retried with backoff",
+                "wait": "a condition of this node: retried with backoff, no attempt used up",
+            }[outcome],
         )
         return outcome
 
@@ -236,6 +292,8 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.completed = 0
+        self.failed: set[str] = set()  # groups this dispatcher saw fail for good
+        self.waiting_on_node: set[str] = set()  # pending because of a node condition
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="convert-dispatcher", daemon=True)
@@ -286,7 +344,7 @@ class Dispatcher:
         try:
             req = build_request(self.cfg, hdf5, gid, partial=bool(job["partial"]))
         except ConversionError as e:
-            rec.failure(gid, self.owner, str(e))
+            self._note(gid, rec.failure(gid, self.owner, e))
             return True
         log.info(
             "convert.started",
@@ -325,15 +383,31 @@ class Dispatcher:
                 )
             if result is not None:
                 try:
+                    self.waiting_on_node.discard(gid)
                     if rec.success(req, result, self.owner) and self.on_event:
                         self.on_event(ev.GROUP_CONVERTED, gid, elapsed)
                 except DatabaseError as e:
-                    rec.failure(gid, self.owner, f"MS written but recording it failed: {e}")
-            elif (
-                rec.failure(gid, self.owner, error or "unknown error") == "failed" and self.on_event
-            ):
-                self.on_event(ev.GROUP_FAILED, gid, elapsed)
+                    outcome = rec.failure(
+                        gid,
+                        self.owner,
+                        TransientConversionError(f"MS written but recording it failed: {e}"),
+                    )
+                    self._note(gid, outcome)
+            else:
+                outcome = rec.failure(gid, self.owner, error or "unknown error")
+                self._note(gid, outcome)
+                if outcome == "failed" and self.on_event:
+                    self.on_event(ev.GROUP_FAILED, gid, elapsed)
             self.completed += 1
+
+    def _note(self, gid: str, outcome: str) -> None:
+        """Remember groups that failed, or wait on the node, for ``run --rescan``."""
+        if outcome == "failed":
+            self.failed.add(gid)
+        if outcome == "wait":
+            self.waiting_on_node.add(gid)
+        else:
+            self.waiting_on_node.discard(gid)
 
     def _abandon(self, hdf5: Hdf5DB) -> None:
         """On shutdown, stop running conversions and hand their groups back at once."""

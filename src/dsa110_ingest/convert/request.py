@@ -26,6 +26,13 @@ class ConversionRequest:
     partial: bool = False
     missing_subbands: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    # the MS recipe ([convert] keys; see convert/plan.py)
+    phasing: str = "meridian"
+    pointing_dec_deg: float | None = None  # None: from the files
+    time_tolerance_s: float | None = None  # None: half an integration
+    min_time_overlap: float = 0.5
+    imaging_columns: bool = False
+    telescope_name: str | None = None  # None: from the files
 
     @property
     def by_frequency(self) -> list[InputFile]:

@@ -1,12 +1,18 @@
 """One conversion, start to finish, in its own process: ``python -m dsa110_ingest.convert.worker``.
 
-Reads a request (JSON) on stdin, writes the MS under a temporary name beside the final
-one and renames it into place only when complete, prints one result line (JSON) on
-stdout. A crash, hang or OOM here never touches the ingest daemon.
+Reads a request (JSON) on stdin, plans the MS from the files' headers (convert/plan.py),
+writes it under a temporary name beside the final one, verifies it and renames it into
+place only when it passes, prints one result line (JSON) on stdout. A crash, hang or OOM
+here never touches the ingest daemon.
+
+Errors leave as ``{"error": ..., "kind": ...}`` (errors.ConversionError.to_json): the
+kind tells the queue whether to fail the group at once (``permanent``), retry without
+using up an attempt (``node``: disk full, backend missing) or retry counting it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,8 +22,41 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_ingest.convert import command_backend, pyuvdata_backend
+from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.request import ConversionRequest
-from dsa110_ingest.errors import ConversionError
+from dsa110_ingest.errors import ConversionError, TransientConversionError
+
+# bytes per visibility in the MS: DATA (complex64) + FLAG + WEIGHT_SPECTRUM (float32);
+# the imaging columns add MODEL_DATA and CORRECTED_DATA (complex64 each)
+_BYTES_PER_VIS = 13
+_BYTES_PER_VIS_IMAGING = 29
+
+
+def free_bytes(path: Path) -> int:
+    """Free space where ``path`` lives (a seam: fault tests replace it)."""
+    return shutil.disk_usage(path).free
+
+
+def estimated_ms_bytes(plan: recipe.ConversionPlan, imaging_columns: bool) -> int:
+    per = _BYTES_PER_VIS_IMAGING if imaging_columns else _BYTES_PER_VIS
+    # +10 % and 1 MiB for the subtables and table headers
+    return int(plan.n_rows * plan.n_channels * plan.n_pols * per * 1.1) + (1 << 20)
+
+
+def disk_full_error(folder: Path, need: int, when: str) -> TransientConversionError:
+    free = free_bytes(folder)
+    return TransientConversionError(
+        f"output disk full (ENOSPC) {when}: {folder} has {free / 2**20:.1f} MiB free, the MS "
+        f"needs ~{need / 2**20:.1f} MiB; free space there or point [convert] output_dir "
+        "elsewhere (retried without using up an attempt)"
+    )
+
+
+def _looks_like_enospc(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    # casacore reports a full disk as a RuntimeError with the strerror text
+    return "No space left on device" in str(e)
 
 
 def _validate(req: ConversionRequest, path: Path) -> str | None:
@@ -39,55 +78,119 @@ def _clear_stale_temps(final: Path) -> None:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists():
+        p.unlink()
+
+
+def _verify(req: ConversionRequest, tmp: Path, plan: recipe.ConversionPlan) -> None:
+    if req.backend == "pyuvdata" or (tmp / "table.dat").exists():
+        # an MS, whoever wrote it, must be the planned one
+        recipe.verify_ms(tmp, plan)
+        return
+    why = command_backend.validate_output(tmp)
+    if why is not None:
+        raise ConversionError(f"converter output {tmp} {why}")
+
+
 def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
     final = Path(req.output)
     t0 = time.monotonic()
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConversionError(
+        cls = TransientConversionError if e.errno == errno.ENOSPC else ConversionError
+        raise cls(
             f"cannot create output folder {final.parent}: {e.strerror}; "
             "make it writable by the daemon's user"
         ) from None
     if final.exists() and not force:
         why = _validate(req, final)
         if why is None:
-            return {
+            out: dict[str, Any] = {
                 "ms_path": str(final),
                 "skipped": True,
                 "n_channels": req.n_channels,
                 "seconds": 0.0,
             }
+            try:  # the centre ms_index records; the MS itself is already accepted
+                out.update(_recipe_result(recipe.plan_for_request(req), {}))
+            except ConversionError as e:
+                print(f"existing {final} kept; its phase centre is unknown: {e}", file=sys.stderr)
+            return out
         # an invalid leftover must not block the group, nor be destroyed unseen
         aside = final.with_name(f"{final.name}.invalid-{int(time.time())}")
         os.rename(final, aside)
         print(f"existing {final} {why}; moved aside to {aside}", file=sys.stderr)
     _clear_stale_temps(final)
+    plan = recipe.plan_for_request(req)
+    need = estimated_ms_bytes(plan, req.imaging_columns)
+    if free_bytes(final.parent) < need:
+        raise disk_full_error(final.parent, need, "before writing")
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     backend = _backend(req.backend)
     try:
-        info = backend.convert(req, tmp)
-        why = _validate(req, tmp)
-        if why is not None:
-            raise ConversionError(f"converter output {tmp} {why}")
-        if final.exists():  # --force: the old product goes only once the new one is whole
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            os.rename(tmp, final)
-        dfd = os.open(final.parent, os.O_RDONLY)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as e:
-        raise ConversionError(f"writing {final} failed: {e}") from None
+            info = backend.convert(req, tmp, plan)
+            _verify(req, tmp, plan)
+            if final.exists():  # --force: the old product goes only once the new one is whole
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.rename(final, old)
+                os.rename(tmp, final)
+                _remove(old)
+            else:
+                os.rename(tmp, final)
+            dfd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except ConversionError as e:
+            # a converter that died of a full disk says only "status 1": ask the disk
+            if e.counts and not e.permanent and free_bytes(final.parent) < min(need, 64 << 20):
+                raise disk_full_error(final.parent, need, f"while writing {final}") from e
+            raise
+        except Exception as e:
+            # a full disk shows up as OSError, casacore's RuntimeError or worse: ask the
+            # disk before the half-written MS is removed and the space comes back
+            if _looks_like_enospc(e) or free_bytes(final.parent) < min(need, 64 << 20):
+                raise disk_full_error(final.parent, need, f"while writing {final}") from e
+            if isinstance(e, OSError):
+                raise ConversionError(f"writing {final} failed: {e}") from e
+            raise
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
-    return {"ms_path": str(final), "skipped": False, "seconds": time.monotonic() - t0, **info}
+            _remove(tmp)
+    return {
+        "ms_path": str(final),
+        "skipped": False,
+        "seconds": time.monotonic() - t0,
+        **info,
+        **_recipe_result(plan, info),
+    }
+
+
+def _recipe_result(plan: recipe.ConversionPlan, info: dict[str, Any]) -> dict[str, Any]:
+    """What the group.converted payload and ms_index learn about the MS."""
+    out: dict[str, Any] = {
+        "phasing": plan.phasing,
+        "pointing_dec_deg": round(float(plan.summary()["pointing_dec_deg"]), 6),
+        "pointing_dec_source": plan.pointing_dec_source,
+        "n_integrations": plan.n_integrations,
+        "max_time_offset_s": round(plan.max_offset_s, 3),
+        "flagged_subband_integrations": {
+            f"sb{s.subband:02d}": list(s.missing) for s in plan.subbands if s.missing
+        },
+    }
+    if "ra_deg" not in info:
+        try:
+            mid = plan.mid_centre()
+        except TransientConversionError:  # no astropy beside a command backend: no centre
+            return out
+        out["ra_deg"], out["dec_deg"] = mid.ra_deg, mid.dec_deg
+    return out
 
 
 def main() -> int:
@@ -95,7 +198,10 @@ def main() -> int:
     try:
         result = run(req, force=bool(req.meta.get("force")))
     except ConversionError as e:
-        print(json.dumps({"error": str(e)}), flush=True)
+        print(json.dumps(e.to_json()), flush=True)
+        return 3
+    except Exception as e:  # noqa: BLE001 -- reported with its class; the queue retries it
+        print(json.dumps({"error": f"{type(e).__name__}: {e}", "kind": "error"}), flush=True)
         return 3
     print(json.dumps(result), flush=True)
     return 0

@@ -577,6 +577,25 @@ class Hdf5DB:
             )
             return self.job(row["group_id"])
 
+    def lease_job(
+        self, group_id: str, owner: str, now: float, lease_s: float
+    ) -> sqlite3.Row | None:
+        """Take the lease of one group's job whatever its state (``convert`` in the
+        foreground), unless another owner holds a live lease: then None."""
+        with self.tx("leasing a conversion"):
+            row = self.job(group_id)
+            if row is None:
+                return None
+            if row["state"] == "running" and (row["lease_expires_at"] or 0) > now:
+                return None
+            self.conn.execute(
+                "UPDATE conversion_jobs SET state = 'running', lease_owner = ?, "
+                "lease_expires_at = ?, attempts = attempts + 1, started_at = ?, updated_at = ? "
+                "WHERE group_id = ?",
+                (owner, now + lease_s, now, now, group_id),
+            )
+            return self.job(group_id)
+
     def renew_lease(self, group_id: str, owner: str, until: float) -> bool:
         with self.tx("renewing a conversion lease"):
             return (
@@ -603,16 +622,28 @@ class Hdf5DB:
         ms_path: str | None = None,
         error: str | None = None,
         next_attempt_at: float = 0.0,
+        refund_attempt: bool = False,
     ) -> bool:
-        """Set a job's outcome; False when the lease was lost to another worker."""
+        """Set a job's outcome; False when the lease was lost to another worker.
+        ``refund_attempt``: the node, not the group, failed; the attempt does not count."""
         cond = " AND lease_owner = ?" if owner else ""
-        args: list[Any] = [state, ms_path, error, next_attempt_at, now, now, group_id]
+        args: list[Any] = [
+            state,
+            ms_path,
+            error,
+            next_attempt_at,
+            int(refund_attempt),
+            now,
+            now,
+            group_id,
+        ]
         if owner:
             args.append(owner)
         return (
             self.conn.execute(
                 "UPDATE conversion_jobs SET state = ?, ms_path = COALESCE(?, ms_path), "
                 "last_error = ?, next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL,"
+                " attempts = MAX(0, attempts - ?),"
                 f" finished_at = ?, updated_at = ? WHERE group_id = ?{cond}",
                 args,
             ).rowcount
