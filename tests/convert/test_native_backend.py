@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend, worker
 from dsa110_ingest.convert.request import ConversionRequest, InputFile
 from dsa110_ingest.errors import ConversionError
@@ -26,7 +28,7 @@ casacore_tables = pytest.importorskip("casacore.tables")
 native = pytest.importorskip("dsa110_ingest.convert.native.backend")
 
 EXACT_COLS = ("TIME", "ANTENNA1", "ANTENNA2", "FLAG", "FIELD_ID", "DATA_DESC_ID")
-CLOSE_COLS = ("INTERVAL", "EXPOSURE", "WEIGHT", "WEIGHT_SPECTRUM", "TIME_CENTROID")
+CLOSE_COLS = ("INTERVAL", "EXPOSURE", "WEIGHT_SPECTRUM", "TIME_CENTROID")
 
 
 def _request(files: list[Path], backend: str = "native", out: str = "x.ms") -> ConversionRequest:
@@ -50,16 +52,6 @@ def _group(root: Path, p: SimParams, edit: Callable[[int, Path], None] | None = 
     return files
 
 
-def _descending(sb: int, path: Path) -> None:
-    """Store the file's channels high to low, as DSA-110's correlator can."""
-    with h5py.File(path, "r+") as f:
-        fa = f["Header/freq_array"][()]
-        f["Header/freq_array"][...] = fa[..., ::-1]
-        for name in ("visdata", "flags", "nsamples"):
-            d = f["Data"][name]
-            d[...] = d[()][:, :, ::-1]
-
-
 def _flagged(sb: int, path: Path) -> None:
     """Random flags and uneven weights (different in every subband), some rows fully flagged."""
     rng = np.random.default_rng(100 + sb)
@@ -73,7 +65,15 @@ def _flagged(sb: int, path: Path) -> None:
         ns[...] = w
 
 
-def _compare(ref: Path, nat: Path) -> None:
+def _casa_order(path: Path) -> np.ndarray:
+    from pyuvdata.utils.pol import determine_pol_order
+
+    with h5py.File(path, "r") as f:
+        pols = f["Header/polarization_array"][()]
+    return np.asarray(determine_pol_order(pols, order="CASA"))
+
+
+def _compare(ref: Path, nat: Path, first_file: Path) -> None:
     t = casacore_tables.table
     with t(str(ref), ack=False) as a, t(str(nat), ack=False) as b:
         assert a.nrows() == b.nrows() > 0
@@ -90,9 +90,15 @@ def _compare(ref: Path, nat: Path) -> None:
             np.testing.assert_array_equal(a.getcol(c), b.getcol(c), err_msg=c)
         for c in CLOSE_COLS:
             np.testing.assert_allclose(a.getcol(c), b.getcol(c), rtol=1e-7, err_msg=c)
+        # pyuvdata writes WEIGHT and SIGMA in its own polarisation order (XX YY XY YX)
+        # while DATA, FLAG and POLARIZATION.CORR_TYPE are in CASA order (XX XY YX YY); the
+        # native writer keeps all of them in CASA order, as the MS definition wants
+        perm = _casa_order(first_file)
+        w = a.getcol("WEIGHT")[:, perm]
+        np.testing.assert_allclose(w, b.getcol("WEIGHT"), rtol=1e-7)
         # pyuvdata leaves SIGMA uninitialised where WEIGHT is 0; compare where defined
-        w = a.getcol("WEIGHT")
-        np.testing.assert_allclose(a.getcol("SIGMA")[w > 0], b.getcol("SIGMA")[w > 0], rtol=1e-7)
+        sig = a.getcol("SIGMA")[:, perm]
+        np.testing.assert_allclose(sig[w > 0], b.getcol("SIGMA")[w > 0], rtol=1e-7)
     for sub, cols in (
         ("ANTENNA", ("POSITION", "NAME", "DISH_DIAMETER")),
         ("SPECTRAL_WINDOW", ("CHAN_FREQ", "CHAN_WIDTH", "NUM_CHAN", "REF_FREQUENCY")),
@@ -131,25 +137,26 @@ def _summarise(ms: Path) -> None:
     shutil.rmtree(work)
 
 
-def _both(files: list[Path], out: Path) -> tuple[Path, Path, dict[str, object]]:
+def _both(
+    files: list[Path], out: Path, **req_fields: object
+) -> tuple[Path, Path, dict[str, object]]:
     ref, nat = out / "ref.ms", out / "nat.ms"
-    req = _request(files)
-    pyuvdata_backend.convert(req, ref)
-    info = native.convert(req, nat)
+    req = replace(_request(files), **req_fields)
+    plan = recipe.plan_for_request(req)
+    pyuvdata_backend.convert(req, ref, plan)
+    info = native.convert(req, nat, plan)
+    recipe.verify_ms(nat, plan)
     return ref, nat, info
 
 
 @pytest.mark.parametrize("npols", [2, 4])
 def test_dsa_group_descending_channels_flags_matches_pyuvdata(tmp_path: Path, npols: int) -> None:
-    p = SimParams(nants=6, nchan=4, ntimes=3, npols=npols, dec_deg=71.0)
-
-    def edit(sb: int, f: Path) -> None:
-        _descending(sb, f)
-        _flagged(sb, f)
-
-    files = _group(tmp_path / "in", p, edit)
+    p = SimParams(nants=6, nchan=4, ntimes=3, npols=npols, dec_deg=71.0, descending=True)
+    files = _group(tmp_path / "in", p, _flagged)
+    with h5py.File(files[0], "r") as f:
+        assert np.all(np.diff(f["Header/freq_array"][()].reshape(-1)) < 0)
     ref, nat, info = _both(files, tmp_path)
-    _compare(ref, nat)
+    _compare(ref, nat, files[0])
     _summarise(nat)
     with casacore_tables.table(f"{nat}/SPECTRAL_WINDOW", ack=False) as spw:
         freqs = spw.getcol("CHAN_FREQ")[0]
@@ -161,24 +168,43 @@ def test_dsa_group_descending_channels_flags_matches_pyuvdata(tmp_path: Path, np
     assert info["n_channels"] == 16 * p.nchan
 
 
+@pytest.mark.parametrize("phasing", ["meridian", "meridian_mid"])
+def test_time_offset_subbands_match_pyuvdata(tmp_path: Path, phasing: str) -> None:
+    """Subbands a few seconds apart share integrations; one a whole integration late
+    leaves flagged rows at both ends of the grid."""
+    offsets = tuple([0.0, 3.0, -2.5, 12.884901888] + [1.0] * 12)
+    p = SimParams(nants=5, nchan=3, ntimes=3, npols=2, time_offsets_s=offsets)
+    files = _group(tmp_path / "in", p)
+    ref, nat, _ = _both(files, tmp_path, phasing=phasing)
+    _compare(ref, nat, files[0])
+    with casacore_tables.table(str(nat), ack=False) as m:
+        assert m.nrows() == 4 * 15  # 4 integrations on the grid, 15 baselines
+        flags = m.getcol("FLAG")
+        # sb03 (the fourth-highest band) lacks the first integration of the grid
+        assert flags.all(axis=(1, 2)).sum() == 0 and flags.any()
+    with casacore_tables.table(f"{nat}/FIELD", ack=False) as fld:
+        assert fld.nrows() == (4 if phasing == "meridian" else 1)
+
+
 @pytest.mark.parametrize(
     "name", ["zen.2458661.23480.HH.uvh5", "zen.2458432.34569.uvh5", "simulated_bda_file.uvh5"]
 )
 def test_real_hera_files_match_pyuvdata(tmp_path: Path, name: str) -> None:
     # mixed baseline conjugation, integer {r, i} visibilities, baseline-dependent averaging
     ref, nat, _ = _both([DATA / name], tmp_path)
-    _compare(ref, nat)
+    _compare(ref, nat, DATA / name)
     _summarise(nat)
 
 
 def test_small_blocks_and_tiles_give_the_same_ms(tmp_path: Path) -> None:
     """Blocks and tiles that do not divide the rows: the layout must not change a number."""
-    files = _group(tmp_path / "in", SimParams(nants=7, nchan=3, ntimes=4), _flagged)
-    req = _request(files)
-    plan = native.plan_group(req)
-    native.write_ms(plan, tmp_path / "big.ms")
-    plan = native.plan_group(req)
-    info = native.write_ms(plan, tmp_path / "small.ms", block_bytes=1, tile_bytes=200)
+    p = SimParams(nants=7, nchan=3, ntimes=4, time_offsets_s=(0.0, 2.0, 13.0))
+    files = _group(tmp_path / "in", p, _flagged)
+    plan = recipe.plan_for_request(_request(files))
+    native.write_ms(native.plan_group(plan), tmp_path / "big.ms")
+    info = native.write_ms(
+        native.plan_group(plan), tmp_path / "small.ms", block_bytes=1, tile_bytes=200, read_ahead=0
+    )
     assert info["block_rows"] < 112 / 4  # many blocks per subband
     t = casacore_tables.table
     with t(str(tmp_path / "big.ms"), ack=False) as a, t(str(tmp_path / "small.ms"), ack=False) as b:

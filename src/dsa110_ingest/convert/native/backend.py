@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from dsa110_ingest.convert.native import jit, kernel, layout, msfile, reader
+from dsa110_ingest.convert import plan as recipe
+from dsa110_ingest.convert import pyuvdata_backend
+from dsa110_ingest.convert.native import jit, kernel, msfile, reader
 from dsa110_ingest.convert.request import ConversionRequest
-from dsa110_ingest.errors import ConversionError
+from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
 
 # Rows per block: a multiple of the tile's rows, sized so that one block of one subband
 # (vis + flags + nsamples and the few temporaries of the kernel) stays near this many bytes.
@@ -20,52 +22,49 @@ BLOCK_BYTES = 16 << 20
 
 @dataclass
 class GroupPlan:
-    """What the writer needs from the recipe, computed once per group from metadata only.
+    """What the writer needs, computed once per group from metadata only.
 
-    ``uv`` is pyuvdata's metadata-only object of the group, phased, channels ascending, its
-    rows in MS order. ``w_old`` is the w each file row was projected with (0 for
-    unprojected rows): the data's rotation is ``exp(-2j pi (w_new - w_old) f / c)``.
+    ``uv`` is pyuvdata's metadata-only object of the group built and phased by the recipe
+    (convert/plan.py): rows in MS order, channels ascending. ``w_old`` is the w each row
+    was projected with before phasing (0 for unprojected drift-scan rows): the data's
+    rotation is ``exp(-2j pi (w_new - w_old) f / c)``. ``row_maps[k]`` takes MS rows to
+    rows of subband k's file (-1: the file lacks it); ``None`` when they coincide.
     """
 
+    recipe: recipe.ConversionPlan
     uv: Any
-    subbands: list[layout.SubbandLayout]
     w_old: np.ndarray
+    row_maps: list[np.ndarray | None]
+    centres: list[recipe.PhaseCentre]
 
 
-def _imports() -> tuple[Any, Any]:
-    try:
-        from casacore import tables
-        from pyuvdata import UVData
-    except ImportError as e:
-        raise ConversionError(
-            "backend 'native' needs the extra 'convert': pip install 'dsa110-ingest[convert]'"
-        ) from e
-    return UVData, tables
+def _row_map(row_index: np.ndarray, n_rows: int) -> np.ndarray | None:
+    if row_index.size == n_rows and np.array_equal(row_index, np.arange(n_rows)):
+        return None
+    rows = np.full(n_rows, -1, dtype=np.int64)
+    rows[row_index] = np.arange(row_index.size)
+    return rows
 
 
-def plan_group(req: ConversionRequest) -> GroupPlan:
-    UVData, _ = _imports()
+def plan_group(plan: recipe.ConversionPlan) -> GroupPlan:
+    """The recipe's metadata for the whole group, phased, and each file's row mapping.
+
+    The same steps as ``plan.phased_metadata`` (read aligned, combine, phase), with the
+    pre-phasing w kept: it is the w the file's data are projected with.
+    """
     jit.cache_pyuvdata_kernels()
-    files = [f.path for f in req.by_frequency]
-    uv = UVData()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        uv.read(files, file_type="uvh5", axis="freq", read_data=False)
-        uv.reorder_freqs(channel_order="freq")
-        unproj = uv._check_for_cat_type("unprojected")
-        w_old = np.where(unproj, 0.0, uv.uvw_array[:, 2])
-        if np.any(unproj):
-            mid = float((uv.time_array.min() + uv.time_array.max()) / 2.0)
-            uv.phase_to_time(mid)
-    ms_freqs = np.asarray(uv.freq_array, dtype=np.float64).reshape(-1)
-    subs = []
-    for path in files:
-        start, n, rev = layout.channel_layout(path, ms_freqs)
-        subs.append(layout.SubbandLayout(path, start, n, rev, None))
-    return GroupPlan(uv, subs, w_old)
+    uv = recipe.combine(
+        [recipe.read_aligned(plan, k, read_data=False) for k in range(len(plan.subbands))]
+    )
+    unprojected = uv._check_for_cat_type("unprojected")
+    w_old = np.where(unprojected, 0.0, uv.uvw_array[:, 2])
+    centres = recipe.apply_phasing(uv, plan)
+    uv.telescope.name = plan.telescope_name
+    maps = [_row_map(s.row_index, plan.n_rows) for s in plan.subbands]
+    return GroupPlan(plan, uv, w_old, maps, centres)
 
 
-def _main_columns(ms: Any, uv: Any, flip: np.ndarray | None) -> None:
+def _main_columns(ms: Any, uv: Any) -> None:
     """The per-row columns, as pyuvdata's ``write_ms`` fills them for one spectral window."""
     from astropy.time import Time
 
@@ -120,32 +119,36 @@ def write_ms(
     read_ahead: int = 2,
 ) -> dict[str, Any]:
     """Write the MS of ``plan`` at ``path`` (which must not exist)."""
-    from pyuvdata import utils
+    try:
+        from pyuvdata import utils
+    except ImportError as e:
+        raise TransientConversionError(
+            "backend 'native' needs the extra 'convert': pip install 'dsa110-ingest[convert]'"
+        ) from e
 
     uv = plan.uv
+    subs = plan.recipe.subbands
     if uv.Nspws != 1:
-        raise ConversionError(
-            f"{plan.subbands[0].path}: {uv.Nspws} spectral windows; the native writer "
+        raise PermanentConversionError(
+            f"{subs[0].name}: {uv.Nspws} spectral windows; the native writer "
             'writes one: set [convert] backend = "pyuvdata" for this data'
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        w_new = uv.uvw_array[:, 2].copy()
-        flip = None
-        if np.any(uv.ant_1_array < uv.ant_2_array) and np.any(uv.ant_1_array > uv.ant_2_array):
-            # as write_ms: CASA wants one conjugation state, ant1 < ant2
-            before = uv.ant_1_array.copy()
+    w_new = uv.uvw_array[:, 2].copy()
+    flip = None
+    if np.any(uv.ant_1_array < uv.ant_2_array) and np.any(uv.ant_1_array > uv.ant_2_array):
+        # as write_ms: CASA wants one conjugation state, ant1 < ant2
+        before = uv.ant_1_array.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             uv.conjugate_bls("ant1<ant2")
-            flip = uv.ant_1_array != before
+        flip = uv.ant_1_array != before
     n_rows, n_chan, n_pol = int(uv.Nblts), int(uv.Nfreqs), int(uv.Npols)
     pol_order = np.asarray(utils.pol.determine_pol_order(uv.polarization_array, order="CASA"))
     conj_pol_order = np.argsort(utils.pol.reorder_conj_pols(uv.polarization_array))
     delta_w = w_new - plan.w_old
     freqs = np.asarray(uv.freq_array, dtype=np.float64).reshape(-1)
-    tiling = msfile.choose_tiling(
-        n_pol, [s.n_chan for s in plan.subbands], tile_bytes, max_rows=n_rows
-    )
-    max_chan = max(s.n_chan for s in plan.subbands)
+    tiling = msfile.choose_tiling(n_pol, [s.n_channels for s in subs], tile_bytes, max_rows=n_rows)
+    max_chan = max(s.n_channels for s in subs)
     per_row = max_chan * n_pol * (8 + 1 + 4)
     block_rows = max(tiling.rows, (block_bytes // per_row) // tiling.rows * tiling.rows)
 
@@ -157,27 +160,26 @@ def write_ms(
 
     ms = msfile.create_main(path, n_rows, n_chan, n_pol, tiling, extra_data_cols)
     try:
-        _main_columns(ms, uv, flip)
+        _main_columns(ms, uv)
         for blk in reader.blocks_ahead(
-            [s.path for s in plan.subbands],
-            [s.rows for s in plan.subbands],
+            [s.path for s in subs],
+            plan.row_maps,
             n_rows,
             block_rows,
             read_ahead,
         ):
-            sb = plan.subbands[blk.source]
+            sb = subs[blk.source]
+            nc = sb.n_channels
             vis, flags, nsa = blk.vis, blk.flags, blk.nsamples
-            if sb.reverse:
+            if sb.descending:
                 vis, flags, nsa = vis[:, ::-1], flags[:, ::-1], nsa[:, ::-1]
-            if vis.shape[1:] != (sb.n_chan, n_pol):
-                raise ConversionError(
-                    f"{sb.path}: visdata has shape {vis.shape[1:]} per row, the header "
-                    f"promises ({sb.n_chan}, {n_pol}); the file is inconsistent, re-copy it"
+            if vis.shape[1:] != (nc, n_pol):
+                raise PermanentConversionError(
+                    f"{sb.name}: visdata has shape {vis.shape[1:]} per row, the header "
+                    f"promises ({nc}, {n_pol}); the file is inconsistent: replace it"
                 )
             rows = slice(blk.start, blk.stop)
-            kernel.phase_rotate(
-                vis, delta_w[rows], freqs[sb.chan_start : sb.chan_start + sb.n_chan]
-            )
+            kernel.phase_rotate(vis, delta_w[rows], freqs[sb.chan_start : sb.chan_start + nc])
             d, fl, ns = kernel.to_ms_block(
                 vis,
                 flags,
@@ -187,7 +189,7 @@ def write_ms(
                 conj_pol_order=conj_pol_order,
             )
             blc = [sb.chan_start, 0]
-            trc = [sb.chan_start + sb.n_chan - 1, n_pol - 1]
+            trc = [sb.chan_start + nc - 1, n_pol - 1]
             nrow = blk.stop - blk.start
             ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=nrow)
@@ -219,12 +221,23 @@ def write_ms(
     }
 
 
-def convert(req: ConversionRequest, tmp_output: Path) -> dict[str, Any]:
-    plan = plan_group(req)
-    return write_ms(plan, tmp_output)
+def convert(
+    req: ConversionRequest, tmp_output: Path, plan: recipe.ConversionPlan
+) -> dict[str, Any]:
+    """The worker's entry point: the recipe's MS at ``tmp_output``, streamed."""
+    try:
+        import casacore.tables  # noqa: F401
+    except ImportError as e:
+        raise TransientConversionError(
+            "backend 'native' needs python-casacore (the extra 'convert'): "
+            "pip install 'dsa110-ingest[convert]'"
+        ) from e
+    group = plan_group(plan)
+    info = write_ms(group, tmp_output)
+    pyuvdata_backend.finish_ms(tmp_output, plan, imaging_columns=req.imaging_columns)
+    mid = plan.mid_centre() if len(group.centres) > 1 else group.centres[0]
+    return {**info, "ra_deg": mid.ra_deg, "dec_deg": mid.dec_deg}
 
 
 def validate_ms(path: Path, n_channels: int) -> str | None:
-    from dsa110_ingest.convert import pyuvdata_backend
-
     return pyuvdata_backend.validate_ms(path, n_channels)

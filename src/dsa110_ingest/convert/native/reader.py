@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from dsa110_ingest.errors import ConversionError
+from dsa110_ingest.errors import ConversionError, PermanentConversionError
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,13 @@ def _blocks(
                 for start in range(0, n_rows, block_rows):
                     end = min(start + block_rows, n_rows)
                     yield Block(i, start, end, *read_rows(f, row_maps[i], start, end))
-        except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            # a dataset missing or of the wrong shape: the file is wrong, not the node
+            raise PermanentConversionError(
+                f"{path}: its visibilities cannot be read ({e}); the file is damaged: "
+                "replace it, or remove it and convert the group without it"
+            ) from e
+        except OSError as e:  # an I/O error may pass (NFS, a disk hiccup): retried
             raise ConversionError(
                 f"reading visibilities from {path} failed: {e}; check the file "
                 "(`h5ls -r` it) or re-copy it from the correlator node"
