@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from dsa110_ingest.convert import plan as recipe
@@ -46,16 +47,57 @@ def _row_map(row_index: np.ndarray, n_rows: int) -> np.ndarray | None:
     return rows
 
 
+def _freq_params(sb: recipe.SubbandPlan, default_spw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Channel widths and spw ids of one file, in the MS's (ascending) channel order."""
+    with h5py.File(sb.path, "r") as f:
+        h = f["Header"]
+        width = np.broadcast_to(
+            np.asarray(h["channel_width"][()], dtype=np.float64).reshape(-1), (sb.n_channels,)
+        )
+        spw = (
+            np.asarray(h["flex_spw_id_array"][()]).reshape(-1)
+            if "flex_spw_id_array" in h
+            else np.full(sb.n_channels, default_spw)
+        )
+    if sb.descending:
+        width, spw = width[::-1], spw[::-1]
+    return np.array(width), np.array(spw)
+
+
+def _extend_freq_axis(uv: Any, plan: recipe.ConversionPlan) -> None:
+    """Give subband 0's metadata-only object the whole group's channels.
+
+    What ``plan.combine`` (pyuvdata's ``fast_concat`` along frequency) makes of the 16
+    metadata-only objects, without reading 15 more: everything but the frequency axis is
+    taken from the first subband there too.
+    """
+    default_spw = int(np.asarray(uv.spw_array).reshape(-1)[0])
+    widths, spws = [np.asarray(uv.channel_width, dtype=np.float64)], [uv.flex_spw_id_array]
+    for sb in plan.subbands[1:]:
+        w, s = _freq_params(sb, default_spw)
+        widths.append(w)
+        spws.append(s)
+    uv.freq_array = plan.freq_hz.astype(np.float64)
+    uv.channel_width = np.concatenate(widths)
+    uv.flex_spw_id_array = np.concatenate(spws).astype(uv.flex_spw_id_array.dtype)
+    uv.Nfreqs = int(uv.freq_array.size)
+    first = np.sort(np.unique(uv.flex_spw_id_array, return_index=True)[1])
+    uv.spw_array = uv.flex_spw_id_array[first]
+    uv.Nspws = int(uv.spw_array.size)
+    uv.history += " Combined data along frequency axis using pyuvdata."
+
+
 def plan_group(plan: recipe.ConversionPlan) -> GroupPlan:
     """The recipe's metadata for the whole group, phased, and each file's row mapping.
 
     The same steps as ``plan.phased_metadata`` (read aligned, combine, phase), with the
-    pre-phasing w kept: it is the w the file's data are projected with.
+    pre-phasing w kept: it is the w the file's data are projected with. Only the first
+    subband is read through pyuvdata; the others add their channels (``_extend_freq_axis``).
     """
     jit.cache_pyuvdata_kernels()
-    uv = recipe.combine(
-        [recipe.read_aligned(plan, k, read_data=False) for k in range(len(plan.subbands))]
-    )
+    uv = recipe.read_aligned(plan, 0, read_data=False)
+    if len(plan.subbands) > 1:
+        _extend_freq_axis(uv, plan)
     unprojected = uv._check_for_cat_type("unprojected")
     w_old = np.where(unprojected, 0.0, uv.uvw_array[:, 2])
     centres = recipe.apply_phasing(uv, plan)
