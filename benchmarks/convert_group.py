@@ -137,12 +137,13 @@ def io_floor(inputs: list[InputFile], ms_bytes: int, scratch: Path) -> float:
 
 
 def metadata_bytes(nblts: int) -> int:
-    """Per-group metadata the native writer holds: pyuvdata's metadata-only object (~25
-    float64/int64 values per row: times, LSTs, UVWs, antenna and baseline numbers, phase
-    centre ids and apparent coordinates) in the plan, its phased copy, and the writer's
-    own per-row arrays (w, min/max weight, WEIGHT, SIGMA) -- 3 x 200 B per row, plus the
-    UVW/TIME columns handed to casacore."""
-    return nblts * 3 * 200 + nblts * 64
+    """Per-group metadata the native writer holds, 1.5 KiB per row: pyuvdata's
+    metadata-only object (~25 float64/int64 values per row: times, LSTs, UVWs, antenna and
+    baseline numbers, phase centre ids and apparent coordinates) and the copies its
+    row alignment and phasing make, the writer's own per-row arrays (w, min/max weight,
+    WEIGHT, SIGMA) and the per-row columns handed to casacore (~1.2 KiB per row measured
+    between the two group sizes below, plus a margin)."""
+    return nblts * 1536
 
 
 def block_bytes_bound(nchan: int, npols: int, block_rows: int, depth: int = 2) -> int:
@@ -264,7 +265,10 @@ def group_benchmark(args: argparse.Namespace) -> int:
     }
 
     def row(label: str, k: str) -> str:
-        return f"| {label} | {t[k]:.2f} | {t[k] / t['a']:.3f} | {m[k]:.0f} | {m[k] / m['a']:.3f} |"
+        return (
+            f"| {label} | {t[k]:.2f} | {t[k] / t['a']:.3f} | {c[k]:.2f} | {c[k] / c['a']:.3f} "
+            f"| {m[k]:.0f} | {m[k] / m['a']:.3f} |"
+        )
 
     tile_rows_md = "\n".join(
         f"| {shape} | {tile >> 10} KiB | {'thread, 2 ahead' if ahead else 'none'} "
@@ -297,9 +301,10 @@ fills pyuvdata's numba cache and the page cache); {machine()}.
 
 **Memory bound of the native writer.** Peak RSS <= the process's fixed footprint
 (interpreter, numpy, h5py, casacore, pyuvdata, astropy: the tiny group's peak)
-\\+ per-group metadata (~664 B per row: pyuvdata's metadata-only object, its phased copy
-and the writer's per-row arrays) \\+ the visibility blocks alive at once (2 queued by the
-read-ahead thread, 1 being read, 1 being written, plus the kernel's temporaries; a block
+\\+ per-group metadata (1.5 KiB per row: pyuvdata's metadata-only object and the copies its
+alignment and phasing make, the writer's per-row arrays) \\+ the visibility blocks alive
+at once (2 queued by the read-ahead thread, 1 being read, 1 being written, plus the
+kernel's temporaries; a block
 is ~{native.BLOCK_BYTES >> 20} MiB of visibilities, rounded to whole tiles). It does not
 depend on the number of subbands (they are written one after another) and grows with
 antennas only through the per-row metadata:

@@ -72,14 +72,36 @@ def test_conjugated_rows_swap_cross_pols_and_ms_gets_the_conjugate() -> None:
     # pols XX YY XY YX
     casa = np.array([0, 2, 3, 1])  # XX XY YX YY
     conj_pols = np.array([0, 1, 3, 2])
-    d, fl, _ = kernel.to_ms_block(
-        vis, flags, nsa, pol_order=casa, conj_rows=np.array([False, True, False]),
+    d, fl, _ = kernel.ms_block(
+        vis, flags, nsa, delta_w_m=np.zeros(3), freqs_hz=np.array([1e9, 1.1e9]),
+        descending=False, pol_order=casa, conj_rows=np.array([False, True, False]),
         conj_pol_order=conj_pols,
     )  # fmt: skip
     np.testing.assert_array_equal(d[0], np.conj(orig[0][:, casa]))
     # row 1 was conjugated to ant1 < ant2: its XY is the original YX, then CASA's conjugate
     np.testing.assert_array_equal(d[1], orig[1][:, conj_pols][:, casa])
     assert fl[1, :, casa.tolist().index(3)].all()  # the flag moved with the swapped pol
+
+
+def test_descending_channels_come_out_ascending_with_their_own_phase() -> None:
+    rng = np.random.default_rng(2)
+    vis = (rng.standard_normal((5, 6, 2)) + 1j * rng.standard_normal((5, 6, 2))).astype(
+        np.complex64
+    )
+    freqs = 1.4e9 - 1e5 * np.arange(6)  # stored high -> low
+    dw = rng.uniform(-100, 100, 5)
+    flags = np.zeros(vis.shape, bool)
+    flags[:, 0] = True  # the highest channel
+    rot = np.exp(-2j * np.pi * np.multiply.outer(dw, freqs) / 299792458.0)
+    want = np.conj(vis * rot[..., None])
+    d, fl, _ = kernel.ms_block(
+        vis.copy(), flags, np.ones(vis.shape, np.float32), delta_w_m=dw, freqs_hz=freqs,
+        descending=True, pol_order=np.array([0, 1]), conj_rows=None,
+        conj_pol_order=np.array([0, 1]),
+    )  # fmt: skip
+    np.testing.assert_allclose(d, want[:, ::-1], rtol=1e-5, atol=1e-5)
+    assert fl[:, -1].all() and not fl[:, :-1].any()
+    assert d.flags.c_contiguous
 
 
 def test_reader_pads_rows_the_file_lacks_and_keeps_order(subband: Path) -> None:

@@ -32,7 +32,7 @@ class GroupPlan:
     rows of subband k's file (-1: the file lacks it); ``None`` when they coincide.
     """
 
-    recipe: recipe.ConversionPlan
+    plan: recipe.ConversionPlan
     uv: Any
     w_old: np.ndarray
     row_maps: list[np.ndarray | None]
@@ -152,7 +152,7 @@ def _subtables(path: Path, uv: Any, pol_order: Any) -> None:
 
 
 def write_ms(
-    plan: GroupPlan,
+    group: GroupPlan,
     path: Path,
     *,
     extra_data_cols: tuple[str, ...] = (),
@@ -160,7 +160,7 @@ def write_ms(
     tile_bytes: int = msfile.TILE_BYTES,
     read_ahead: int = 2,
 ) -> dict[str, Any]:
-    """Write the MS of ``plan`` at ``path`` (which must not exist)."""
+    """Write the MS of ``group`` at ``path`` (which must not exist)."""
     try:
         from pyuvdata import utils
     except ImportError as e:
@@ -168,8 +168,8 @@ def write_ms(
             "backend 'native' needs the extra 'convert': pip install 'dsa110-ingest[convert]'"
         ) from e
 
-    uv = plan.uv
-    subs = plan.recipe.subbands
+    uv = group.uv
+    subs = group.plan.subbands
     if uv.Nspws != 1:
         raise PermanentConversionError(
             f"{subs[0].name}: {uv.Nspws} spectral windows; the native writer "
@@ -187,7 +187,7 @@ def write_ms(
     n_rows, n_chan, n_pol = int(uv.Nblts), int(uv.Nfreqs), int(uv.Npols)
     pol_order = np.asarray(utils.pol.determine_pol_order(uv.polarization_array, order="CASA"))
     conj_pol_order = np.argsort(utils.pol.reorder_conj_pols(uv.polarization_array))
-    delta_w = w_new - plan.w_old
+    delta_w = w_new - group.w_old
     freqs = np.asarray(uv.freq_array, dtype=np.float64).reshape(-1)
     tiling = msfile.choose_tiling(n_pol, [s.n_channels for s in subs], tile_bytes, max_rows=n_rows)
     max_chan = max(s.n_channels for s in subs)
@@ -205,27 +205,27 @@ def write_ms(
         _main_columns(ms, uv)
         for blk in reader.blocks_ahead(
             [s.path for s in subs],
-            plan.row_maps,
+            group.row_maps,
             n_rows,
             block_rows,
             read_ahead,
         ):
             sb = subs[blk.source]
             nc = sb.n_channels
-            vis, flags, nsa = blk.vis, blk.flags, blk.nsamples
-            if sb.descending:
-                vis, flags, nsa = vis[:, ::-1], flags[:, ::-1], nsa[:, ::-1]
+            vis = blk.vis
             if vis.shape[1:] != (nc, n_pol):
                 raise PermanentConversionError(
                     f"{sb.name}: visdata has shape {vis.shape[1:]} per row, the header "
                     f"promises ({nc}, {n_pol}); the file is inconsistent: replace it"
                 )
             rows = slice(blk.start, blk.stop)
-            kernel.phase_rotate(vis, delta_w[rows], freqs[sb.chan_start : sb.chan_start + nc])
-            d, fl, ns = kernel.to_ms_block(
+            d, fl, ns = kernel.ms_block(
                 vis,
-                flags,
-                nsa,
+                blk.flags,
+                blk.nsamples,
+                delta_w_m=delta_w[rows],
+                freqs_hz=sb.freq_hz,  # the file's channel order
+                descending=sb.descending,
                 pol_order=pol_order,
                 conj_rows=None if flip is None else flip[rows],
                 conj_pol_order=conj_pol_order,
@@ -236,8 +236,13 @@ def write_ms(
             ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=nrow)
-            np.minimum(w_min[rows], ns.min(axis=1), out=w_min[rows])
-            np.maximum(w_max[rows], ns.max(axis=1), out=w_max[rows])
+            lo, hi = ns.min(), ns.max()
+            if lo == hi:  # the usual block: one weight everywhere (a cheap flat reduce)
+                np.minimum(w_min[rows], lo, out=w_min[rows])
+                np.maximum(w_max[rows], hi, out=w_max[rows])
+            else:
+                np.minimum(w_min[rows], ns.min(axis=1), out=w_min[rows])
+                np.maximum(w_max[rows], ns.max(axis=1), out=w_max[rows])
         weight = w_min.astype(np.float64)
         uneven = (w_min != w_max).any(axis=1)
         for lo in range(0, n_rows, block_rows):

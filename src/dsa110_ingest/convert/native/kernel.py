@@ -32,33 +32,53 @@ def phase_rotate(vis: np.ndarray, delta_w_m: np.ndarray, freqs_hz: np.ndarray) -
 
     What re-phasing does to the data: ``vis *= exp(-2j pi (w_new - w_old) f / c)``, the
     factor pyuvdata's ``UVData._apply_w_proj`` applies (checked against ``UVData.phase``
-    in tests/convert/test_native_kernel.py).
+    in tests/convert/test_native_kernel.py). ``freqs_hz`` are in ``vis``'s channel order.
     """
     if not np.any(delta_w_m):
         return
     vis *= phase_factors(delta_w_m, np.asarray(freqs_hz, dtype=np.float64))[:, :, np.newaxis]
 
 
-def to_ms_block(
+def ms_block(
     vis: np.ndarray,
     flags: np.ndarray,
     nsamples: np.ndarray,
     *,
+    delta_w_m: np.ndarray,
+    freqs_hz: np.ndarray,
+    descending: bool,
     pol_order: np.ndarray,
     conj_rows: np.ndarray | None,
     conj_pol_order: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The MS's DATA, FLAG, WEIGHT_SPECTRUM of one block, in CASA polarisation order.
+    """One block as the MS holds it: DATA, FLAG, WEIGHT_SPECTRUM, channels ascending, CASA
+    polarisation order. ``vis`` (as read: the file's channel order, ``freqs_hz`` the same
+    order) is rotated in place.
 
-    MS data are the complex conjugate of UVData's (pyuvdata's ``flip_conj`` convention:
-    CASA's baseline is antenna2 - antenna1 seen from the other side). Rows that were
-    conjugated to ant1 < ant2 in the plan are conjugated back, with their cross
-    polarisations swapped (XY of a baseline is YX of its reverse).
+    MS data are the complex conjugate of UVData's (pyuvdata's ``flip_conj`` convention).
+    Rows that were conjugated to ant1 < ant2 in the plan are conjugated back, with their
+    cross polarisations swapped (XY of a baseline is YX of its reverse). The work is done
+    on the contiguous block as read; channel reversal and polarisation order are one copy
+    at the end, none when neither is needed.
     """
+    phase_rotate(vis, delta_w_m, freqs_hz)
     if conj_rows is not None and conj_rows.any():
         sel = np.flatnonzero(conj_rows)
         vis[sel] = np.conj(vis[sel][:, :, conj_pol_order])
         flags[sel] = flags[sel][:, :, conj_pol_order]
         nsamples[sel] = nsamples[sel][:, :, conj_pol_order]
     np.conjugate(vis, out=vis)
-    return vis[:, :, pol_order], flags[:, :, pol_order], nsamples[:, :, pol_order]
+    chans = slice(None, None, -1) if descending else slice(None)
+    if np.array_equal(pol_order, np.arange(pol_order.size)):
+        if not descending:
+            return vis, flags, nsamples
+        return (
+            np.ascontiguousarray(vis[:, chans]),
+            np.ascontiguousarray(flags[:, chans]),
+            np.ascontiguousarray(nsamples[:, chans]),
+        )
+    return (
+        vis[:, chans][:, :, pol_order],
+        flags[:, chans][:, :, pol_order],
+        nsamples[:, chans][:, :, pol_order],
+    )
