@@ -282,6 +282,10 @@ def status_dict(cfg: Config) -> dict[str, Any]:
             }
             for r in db.rejected()
         ]
+        st["conversion_errors"] = [
+            {k: r[k] for k in ("group_id", "state", "attempts", "last_error")}
+            for r in db.troubled_jobs()
+        ]
         hb = db.heartbeat()
         st["heartbeat"] = (
             None
@@ -319,6 +323,9 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     )
     for r in st["rejected_files"][:50]:
         print(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
+    for j in st["conversion_errors"]:
+        what = "failed" if j["state"] == "failed" else "retrying"
+        print(f"  conversion {what} ({j['attempts']}x) {j['group_id']}: {j['last_error']}")
     return EXIT_OK
 
 
