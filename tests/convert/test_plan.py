@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsa110_ingest.config import load_config
-from dsa110_ingest.convert.plan import make_plan
+from dsa110_ingest.convert.plan import make_plan, meridian_icrs
 from dsa110_ingest.errors import ConfigError, PermanentConversionError
 from dsa110_ingest.simulate import INTEGRATION_S, SimParams, plan_groups, write_file
 
@@ -148,3 +148,25 @@ def test_config_keys_for_the_recipe(tmp_path: Path) -> None:
         conf.write_text(f"[convert]\n{bad}\n")
         with pytest.raises(ConfigError, match=r"\[convert\]"):
             load_config(conf, env={})
+
+
+def test_meridian_centres_agree_with_astropy_hadec_to_icrs() -> None:
+    """The erfa shortcut against astropy's full transform (IERS tables, offline)."""
+    astropy_coords = pytest.importorskip("astropy.coordinates")
+    import astropy.units as u
+    from astropy.time import Time
+    from astropy.utils import iers
+
+    jd = np.linspace(2460950.5, 2460951.5, 7)  # a day: every hour angle of the sky
+    loc = astropy_coords.EarthLocation.from_geodetic(-118.2825 * u.deg, 37.2339 * u.deg, 1222 * u.m)
+    for dec in (-20.0, 37.2339, 55.0, 80.0):
+        ours = np.array(meridian_icrs(jd, math.radians(dec), 37.2339, -118.2825, 1222.0))
+        with iers.conf.set_temp("auto_download", False):
+            frame = astropy_coords.HADec(obstime=Time(jd, format="jd", scale="utc"), location=loc)
+            c = astropy_coords.SkyCoord(
+                ha=np.zeros(jd.size) * u.rad, dec=np.full(jd.size, dec) * u.deg, frame=frame
+            ).transform_to(astropy_coords.ICRS())
+        sep = c.separation(
+            astropy_coords.SkyCoord(ours[:, 0] * u.rad, ours[:, 1] * u.rad, frame="icrs")
+        )
+        assert np.all(sep.arcsec < 2.0), (dec, sep.arcsec)
