@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between groups (0: as fast as possible)",
     )
     s.add_argument("--mode", choices=["inplace", "tmp_rename", "rsync"], default="inplace")
+    s.add_argument(
+        "--time-offset-seconds",
+        type=float,
+        default=0.0,
+        help="shift the subbands' integrations by -X .. +X s (spread over sb00..sb15)",
+    )
 
     s = sub.add_parser("convert", help="convert one group now, in the foreground")
     s.add_argument("group_id")
@@ -282,6 +288,10 @@ def status_dict(cfg: Config) -> dict[str, Any]:
             }
             for r in db.rejected()
         ]
+        st["conversion_errors"] = [
+            {k: r[k] for k in ("group_id", "state", "attempts", "last_error")}
+            for r in db.troubled_jobs()
+        ]
         hb = db.heartbeat()
         st["heartbeat"] = (
             None
@@ -319,14 +329,22 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     )
     for r in st["rejected_files"][:50]:
         print(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
+    for j in st["conversion_errors"]:
+        what = "failed" if j["state"] == "failed" else "retrying"
+        print(f"  conversion {what} ({j['attempts']}x) {j['group_id']}: {j['last_error']}")
     return EXIT_OK
 
 
 def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
-    from dsa110_ingest.simulate import SimParams, simulate
+    from dsa110_ingest.simulate import SimParams, simulate, spread_offsets
 
     missing = [int(x) for x in args.missing.split(",") if x.strip()]
-    p = SimParams(nants=args.nants, nchan=args.nchan, ntimes=args.ntimes)
+    p = SimParams(
+        nants=args.nants,
+        nchan=args.nchan,
+        ntimes=args.ntimes,
+        time_offsets_s=spread_offsets(args.time_offset_seconds),
+    )
     plans = simulate(
         _abs(args.out),
         args.groups,

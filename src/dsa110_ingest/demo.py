@@ -19,7 +19,7 @@ from pathlib import Path
 from dsa110_ingest.config import Config
 from dsa110_ingest.db.hdf5 import Hdf5DB
 from dsa110_ingest.events import event_dict
-from dsa110_ingest.simulate import SimParams, simulate
+from dsa110_ingest.simulate import SimParams, simulate, spread_offsets
 
 DEMO_TOML = """\
 # written by `dsa110-ingest demo`
@@ -83,7 +83,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
             n,
             "2025-10-02T00:00:00",
             2.0,
-            params=SimParams(nants=12, nchan=8, ntimes=6),
+            # DSA-110-like: channels descending in each file, subbands' integrations up
+            # to 3 s apart; the MS must come out ascending, on one grid, meridian-phased
+            params=SimParams(nants=12, nchan=8, ntimes=6, time_offsets_s=spread_offsets(3.0)),
             realtime_interval_s=2.0,
             mode="tmp_rename",
         )
@@ -95,9 +97,16 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                 for row in db.events_after(last):
                     last = row["id"]
                     e = event_dict(row)
-                    extra = (
-                        e["payload"].get("ms_path") or f"{len(e['payload'].get('files', []))} files"
-                    )
+                    pl = e["payload"]
+                    extra = pl.get("ms_path") or f"{len(pl.get('files', []))} files"
+                    if "phasing" in pl:
+                        extra += (
+                            f" ({pl['phasing']} at dec {pl['pointing_dec_deg']:.1f} deg from "
+                            f"{pl['pointing_dec_source']}, subbands up to "
+                            f"{pl['max_time_offset_s']:.1f} s apart)"
+                        )
+                    if e["type"] == "group.failed":
+                        extra = f"{pl.get('kind')}: {pl.get('error')}"
                     print(f"  event {e['id']:>3} {e['type']:16} {e['group_id']}  {extra}")
                     if e["type"] in ("group.converted", "group.failed"):
                         converted += 1

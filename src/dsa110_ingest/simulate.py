@@ -49,6 +49,13 @@ class SimParams:
     time_offsets_s: tuple[float, ...] = ()  # per subband number: integrations shifted by s
 
 
+def spread_offsets(max_s: float, n_subbands: int = 16) -> tuple[float, ...]:
+    """Per-subband time offsets from -max_s to +max_s (sb00 earliest); () for none."""
+    if not max_s:
+        return ()
+    return tuple(float(x) for x in np.linspace(-max_s, max_s, n_subbands))
+
+
 @dataclass
 class GroupPlan:
     start_unix: float

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import SMALL, Site, converter_script, db_count, hold_write_lock, wait_for
+from ..conftest import (
+    SMALL,
+    Site,
+    converter_script,
+    db_count,
+    hold_write_lock,
+    wait_for,
+    write_site,
+)
 from .conftest import command_site
 
 
@@ -215,3 +223,28 @@ def test_newest_first_order(tmp_path: Path, sim_groups) -> None:
     names = [Path(line).name for line in log.read_text().splitlines()]
     assert names == sorted(names, reverse=True)
     _ = (json, threading, pytest, SMALL)
+
+
+def test_command_backend_receives_the_recipe_in_inputs_json(
+    tmp_path: Path, ok_script: Path, sim_groups
+) -> None:
+    conv = (
+        f'[convert]\nbackend = "command"\ncommand = ["{ok_script}", "{{output}}", '
+        '"{inputs_json}"]\noutput_dir = "ms"\nphasing = "meridian_mid"\n'
+    )
+    site = write_site(tmp_path, convert=conv)
+    sim_groups(site.incoming, n=1)
+    site.cli("run", "--rescan")
+    (g,) = site.cli_json("groups", "--json")
+    recipe = json.loads((Path(g["ms_path"]) / "inputs.txt").read_text())
+    assert recipe["phasing"] == "meridian_mid" and recipe["field_names"] == ["meridian_icrs_mid"]
+    assert recipe["pointing_dec_deg"] == pytest.approx(55.0)
+    assert recipe["pointing_dec_source"] == "file"
+    assert len(recipe["inputs"]) == 16 and recipe["inputs"][-1].endswith("_sb00.hdf5")
+    assert all(recipe["descending_channels"]) and len(recipe["time_grid_jd"]) == SMALL.ntimes
+    # ms_index and the event carry the MS's phase centre, not the files' drift centre
+    (row,) = sqlite3.connect(_products(site)).execute("SELECT dec_deg FROM ms_index").fetchall()
+    assert abs(row[0] - 55.0) < 0.5
+    (conv_ev,) = [e for e in site.events() if e["type"] == "group.converted"]
+    assert conv_ev["payload"]["phasing"] == "meridian_mid"
+    assert conv_ev["payload"]["max_time_offset_s"] == 0.0

@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
@@ -64,9 +66,22 @@ def finish_ms(path: Path, plan: recipe.ConversionPlan, *, imaging_columns: bool)
             ant.putcol("MOUNT", fixed)
     with table(str(path / "OBSERVATION"), readonly=False, ack=False) as obs:
         obs.putcol("TELESCOPE_NAME", [plan.telescope_name] * obs.nrows())
-    if imaging_columns:
-        # pyuvdata already writes WEIGHT_SPECTRUM (= nsample, 0 on flagged padding)
-        addImagingColumns(str(path), ack=False)
+    if not imaging_columns:
+        return
+    # pyuvdata already writes WEIGHT_SPECTRUM (= nsample, 0 on flagged padding). The new
+    # columns come without values, which CASA refuses: start them as upstream does
+    # (MODEL_DATA = 0, CORRECTED_DATA = DATA, natural IMAGING_WEIGHT), in row blocks
+    addImagingColumns(str(path), ack=False)
+    with table(str(path), readonly=False, ack=False) as main:
+        step = 16384
+        for start in range(0, main.nrows(), step):
+            n = min(step, main.nrows() - start)
+            data = main.getcol("DATA", startrow=start, nrow=n)
+            main.putcol("CORRECTED_DATA", data, startrow=start, nrow=n)
+            main.putcol("MODEL_DATA", np.zeros_like(data), startrow=start, nrow=n)
+            if "IMAGING_WEIGHT" in main.colnames():
+                ws = main.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=n)
+                main.putcol("IMAGING_WEIGHT", ws.mean(axis=2), startrow=start, nrow=n)
 
 
 def validate_ms(path: Path, n_channels: int) -> str | None:

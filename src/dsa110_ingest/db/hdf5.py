@@ -673,6 +673,15 @@ class Hdf5DB:
                 == 1
             )
 
+    def troubled_jobs(self, limit: int = 50) -> list[sqlite3.Row]:
+        """Failed jobs, and pending ones that have an error (waiting for a retry)."""
+        return self.conn.execute(
+            "SELECT group_id, state, attempts, last_error, next_attempt_at FROM conversion_jobs "
+            "WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+
     def jobs_open(self) -> int:
         return int(
             self.conn.execute(
