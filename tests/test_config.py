@@ -118,3 +118,90 @@ def test_running_from_any_folder_creates_no_database_there(tmp_path: Path) -> No
     )
     assert list(cwd.iterdir()) == []
     assert (tmp_path / "home/.local/state/dsa110-ingest/hdf5.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[watch]\nsettle_seconds = 0\n", "settle_seconds"),
+        ("[watch]\nrescan_interval_seconds = -5\n", "rescan_interval_seconds"),
+        ("[watch]\npoll_interval_seconds = nan\n", "poll_interval_seconds"),
+        ("[read]\nbatch_size = 0\n", "batch_size"),
+        ("[read]\nworkers = -1\n", "workers"),
+        ("[groups]\nincomplete_timeout_seconds = 0\n", "incomplete_timeout_seconds"),
+        ("[groups]\nexpected_subbands = 0\n", "expected_subbands"),
+        ("[convert]\nlease_seconds = 0\n", "lease_seconds"),
+        ("[convert]\ntimeout_seconds = -1.5\n", "timeout_seconds"),
+        ("[convert]\nconvert_incomplete_after_seconds = -1\n", "convert_incomplete_after_seconds"),
+        ("[convert]\nbackoff_initial_seconds = 60\nbackoff_max_seconds = 10\n", "backoff_max"),
+        ("[convert]\nmin_subbands = 17\n", "min_subbands"),
+        ("[convert]\nworkers = 0\n", "workers"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors_naming_the_key(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        load_config(f, env={"HOME": str(tmp_path)})
+    msg = str(e.value)
+    assert key in msg and "\n" not in msg and str(f) in msg
+
+
+def test_zero_where_zero_means_something_is_accepted(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[read]\nworkers = 0\n[convert]\nconvert_incomplete_after_seconds = 0\n")
+    cfg = load_config(f, env={"HOME": str(tmp_path)})
+    assert cfg.read.workers == 0
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('metrics_listen = "127.0.0.1:99999"\n', "metrics_listen"),
+        ('metrics_listen = "127.0.0.1:0"\n', "metrics_listen"),
+        ('metrics_listen = "localhost"\n', "metrics_listen"),
+        ('metrics_listen = ":9000"\n', "metrics_listen"),
+        ('state_dir = "afile"\n', "state_dir"),
+        ('events_jsonl = "adir"\n', "events_jsonl"),
+        ('log_file = "adir"\n', "log_file"),
+        ('state_dir = "s"\nhdf5_db = "adir2"\n', "hdf5_db"),
+        ('events_jsonl = "afile/events.jsonl"\n', "events_jsonl"),
+    ],
+)
+def test_config_mistakes_that_gave_tracebacks_are_one_line_errors(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "s" / "adir2").mkdir(parents=True)
+    f = tmp_path / "c.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        load_config(f, env={"HOME": str(tmp_path)})
+    assert f"`{key}`" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_mistakes_through_the_cli_print_one_line_and_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for toml in ('state_dir = "afile"\n', 'metrics_listen = "127.0.0.1:99999"\n'):
+        f = tmp_path / "c.toml"
+        f.write_text(toml)
+        r = subprocess.run(
+            [sys.executable, "-m", "dsa110_ingest", "--config", str(f), "run", "--rescan"],
+            capture_output=True,
+            text=True,
+            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        )
+        assert r.returncode != 0
+        assert "Traceback" not in r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+        assert len(errors) == 1, r.stderr
+
+
+def test_metrics_listen_from_the_command_line_is_checked_too(tmp_path: Path) -> None:
+    cfg = load_config(env={"HOME": str(tmp_path)})
+    with pytest.raises(ConfigError, match="metrics_listen"):
+        cfg.with_overrides(metrics_listen="127.0.0.1:70000")
+    assert cfg.with_overrides(metrics_listen="[::1]:11010").metrics_listen == "[::1]:11010"

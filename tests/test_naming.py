@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dsa110_ingest.errors import MisnamedFileError
-from dsa110_ingest.naming import NameParser
+from dsa110_ingest.naming import NameParser, path_bytes, path_text
 
 
 def test_parses_the_upstream_name() -> None:
@@ -40,3 +44,32 @@ def test_misnamed_data_files_are_errors_that_say_how_to_fix(name: str) -> None:
 )
 def test_candidates_exclude_temp_and_hidden_files(name: str, expected: bool) -> None:
     assert NameParser().is_candidate(name) is expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "2025-10-02T00:00:00_sb00.hdf5\n",
+        "2025-10-02T00:00:00_sb00.hdf5\r\n",
+        "2025-10-02T00:00:00\n_sb00.hdf5",
+        "x2025-10-02T00:00:00_sb00.hdf5",
+        "\udcff\udcfe2025-10-02T00:00:00_sb00.hdf5",  # bytes ff fe: not UTF-8
+        "2025-10-02T00:00:00_sb00\udc80.hdf5",
+    ],
+)
+def test_only_a_whole_name_is_a_subband_name(name: str) -> None:
+    """A trailing newline satisfied `$`, a prefix satisfied `search`: such names are
+    candidates (an operator hears of them) but never subband files."""
+    p = NameParser()
+    assert p.is_candidate(name)
+    with pytest.raises(MisnamedFileError):
+        p.parse("/data/" + name, name)
+
+
+@given(st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b))
+def test_any_name_is_stored_as_text_and_round_trips(raw: bytes) -> None:
+    path = os.fsdecode(b"/data/" + raw)
+    text = path_text(path)
+    text.encode("utf-8")  # storable in any DB column, printable in any log
+    exact = path_bytes(path)
+    assert os.fsdecode(exact if exact is not None else text.encode()) == path

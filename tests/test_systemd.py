@@ -38,6 +38,7 @@ def test_unit_has_what_operations_rely_on() -> None:
         "ReadWritePaths=",
         "PrivateTmp=yes",
         "ProtectHome=yes",
+        "LimitNOFILE=",
     ):
         assert line in text, line
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dsa110_ingest.errors import (
+    ConversionDataError,
     FileLockedError,
     InvalidHeaderError,
     MissingFieldError,
@@ -22,12 +23,14 @@ from dsa110_ingest.errors import (
     NotHDF5Error,
     TruncatedFileError,
 )
-from dsa110_ingest.ingest.reader import ReadFailure, read_for_index
+from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure, read_for_index
 from dsa110_ingest.simulate import SimParams, write_subband_file
 from dsa110_ingest.times import iso_to_unix
-from dsa110_ingest.uvh5 import read_header
+from dsa110_ingest.uvh5 import read_header, refuse_unsafe_inputs
 
+from . import hostile
 from .conftest import DATA, run_without_dac
+from .hostile import SECRET
 
 FIXTURES = ["zen.2458661.23480.HH.uvh5", "zen.2458432.34569.uvh5", "simulated_bda_file.uvh5"]
 
@@ -206,3 +209,78 @@ def test_file_locked_by_a_writer_is_retryable_not_rejected(tmp_path: Path) -> No
         holder.kill()
         holder.wait()
     assert read_header(str(p), locking="true").n_blts == 200
+
+
+# -- files that reach outside themselves, loop, or claim huge allocations (issue 9) -------
+@pytest.mark.parametrize("variant", [0, 1, 2])
+@pytest.mark.parametrize("kind", sorted(hostile.MAKERS))
+def test_hostile_structures_are_rejected_without_being_followed(
+    tmp_path: Path, kind: str, variant: int
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = tmp_path / "2025-10-02T00:00:00_sb03.hdf5"
+    write_subband_file(p, iso_to_unix("2025-10-02T00:00:00"), 3, SimParams(4, 2, 2))
+    want = hostile.MAKERS[kind](p, variant, elsewhere)
+    # through the reader processes: a read that followed the FIFO link would hang, and
+    # is then killed at the deadline (read_timeout, not the reason we want)
+    reader = HeaderReader("best-effort", 1, deadline_s=60)
+    try:
+        (r,) = list(reader.read_many([str(p)]))
+    finally:
+        reader.close()
+    assert isinstance(r, ReadFailure), r
+    assert r.reason == want, r
+    assert SECRET.decode() not in r.message
+    # the converter refuses the same file before pyuvdata opens it
+    with (
+        pytest.raises(ConversionDataError, match=want)
+        if want != ("header_too_large")
+        else _no_raise()
+    ):
+        refuse_unsafe_inputs([str(p)])
+
+
+class _no_raise:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+def test_a_header_bomb_costs_no_memory(tmp_path: Path) -> None:
+    """Peak RSS of a fresh process reading bombs stays what reading a normal file costs
+    (before the byte bound: +100 MB for the string bomb, +640 MB for the array one)."""
+    elsewhere = tmp_path / "e"
+    elsewhere.mkdir()
+    paths = []
+    for v in (0, 1):
+        p = tmp_path / f"2025-10-02T00:00:0{v}_sb03.hdf5"
+        write_subband_file(p, iso_to_unix("2025-10-02T00:00:00"), 3, SimParams(4, 2, 2))
+        hostile.compressed_bomb(p, v, elsewhere)
+        paths.append(str(p))
+    code = (
+        "import resource,sys\n"
+        "from dsa110_ingest.uvh5 import read_header\n"
+        "from dsa110_ingest.errors import UVH5Error\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n"
+        "        read_header(p)\n"
+        "    except UVH5Error as e:\n"
+        "        print(e.reason)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *paths], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[:2] == ["header_too_large", "header_too_large"]
+    assert int(out[2]) < 32, f"reading two bombs grew RSS by {out[2]} MiB"
+
+
+def test_a_fifo_in_place_of_the_file_is_not_opened_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "2025-10-02T00:00:00_sb03.hdf5"
+    os.mkfifo(fifo)
+    with pytest.raises(NotHDF5Error, match="not a regular file"):
+        read_header(str(fifo))

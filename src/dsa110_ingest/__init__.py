@@ -12,6 +12,9 @@ from dsa110_ingest.api import (
 )
 from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.db.hdf5 import SubbandGroup
+from dsa110_ingest.logs import library_default
+
+library_default()  # a library prints nothing of its own; the CLI sets up logging
 
 __version__ = "0.1.0"
 __all__ = [

@@ -55,11 +55,12 @@ def index_hdf5_files(
     loc = next((x for x in cfg.storage_locations if x.path == d), None) or StorageLocation(
         name=f"adhoc:{d}", path=d, role="adhoc", recursive=recursive
     )
+    configured = cfg.storage_locations
     cfg = cfg.with_overrides(storage_locations=(loc,))
     with Hdf5DB(Path(hdf5_db) if hdf5_db is not None else cfg.hdf5_db) as db:
         idx = Indexer(db, cfg)
         try:
-            idx.register_locations()
+            idx.register_locations(within=configured)  # a folder inside one is part of it
             return idx.reconcile()
         finally:
             idx.close()

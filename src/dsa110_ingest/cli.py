@@ -137,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level or cfg.log_level,
                 log_format=args.log_format or cfg.log_format,
             )
-        logs.setup(cfg.log_level, cfg.log_format, cfg.log_file if args.cmd == "run" else None)
+        logs.setup(
+            cfg.log_level,
+            cfg.log_format,
+            cfg.log_file if args.cmd == "run" else None,
+            env=os.environ,
+        )
         return int(COMMANDS[args.cmd](cfg, args) or 0)
     except ConfigError as e:
         if args.cmd == "doctor":

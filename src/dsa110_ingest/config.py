@@ -8,6 +8,7 @@ path in the file is relative to the file's folder, a database name is relative t
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -63,6 +64,8 @@ class ReadConfig:
     hdf5_locking: str = "best-effort"
     workers: int = 0  # 0: one reader process per core for backfills
     batch_size: int = 256
+    # a header read still running after this is killed and the file rejected (a hang)
+    deadline_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class Config:
             srcs[k] = "command line"
         cfg = replace(self, **changes, sources=srcs)
         _check_distinct_dbs(cfg)
+        _listen(cfg.metrics_listen, "command line")
+        _check_path_kinds(cfg, "command line")
         return cfg
 
 
@@ -276,10 +281,7 @@ def _build(
     conv = replace(conv, output_dir=_resolve(conv.output_dir, out_base))
     _validate_convert(conv, where)
     grp: GroupsConfig = parsed_sections["groups"]
-    if grp.expected_subbands < 1 or grp.cluster_tolerance_seconds <= 0:
-        raise ConfigError(
-            f"{where}: [groups] expected_subbands must be >= 1 and cluster_tolerance_seconds > 0"
-        )
+    _check_ranges(parsed_sections | {"convert": conv}, where)
     rd: ReadConfig = parsed_sections["read"]
     if rd.hdf5_locking not in LOCKING:
         raise ConfigError(f"{where}: [read] hdf5_locking must be one of {LOCKING}")
@@ -294,7 +296,7 @@ def _build(
         log_format=log_format,
         log_file=_opt_path("log_file"),
         events_jsonl=_opt_path("events_jsonl"),
-        metrics_listen=_str("metrics_listen", ""),
+        metrics_listen=_listen(_str("metrics_listen", ""), where),
         groups=grp,
         watch=parsed_sections["watch"],
         read=rd,
@@ -303,7 +305,106 @@ def _build(
         sources=sources,
     )
     _check_distinct_dbs(cfg)
+    _check_path_kinds(cfg, where)
     return cfg
+
+
+# Port of the metrics endpoint in examples and docs: outside 9100-9999, the range the
+# Prometheus wiki hands out to exporters (node_exporter 9100, graphite_exporter 9108, ...).
+DEFAULT_METRICS_PORT = 11010
+EXAMPLE_METRICS_LISTEN = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
+
+# (section, key, lowest allowed, is the lowest itself allowed)
+_RANGES: tuple[tuple[str, str, float, bool], ...] = (
+    ("groups", "expected_subbands", 1, True),
+    ("groups", "cluster_tolerance_seconds", 0, False),
+    ("groups", "incomplete_timeout_seconds", 0, False),
+    ("groups", "max_header_skew_seconds", 0, False),
+    ("watch", "settle_seconds", 0, False),
+    ("watch", "poll_interval_seconds", 0, False),
+    ("watch", "rescan_interval_seconds", 0, False),
+    ("watch", "locked_retry_max_seconds", 0, False),
+    ("watch", "incomplete_check_seconds", 0, False),
+    ("read", "workers", 0, True),
+    ("read", "batch_size", 1, True),
+    ("convert", "workers", 1, True),
+    ("convert", "max_attempts", 1, True),
+    ("convert", "backoff_initial_seconds", 0, False),
+    ("convert", "backoff_max_seconds", 0, False),
+    ("convert", "lease_seconds", 0, False),
+    ("convert", "timeout_seconds", 0, False),
+    ("convert", "warn_after_seconds", 0, False),
+    ("convert", "convert_incomplete_after_seconds", 0, True),
+    ("convert", "min_subbands", 1, True),
+)
+
+
+def _check_ranges(sections: Mapping[str, Any], where: str) -> None:
+    """Durations, counts and sizes that would stall or spin the daemon, named by key."""
+    for section, key, low, inclusive in _RANGES:
+        v = getattr(sections[section], key)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{where}: [{section}] {key} must be a finite number, got {v}")
+        if v < low or (v == low and not inclusive):
+            bound = f">= {low:g}" if inclusive else f"> {low:g}"
+            raise ConfigError(f"{where}: [{section}] {key} must be {bound}, got {v:g}")
+    conv = sections["convert"]
+    if conv.backoff_max_seconds < conv.backoff_initial_seconds:
+        raise ConfigError(
+            f"{where}: [convert] backoff_max_seconds ({conv.backoff_max_seconds:g}) must be >= "
+            f"backoff_initial_seconds ({conv.backoff_initial_seconds:g})"
+        )
+    n = sections["groups"].expected_subbands
+    if conv.min_subbands > n:
+        raise ConfigError(
+            f"{where}: [convert] min_subbands ({conv.min_subbands}) must be <= [groups] "
+            f"expected_subbands ({n})"
+        )
+
+
+def _listen(value: str, where: str) -> str:
+    """``HOST:PORT`` (``[v6]:PORT`` too), checked here so the daemon never meets a bad one."""
+    if not value:
+        return value
+    host, sep, port = value.rpartition(":")
+    ok = sep and port.isdigit() and 0 < int(port) <= 65535 and host.strip("[]") != ""
+    if not ok:
+        raise ConfigError(
+            f"{where}: `metrics_listen` {value!r} must be HOST:PORT with a port in 1-65535, "
+            f"e.g. {EXAMPLE_METRICS_LISTEN!r}"
+        )
+    return value
+
+
+_FILE_EXAMPLES = {
+    "hdf5_db": "hdf5.sqlite3",
+    "products_db": "products.sqlite3",
+    "events_jsonl": "events.jsonl",
+    "log_file": "ingest.log",
+}
+
+
+def _check_path_kinds(cfg: Config, where: str) -> None:
+    """A folder where a file is expected (or the reverse) gave tracebacks deep inside."""
+    src = cfg.sources
+    for key in ("state_dir",):
+        p = getattr(cfg, key)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(
+                f"{src.get(key, where)}: `{key}` {p} is a file, not a folder; point it at a "
+                "folder (it is created if missing)"
+            )
+    for key in ("hdf5_db", "products_db", "events_jsonl", "log_file"):
+        p = getattr(cfg, key)
+        if p is not None and p.is_dir():
+            raise ConfigError(
+                f"{src.get(key, where)}: `{key}` {p} is a folder; it must name a file, "
+                f"e.g. {p / _FILE_EXAMPLES[key]}"
+            )
+        if p is not None and p.parent.exists() and not p.parent.is_dir():
+            raise ConfigError(
+                f"{src.get(key, where)}: `{key}` {p}: {p.parent} is a file, not a folder"
+            )
 
 
 def _resolve(p: Path, base: Path) -> Path:
@@ -423,8 +524,6 @@ def _validate_convert(c: ConvertConfig, where: str) -> None:
             f'{where}: [convert] backend = "command" needs `command`, an argv list such as '
             '["my-converter", "--out", "{output}", "{inputs}"]'
         )
-    if c.workers < 1 or c.max_attempts < 1:
-        raise ConfigError(f"{where}: [convert] workers and max_attempts must be >= 1")
     if "{group_id}" not in c.ms_name:
         raise ConfigError(f"{where}: [convert] ms_name must contain {{group_id}}")
     if c.phasing not in PHASINGS:

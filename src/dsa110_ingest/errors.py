@@ -141,3 +141,43 @@ _CONVERSION_ERRORS: tuple[type[ConversionError], ...] = (
 
 class MigrationError(IngestError):
     """A legacy database could not be migrated; nothing was changed."""
+
+
+class UnsafeHDF5Error(UVH5Error):
+    """The file reaches outside itself (or loops) through HDF5 links or storage: never read."""
+
+    reason = "unsafe_hdf5"
+
+
+class SoftLinkError(UnsafeHDF5Error):
+    reason = "soft_link"
+
+
+class ExternalLinkError(UnsafeHDF5Error):
+    reason = "external_link"
+
+
+class ExternalStorageError(UnsafeHDF5Error):
+    reason = "external_storage"
+
+
+class VirtualDatasetError(UnsafeHDF5Error):
+    reason = "virtual_dataset"
+
+
+class HeaderTooLargeError(UVH5Error):
+    """A header field would need more memory than any real header (a compression bomb)."""
+
+    reason = "header_too_large"
+
+
+class ReadTimeoutError(UVH5Error):
+    """Reading the header did not finish within ``[read] deadline_seconds``."""
+
+    reason = "read_timeout"
+
+
+class ConversionDataError(ConversionError):
+    """The group's input files themselves are unusable: trying again cannot help."""
+
+    permanent = True

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest.runtime import open_private
+
 GROUP_COMPLETE = "group.complete"
 GROUP_INCOMPLETE = "group.incomplete"
 GROUP_CONFLICT = "group.conflict"
@@ -79,8 +81,8 @@ class JsonlMirror:
     def sync(self, db: Any) -> int:
         n = 0
         while rows := db.events_after(self.last_id):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
+            # 0640 in a 0750 folder whatever the umask: events name files and groups
+            with open(open_private(self.path), "a", encoding="utf-8") as f:
                 for r in rows:
                     f.write(json.dumps(event_dict(r), sort_keys=True) + "\n")
                     self.last_id = r["id"]

@@ -6,13 +6,14 @@ whether a file is a candidate at all, and gives the timestamp used for grouping.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 from dsa110_ingest.errors import MisnamedFileError
 from dsa110_ingest.times import iso_to_unix
 
-DEFAULT_PATTERN = r"(?P<timestamp>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(?P<index>\d{2})\.hdf5$"
+DEFAULT_PATTERN = r"(?P<timestamp>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(?P<index>\d{2})\.hdf5"
 
 # Names that look like data files but are not matched by the pattern are rejected
 # (an operator must hear about them); everything else is not ours and is ignored.
@@ -36,16 +37,27 @@ class NameParser:
     def __init__(self, pattern: str = DEFAULT_PATTERN, expected_subbands: int = 16) -> None:
         self.pattern = pattern
         self._re = re.compile(pattern)
+        self._tail = re.compile(f"(?:{pattern})\\Z")
         self.expected_subbands = expected_subbands
 
     def is_candidate(self, filename: str) -> bool:
         """A name we should look at: hidden, temp and foreign files are skipped."""
         if filename.startswith("."):
             return False  # rsync temp names, .fuse_hidden*, editor swap files
-        return filename.endswith(_DATA_SUFFIXES) or self._re.search(filename) is not None
+        # trailing whitespace stripped: a newline after ".hdf5" makes a name we must reject
+        # (and say so), not one we silently skip
+        name = filename.rstrip()
+        return name.endswith(_DATA_SUFFIXES) or self._tail.search(name) is not None
 
     def parse(self, path: str, filename: str) -> SubbandName:
-        m = self._re.search(filename)
+        if not is_utf8(filename):
+            raise MisnamedFileError(
+                path_text(path),
+                f"name {path_text(filename)!r} is not valid UTF-8",
+                "rename it to <YYYY-MM-DDTHH:MM:SS>_sb<NN>.hdf5",
+            )
+        # the whole name: a `$` would accept a trailing newline, `search` any prefix
+        m = self._re.fullmatch(filename)
         if m is None:
             raise MisnamedFileError(
                 path,
@@ -67,3 +79,28 @@ class NameParser:
                 "check the file name or `[groups] expected_subbands`",
             )
         return SubbandName(ts, unix, index)
+
+
+def is_utf8(name: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (Python holds them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def path_text(path: str) -> str:
+    """``path`` as text that any database, log or terminal accepts.
+
+    A name that is not UTF-8 has its undecodable bytes written as ``\\xNN``; the exact
+    bytes are kept beside it (:func:`path_bytes`), so the name round-trips.
+    """
+    if is_utf8(path):
+        return path
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def path_bytes(path: str) -> bytes | None:
+    """The exact bytes of a name that is not UTF-8 (None for the usual, UTF-8, case)."""
+    return None if is_utf8(path) else os.fsencode(path)

@@ -14,6 +14,8 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self.address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.setblocking(False)
+        self.dropped = 0  # messages lost because the socket's queue was full
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], pid: int) -> Notifier:
@@ -37,8 +39,12 @@ class Notifier:
             return False
         addr = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
-            self._sock.sendto("\n".join(fields).encode(), addr)
+            # never wait: a notify queue nobody reads must not stall the main loop
+            self._sock.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, addr)
             return True
+        except BlockingIOError:
+            self.dropped += 1  # the next ping (a few seconds on) says the same
+            return False
         except OSError:
             return False  # systemd gone (shutdown) or socket removed: nothing to tell
 
@@ -50,6 +56,10 @@ class Notifier:
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask for ``seconds`` more before TimeoutStartSec (a long start-up reconcile)."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

@@ -8,6 +8,8 @@ set flags; the loop notices within 0.2 s and shuts down in stages.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import queue
 import signal
@@ -33,13 +35,23 @@ from dsa110_ingest.errors import DatabaseError, IngestError
 from dsa110_ingest.events import JsonlMirror
 from dsa110_ingest.ingest.indexer import BatchResult, Indexer
 from dsa110_ingest.ingest.watcher import DELETED, MOVED, FileEvent, Watcher
-from dsa110_ingest.metrics import Metrics
+from dsa110_ingest.metrics import Metrics, package_version
+from dsa110_ingest.runtime import EventIdFloor, MountWatch, StateLock, affects, ensure_dir
 from dsa110_ingest.sdnotify import Notifier
 
 log = structlog.get_logger("dsa110_ingest.service")
 
 EXIT_OK = 0
 EXIT_FATAL = 1
+
+_FD_ERRNOS = (errno.EMFILE, errno.ENFILE)
+PROGRESS_EVERY_S = 5.0
+# a start-up reconcile asks systemd for this much more time at each progress report
+EXTEND_START_S = 60.0
+
+
+def _out_of_fds(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _FD_ERRNOS
 
 
 @dataclass
@@ -56,6 +68,7 @@ class ServiceHooks:
 
     watch_drop: Callable[[FileEvent], bool] | None = None
     mounts_file: str = "/proc/self/mounts"
+    mountinfo_file: str = "/proc/self/mountinfo"
     executor: Executor | None = None
     clock: Callable[[], float] = time.time
 
@@ -93,6 +106,16 @@ class Service:
         self.mirror = JsonlMirror(cfg.events_jsonl) if cfg.events_jsonl else None
         self.queue: queue.Queue[FileEvent] = queue.Queue()
         self._deferred: dict[str, _Deferred] = {}
+        self.lock = StateLock(cfg.hdf5_db)
+        self.floor: EventIdFloor | None = None
+        self.mounts: MountWatch | None = None
+        self._db_ident: tuple[int, int] | None = None
+        self._events_dirty = False
+        self._ready = False
+        self._last_tick = time.monotonic()
+        self._stall_s = 30.0
+        self._health: tuple[bool, str] = (False, "starting: start-up reconcile running")
+        self._last_fd_log = 0.0
 
     # -- signals ------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -111,16 +134,44 @@ class Service:
             signal.signal(s, self._on_signal)
 
     # -- start-up -----------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, what: str = "run") -> None:
         if not self.cfg.storage_locations:
             raise IngestError(
                 "no storage locations configured: add a [[storage_locations]] table "
                 "(name, path) to the config file (see config/ingest.toml)"
             )
+        try:
+            ensure_dir(self.cfg.state_dir)
+            ensure_dir(self.cfg.hdf5_db.parent)
+        except OSError as e:
+            raise IngestError(
+                f"cannot create state_dir {self.cfg.state_dir}: {e.strerror}; make its parent "
+                "writable by this user or set `state_dir` elsewhere"
+            ) from None
+        # one daemon per HDF5 DB: a second one would mirror every event twice
+        try:
+            self.lock.acquire(what)
+        except PermissionError as e:
+            raise IngestError(
+                f"cannot create the lock file {self.lock.path}: {e.strerror}; make "
+                f"{self.lock.path.parent} writable by this user (the daemon's state lives there)"
+            ) from None
         self.db = Hdf5DB(self.cfg.hdf5_db)
+        st = os.stat(self.cfg.hdf5_db)
+        self._db_ident = (st.st_dev, st.st_ino)
+        self.floor = EventIdFloor(self.cfg.hdf5_db)
+        if self.db.raise_event_id_floor(self.floor.value):
+            log.warning(
+                "events.id_floor_restored",
+                next_id=self.floor.value + 1,
+                hint="the HDF5 DB is newer than the events already handed out (was it "
+                "deleted?); event ids continue above the last one ever used",
+            )
+        self.floor.write(self.db.event_id_high())
         ProductsDB(self.cfg.products_db).close()  # fail now, not at the first conversion
         self.indexer = Indexer(self.db, self.cfg, clock=self.clock)
         self.indexer.convert_enabled = self.cfg.convert.enabled
+        self.indexer.reader.on_wait = self.notifier.watchdog  # hung reads: still alive
         self.indexer.register_locations()
 
     def _start_dispatcher(self) -> None:
@@ -132,6 +183,8 @@ class Service:
 
     def _on_convert_event(self, etype: str, gid: str, seconds: float) -> None:
         self.metrics.events.labels(etype).inc()
+        self.metrics.last_event.set(time.time())
+        self._events_dirty = True  # the id floor is written by the main thread
         if etype == ev.GROUP_CONVERTED:
             self.metrics.conversion_seconds.observe(seconds)
 
@@ -143,8 +196,15 @@ class Service:
             assert self.db is not None and self.indexer is not None
             if self.mirror:
                 self.mirror.sync(self.db)  # events committed just before a crash
+            last_file, last_event = self.db.last_activity()
+            self.metrics.last_file_indexed.set(last_file)
+            self.metrics.last_event.set(last_event)
             if self.cfg.metrics_listen:
-                self.metrics.serve(self.cfg.metrics_listen)
+                self.metrics.serve(self.cfg.metrics_listen, health=self.health)
+            try:
+                self.mounts = MountWatch(self.hooks.mountinfo_file)
+            except OSError as e:
+                log.warning("mounts.unwatched", error=str(e), hint="mounts are seen by reconcile")
             self.watcher = Watcher(
                 self.indexer.locations,
                 self.indexer.parser,
@@ -157,11 +217,14 @@ class Service:
             # watches first, then the reconcile: a file written during start-up is seen by
             # one or the other (or both: indexing is idempotent), never by neither
             self.watcher.start()
-            self._reconcile("start-up")
+            self._reconcile("start-up", progress=self._progress_reporter(startup=True))
             self._start_dispatcher()
             self.notifier.ready(self._status_line())
+            self._ready = True
+            self._health = (True, "ok")
             log.info(
                 "service.ready",
+                version=package_version(),
                 locations={n: m for n, m in self.watcher.modes.items()},
                 hdf5_db=str(self.cfg.hdf5_db),
                 products_db=str(self.cfg.products_db),
@@ -170,8 +233,7 @@ class Service:
             )
             return self._loop()
         except IngestError as e:
-            log.error("service.fatal", error=str(e))
-            print(f"dsa110-ingest: error: {e}", file=sys.stderr)
+            _error_line(e, "service.fatal")
             return EXIT_FATAL
         except Exception:
             # a bug: say so in the structured log, exit non-zero so systemd restarts us;
@@ -183,55 +245,102 @@ class Service:
 
     def _loop(self) -> int:
         assert self.db and self.indexer and self.watcher
-        w = self.cfg.watch
         wd = self.notifier.watchdog_interval
         beat_every = min(5.0, wd) if wd else 5.0
-        last_beat = last_expire = last_locations = 0.0
-        last_reconcile = time.monotonic()
+        self._stall_s = max(30.0, 6 * beat_every)
+        self._loop_state = _LoopState(last_reconcile=time.monotonic())
         while not self.should_exit:
-            # wake for the next settled file, not only at the 0.2 s tick
-            due_in = self.watcher.settler.next_due_in()
-            self._drain(0.2 if due_in is None else min(0.2, max(0.005, due_in)))
-            now_m = time.monotonic()
-            due = self.watcher.settler.due()
-            if due:
-                self._index([FileEvent("ready", p, time.time()) for p in due])
-            self._retry_deferred()
-            if now_m - last_locations >= 1.0:
-                self.watcher.check_locations()
-                last_locations = now_m
-            reasons = self.watcher.take_reconcile_request()
-            if reasons or now_m - last_reconcile >= w.rescan_interval_seconds:
-                self._reconcile(", ".join(reasons) or "periodic")
-                last_reconcile = time.monotonic()
-            if now_m - last_expire >= w.incomplete_check_seconds:
-                self._publish(self._guard(lambda: BatchResult(events=self.indexer.expire_groups())))  # type: ignore[union-attr]
-                last_expire = now_m
-            if self._reopen_logs:
-                self._reopen_logs = False
-                logs.reopen()
-                log.info("service.logs_reopened")
-            if now_m - last_beat >= beat_every:
-                last_beat = now_m
-                if not self._health_and_ping():
+            self._last_tick = time.monotonic()
+            try:
+                if not self._tick(beat_every):
                     return EXIT_FATAL
+            except OSError as e:
+                if not _out_of_fds(e):
+                    raise
+                # EMFILE/ENFILE is a condition of the node, not a bug: log, wait, go on
+                self._fd_exhausted(e, "main loop")
+                time.sleep(1.0)
         return EXIT_OK
+
+    def _tick(self, beat_every: float) -> bool:
+        """One turn of the main loop; False: exit non-zero (systemd restarts us)."""
+        assert self.db and self.indexer and self.watcher
+        w = self.cfg.watch
+        ls = self._loop_state
+        # wake for the next settled file, not only at the 0.2 s tick
+        due_in = self.watcher.settler.next_due_in()
+        self._drain(0.2 if due_in is None else min(0.2, max(0.005, due_in)))
+        now_m = time.monotonic()
+        due = self.watcher.settler.due()
+        if due:
+            self._index([FileEvent("ready", p, time.time()) for p in due])
+        self._retry_deferred()
+        if now_m - ls.last_locations >= 1.0:
+            self._check_mounts()
+            self.watcher.check_locations()
+            ls.last_locations = now_m
+        reasons = self.watcher.take_reconcile_request()
+        if reasons or now_m - ls.last_reconcile >= w.rescan_interval_seconds:
+            done = self._reconcile(", ".join(reasons) or "periodic")
+            ls.last_reconcile = time.monotonic()
+            if done is None:  # failed (DB busy, out of descriptors): again soon
+                ls.last_reconcile -= max(0.0, w.rescan_interval_seconds - 10.0)
+        if self._events_dirty:
+            self._events_dirty = False
+            self._note_event_ids()
+        if now_m - ls.last_expire >= w.incomplete_check_seconds:
+            self._publish(self._guard(lambda: BatchResult(events=self.indexer.expire_groups())))  # type: ignore[union-attr]
+            ls.last_expire = now_m
+        if self._reopen_logs:
+            self._reopen_logs = False
+            logs.reopen()
+            log.info("service.logs_reopened")
+        if now_m - ls.last_beat >= beat_every:
+            ls.last_beat = now_m
+            if not self._health_and_ping():
+                return False
+        return True
 
     def _health_and_ping(self) -> bool:
         """Heartbeat row + WATCHDOG=1, only while the watchers run and the DB takes writes."""
         assert self.db and self.watcher
+        lost = self._db_lost()
+        if lost:
+            self._health = (False, f"HDF5 DB {lost}")
+            log.error(
+                "service.db_lost",
+                path=str(self.cfg.hdf5_db),
+                problem=lost,
+                last_event_id=self.floor.value if self.floor else None,
+                action="exiting so that it is restarted on a DB at that path; event ids "
+                "continue above the last one handed out",
+            )
+            return False
         alive = self.watcher.alive()
         self.metrics.watcher_alive.set(1 if alive else 0)
         conv_ok = self.dispatcher is None or self.dispatcher.alive()
         db_ok = True
+        now = self.clock()
         try:
             self.db.write_heartbeat(
-                os.getpid(), socket.gethostname(), self.started_at, self.clock(), self._status()
+                os.getpid(), socket.gethostname(), self.started_at, now, self._status()
             )
+            self.metrics.heartbeat.set(now)
         except DatabaseError as e:
             db_ok = False
             log.error("service.db_unwritable", error=str(e))
+        self._note_event_ids()
         self._refresh_gauges()
+        problems = [
+            what
+            for what, ok in (
+                ("a watcher thread died", alive),
+                ("the HDF5 DB takes no writes", db_ok),
+                ("the conversion dispatcher died", conv_ok),
+            )
+            if not ok
+        ]
+        self._health = (not problems, "; ".join(problems) or "ok")
         if alive and db_ok and conv_ok:
             self.notifier.watchdog()
             self.notifier.status(self._status_line())
@@ -251,6 +360,94 @@ class Service:
         # a dead thread never comes back, and without a systemd watchdog nobody would notice
         # the hang: exit. A busy or read-only DB may recover: keep running (and keep work).
         return bool(self.notifier.watchdog_usec) or not threads_dead
+
+    def health(self) -> tuple[bool, str]:
+        """For /healthz (called from the metrics server's threads): the main loop turns,
+        and at the last heartbeat the watchers, the dispatcher and the DB were fine."""
+        if self._ready:
+            stalled = time.monotonic() - self._last_tick
+            if stalled > self._stall_s and not self.should_exit:
+                return False, f"main loop stalled for {stalled:.0f} s"
+        if self.should_exit:
+            return False, "stopping"
+        return self._health
+
+    def _db_lost(self) -> str | None:
+        """The DB file at the configured path is gone or another one: we would write into
+        an unlinked file that nobody else sees."""
+        try:
+            st = os.stat(self.cfg.hdf5_db)
+        except FileNotFoundError:
+            return "was deleted"
+        except OSError:
+            return None  # unreadable for a moment (NFS hiccup): the DB write check covers it
+        if self._db_ident is not None and (st.st_dev, st.st_ino) != self._db_ident:
+            return "was replaced by another file"
+        return None
+
+    def _note_event_ids(self) -> None:
+        if self.floor is None or self.db is None:
+            return
+        try:
+            self.floor.write(self.db.event_id_high())
+        except OSError as e:
+            if _out_of_fds(e):
+                self._fd_exhausted(e, "event id floor")
+                self._events_dirty = True
+            else:
+                log.error("events.id_floor_unwritable", path=str(self.floor.path), error=str(e))
+
+    def _fd_exhausted(self, e: OSError, where: str) -> None:
+        self.metrics.fd_exhausted.inc()
+        now = time.monotonic()
+        if now - self._last_fd_log >= 10.0:
+            self._last_fd_log = now
+            log.error(
+                "service.too_many_open_files",
+                where=where,
+                error=e.strerror,
+                hint="work is kept and retried; raise LimitNOFILE= (ulimit -n) if this recurs",
+            )
+
+    def _check_mounts(self) -> None:
+        """A filesystem mounted over (or away from under) a location: the old watch sees
+        the covered folder, not the new one. Re-arm it and reconcile at once."""
+        if self.mounts is None or self.watcher is None:
+            return
+        changed = self.mounts.changed()
+        if not changed:
+            return
+        for _, loc in self.watcher.locations:
+            hits = sorted(m for m in changed if affects(m, loc.path))
+            if hits:
+                log.warning("location.mount_changed", location=loc.name, mounts=hits)
+                self.watcher.rearm(loc.name)
+                self.watcher.request_reconcile(f"mount change at {', '.join(hits)}")
+
+    def _progress_reporter(self, startup: bool = False) -> Callable[[int, int], None]:
+        """Off a terminal: `reconcile.progress` every few seconds; under systemd, a start-up
+        reconcile also asks for more start time so TimeoutStartSec does not kill it."""
+        t0 = last = time.monotonic()
+
+        def report(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < PROGRESS_EVERY_S and done < total:
+                return
+            last = now
+            self._last_tick = now
+            rate = done / max(1e-6, now - t0)
+            log.info(
+                "reconcile.progress",
+                done=done,
+                total=total,
+                files_per_s=round(rate),
+                eta_s=round((total - done) / rate) if rate > 0 else None,
+            )
+            if startup and not self._ready:
+                self.notifier.extend_timeout(EXTEND_START_S)
+
+        return report
 
     # -- work -----------------------------------------------------------------------
     def _drain(self, timeout: float) -> None:
@@ -329,10 +526,16 @@ class Service:
             [FileEvent("ready", p, self._deferred[p].seen_at) for p in due if p in self._deferred]
         )
 
-    def _reconcile(self, reason: str) -> BatchResult | None:
+    def _reconcile(
+        self, reason: str, progress: Callable[[int, int], None] | None = None
+    ) -> BatchResult | None:
         assert self.indexer
         t0 = time.monotonic()
-        r = self._guard(self.indexer.reconcile)
+        r = self._guard(
+            lambda: self.indexer.reconcile(  # type: ignore[union-attr]
+                on_progress=progress or self._progress_reporter()
+            )
+        )
         if r is None:
             return None
         self.metrics.reconcile_runs.inc()
@@ -367,6 +570,11 @@ class Service:
         except DatabaseError as e:
             log.error("service.db_error", error=str(e), hint="work is kept and retried")
             return None
+        except OSError as e:
+            if not _out_of_fds(e):
+                raise
+            self._fd_exhausted(e, "indexing")
+            return None
 
     def _publish(self, r: BatchResult | None) -> None:
         if r is None:
@@ -376,10 +584,14 @@ class Service:
         c.rejected += r.rejected
         self.metrics.files_indexed.inc(r.indexed)
         self.metrics.files_rejected.inc(r.rejected)
+        if r.indexed + r.updated + r.moved:
+            self.metrics.last_file_indexed.set(time.time())
         for etype, _gid in r.events:
             c.events[etype] = c.events.get(etype, 0) + 1
             self.metrics.events.labels(etype).inc()
         if r.events:
+            self.metrics.last_event.set(time.time())
+            self._note_event_ids()
             if self.dispatcher:
                 self.dispatcher.wake.set()
             if self.mirror and self.db:
@@ -411,13 +623,13 @@ class Service:
             groups, jobs = self.db.state_counts()
         except DatabaseError:
             return
-        for state, n in groups.items():
-            self.metrics.groups.labels(state).set(n)
-        for state, n in jobs.items():
-            self.metrics.conversions.labels(state).set(n)
+        self.metrics.set_states(groups, jobs)
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
+        self.metrics.close()
+        if self.mounts:
+            self.mounts.close()
         if self.watcher:
             self.watcher.stop()
         if self.dispatcher:
@@ -427,92 +639,175 @@ class Service:
         if self.db:
             if self.mirror:
                 self.mirror.sync(self.db)
+            self._note_event_ids()
             self.db.close()
-        log.info("service.stopped")
+            log.info("service.stopped")
+        self.lock.release()
 
     # -- burst mode -----------------------------------------------------------------
     def rescan(self, progress: bool = False) -> int:
-        """One pass over every location with the live path's indexer, conversions drained."""
+        """One pass over every location with the live path's indexer, conversions drained.
+
+        It takes the daemon's lock: beside a running daemon it refuses (one line naming
+        the daemon's pid) rather than race it; see docs/operations.md."""
         self.install_signal_handlers()
         t0 = time.monotonic()
         try:
-            self._open()
+            self._open("run --rescan")
             assert self.db and self.indexer
-            bar = _ProgressBar() if progress else None
-            r = self.indexer.reconcile(on_progress=bar, obs_expiry=True)
-            if bar:
-                bar.done()
+            if progress:
+                with logs.ProgressBar("files") as bar:
+                    r = self.indexer.reconcile(on_progress=bar, obs_expiry=True)
+            else:
+                r = self.indexer.reconcile(on_progress=self._progress_reporter(), obs_expiry=True)
             self._publish(r)
             dt = time.monotonic() - t0
             rate = r.seen / dt if dt > 0 else 0.0
             completes = sum(1 for e in r.events if e[0] == ev.GROUP_COMPLETE)
             incompletes = sum(1 for e in r.events if e[0] == ev.GROUP_INCOMPLETE)
-            print(
-                f"rescan: {r.seen} files seen ({r.indexed} indexed, {r.updated} updated, "
-                f"{r.moved} moved, {r.unchanged} unchanged, {r.rejected} rejected, "
-                f"{r.missing} missing, {len(r.deferred)} busy) in {dt:.2f} s "
-                f"({rate:.0f} files/s); {completes} groups completed, {incompletes} "
-                f"incomplete",
-                file=sys.stderr,
-            )
-            for path, msg in r.rejections[:20]:
-                print(f"  rejected {path}: {msg}", file=sys.stderr)
-            if len(r.rejections) > 20:
+            if logs.human():
                 print(
-                    f"  ... {len(r.rejections) - 20} more: `dsa110-ingest status`", file=sys.stderr
-                )
-            conversions_ok = self._drain_conversions() if self.convert else True
-            for loc in r.missing_locations:
-                print(
-                    f"dsa110-ingest: error: storage location {loc} does "
-                    "not exist; mount or create it, or remove it from the config",
+                    f"rescan: {r.seen} files seen ({r.indexed} indexed, {r.updated} updated, "
+                    f"{r.moved} moved, {r.unchanged} unchanged, {r.rejected} rejected, "
+                    f"{r.missing} missing, {len(r.deferred)} busy) in {dt:.2f} s "
+                    f"({rate:.0f} files/s); {completes} groups completed, {incompletes} "
+                    f"incomplete",
                     file=sys.stderr,
+                )
+                for path, msg in r.rejections[:20]:
+                    print(f"  rejected {path}: {msg}", file=sys.stderr)
+                if len(r.rejections) > 20:
+                    print(
+                        f"  ... {len(r.rejections) - 20} more: `dsa110-ingest status`",
+                        file=sys.stderr,
+                    )
+            else:
+                # off a terminal every stderr line is a JSON object (rejections are
+                # already logged one by one as file.rejected)
+                log.info(
+                    "rescan.summary",
+                    seen=r.seen,
+                    indexed=r.indexed,
+                    updated=r.updated,
+                    moved=r.moved,
+                    unchanged=r.unchanged,
+                    rejected=r.rejected,
+                    missing=r.missing,
+                    busy=len(r.deferred),
+                    seconds=round(dt, 3),
+                    files_per_s=round(rate),
+                    groups_completed=completes,
+                    groups_incomplete=incompletes,
+                )
+            conversions_ok = self._drain_conversions(progress) if self.convert else True
+            for loc in r.missing_locations:
+                _error_line(
+                    f"storage location {loc} does not exist; mount or create it, or remove "
+                    "it from the config",
+                    "rescan.location_missing",
                 )
             return EXIT_FATAL if r.missing_locations or not conversions_ok else EXIT_OK
         except IngestError as e:
-            print(f"dsa110-ingest: error: {e}", file=sys.stderr)
+            _error_line(e, "rescan.fatal")
             return EXIT_FATAL
         finally:
             self._shutdown()
 
-    def _drain_conversions(self) -> bool:
+    def _drain_conversions(self, progress: bool = False) -> bool:
         """False when a group failed in this pass or waits on a node condition."""
         assert self.db
         open_jobs = self.db.jobs_open()
         if not open_jobs:
             return True
-        print(f"rescan: converting {open_jobs} group(s)", file=sys.stderr)
+        if logs.human():
+            print(f"rescan: converting {open_jobs} group(s)", file=sys.stderr)
+        else:
+            log.info("rescan.converting", groups=open_jobs)
         self._start_dispatcher()
         assert self.dispatcher
-        while not self.should_exit and self.dispatcher.alive():
-            # a group waiting on the node (disk full) is not retried within one pass
-            if self.db.jobs_open() <= len(self.dispatcher.waiting_on_node):
-                break
-            time.sleep(0.2)
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(logs.ProgressBar("groups converted")) if progress else None
+            while not self.should_exit and self.dispatcher.alive():
+                left = self.db.jobs_open()
+                if bar is not None:
+                    bar(open_jobs - min(left, open_jobs), open_jobs)
+                # a group waiting on the node (disk full) is not retried within one pass
+                if left <= len(self.dispatcher.waiting_on_node):
+                    break
+                time.sleep(0.2)
         st = self.db.counts()["conversions"]
-        print(
-            "rescan: conversions " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())),
-            file=sys.stderr,
-        )
+        if logs.human():
+            print(
+                "rescan: conversions " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())),
+                file=sys.stderr,
+            )
+        else:
+            log.info("rescan.conversions", **{s: n for s, n in sorted(st.items())})
         d = self.dispatcher
         for gid in sorted(d.failed | d.waiting_on_node):
             job = self.db.job(gid)
             what = "failed" if gid in d.failed else "waits on this node"
-            print(f"rescan: {gid} {what}: {job['last_error'] if job else ''}", file=sys.stderr)
+            err = job["last_error"] if job else ""
+            if logs.human():
+                print(f"rescan: {gid} {what}: {err}", file=sys.stderr)
+            else:
+                log.warning("rescan.group_not_converted", group=gid, state=what, error=err)
         return not (d.failed or d.waiting_on_node)
 
 
-class _ProgressBar:
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
+# a heartbeat older than this (6 missed beats) makes a daemon that holds the lock "stale"
+STALE_AFTER_S = 30.0
 
-    def __call__(self, done: int, total: int) -> None:
-        width = 30
-        frac = done / total if total else 1.0
-        rate = done / max(1e-6, time.monotonic() - self.t0)
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        sys.stderr.write(f"\r[{bar}] {done}/{total} files  {rate:.0f}/s")
-        sys.stderr.flush()
 
-    def done(self) -> None:
-        sys.stderr.write("\n")
+def daemon_status(cfg: Config, now: float | None = None) -> dict[str, Any]:
+    """running / stale / stopped, for `status` and scripts: the lock says whether a daemon
+    process is alive on this DB (it dies with the process, so no pid guessing), the
+    heartbeat's age whether it still works."""
+    now = time.time() if now is None else now
+    try:
+        holder = StateLock(cfg.hdf5_db).holder()
+    except OSError:
+        holder = None  # lock file unreadable to this user: fall back to the pid below
+    hb = None
+    if cfg.hdf5_db.exists():
+        with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+            hb = db.heartbeat()
+    age = None if hb is None or hb["updated_at"] is None else max(0.0, now - hb["updated_at"])
+    pid = holder or (hb["pid"] if hb is not None else None)
+    if holder is None and pid and hb is not None and hb["hostname"] == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+            holder = pid  # alive, lock not visible to us
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            holder = pid  # alive, owned by another user
+    if holder is None:
+        state = "stopped"
+    elif age is not None and age <= STALE_AFTER_S:
+        state = "running"
+    else:
+        state = "stale"
+    return {
+        "state": state,
+        "pid": pid if holder is not None else None,
+        "heartbeat_age_seconds": None if age is None else round(age, 1),
+        "stale_after_seconds": STALE_AFTER_S,
+        "version": package_version(),
+    }
+
+
+@dataclass
+class _LoopState:
+    last_reconcile: float
+    last_beat: float = 0.0
+    last_expire: float = 0.0
+    last_locations: float = 0.0
+
+
+def _error_line(e: BaseException | str, event: str) -> None:
+    """One line for a person on a terminal, one JSON object off it."""
+    if logs.human():
+        print(f"dsa110-ingest: error: {e}", file=sys.stderr)
+    else:
+        log.error(event, error=str(e))

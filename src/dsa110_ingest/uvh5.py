@@ -11,23 +11,32 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5d, h5f, h5g, h5p, h5s, h5t
+from h5py import h5d, h5f, h5g, h5l, h5o, h5p, h5s, h5t
 
 from dsa110_ingest.errors import (
+    ConversionDataError,
+    ExternalLinkError,
+    ExternalStorageError,
     FileLockedError,
     FilePermissionError,
     FileVanishedError,
+    HeaderTooLargeError,
     InvalidHeaderError,
     MissingFieldError,
     MissingHeaderError,
     NotHDF5Error,
+    SoftLinkError,
     TruncatedFileError,
+    UnsafeHDF5Error,
     UVH5Error,
+    VirtualDatasetError,
 )
 from dsa110_ingest.times import jd_to_mjd
 
@@ -50,6 +59,13 @@ REQUIRED = (
 # ~111k baseline-times per file, so 1e8 leaves ample room.
 MAX_BLTS = 100_000_000
 MAX_FREQS = 10_000_000
+# Memory, not element counts, bounds a read: a few hundred bytes of gzip can claim a
+# 300 MB string. DSA-110's largest header dataset (time_array) is ~0.9 MB.
+MAX_READ_BYTES = 64 * 2**20
+MAX_TEXT_BYTES = 64 * 2**10
+# Header/ and Data/ of a UVH5 file hold a few dozen objects, two levels deep at most
+MAX_OBJECTS = 10_000
+MAX_DEPTH = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +122,8 @@ class _Node:
         self.prefix = prefix
         # one listing of the members: a lookup of a missing name costs an HDF5 error stack
         gid = h5g.open(fid, prefix.rstrip(b"/") or b"/")
+        # before any member is opened: a soft-link loop or an external link is never followed
+        _check_links(gid, prefix.decode("utf-8", "replace").strip("/"))
         self.names = frozenset(n.decode("utf-8", "replace") for n in gid)
         self._open: dict[str, h5d.DatasetID | None] = {}
 
@@ -114,9 +132,12 @@ class _Node:
             return None
         if key not in self._open:
             try:
-                self._open[key] = h5d.open(self.fid, self.prefix + key.encode())
+                ds = h5d.open(self.fid, self.prefix + key.encode())
             except (KeyError, ValueError, TypeError):
-                self._open[key] = None
+                ds = None
+            if ds is not None:
+                _check_storage(ds, (self.prefix + key.encode()).decode("utf-8", "replace"))
+            self._open[key] = ds
         return self._open[key]
 
     def group(self, key: str) -> _Node | None:
@@ -134,14 +155,16 @@ class _Node:
         ds = self._ds(key)
         return None if ds is None else ds.shape
 
-    def read(self, key: str, max_size: int) -> np.ndarray | None:
+    def read(self, key: str, max_size: int, max_bytes: int = MAX_READ_BYTES) -> np.ndarray | None:
         """The dataset's value in its own type; None when there is no such dataset."""
         ds = self._ds(key)
         if ds is None:
             return None
-        shape = self._checked_shape(key, ds, max_size)
         dt = ds.dtype
+        shape = self._checked_shape(key, ds, max_size, dt.itemsize, max_bytes)
         if dt.kind in "OV":  # variable-length strings, compounds: the slow path
+            # a variable-length string lives uncompressed in the file's heap: it can be no
+            # bigger than the file, so there is no amplification to bound beyond the count
             return np.asarray(h5py.Dataset(ds)[()])
         out = np.empty(shape, dtype=dt)
         ds.read(h5s.ALL, h5s.ALL, out)
@@ -154,7 +177,7 @@ class _Node:
         ds = self._ds(key)
         if ds is None:
             return None
-        shape = self._checked_shape(key, ds, max_size)
+        shape = self._checked_shape(key, ds, max_size, 8, MAX_READ_BYTES)
         out = np.empty(shape, dtype=np.float64)
         try:
             ds.read(h5s.ALL, h5s.ALL, out, _F64)
@@ -163,7 +186,9 @@ class _Node:
         return out
 
     @staticmethod
-    def _checked_shape(key: str, ds: h5d.DatasetID, max_size: int) -> tuple[int, ...]:
+    def _checked_shape(
+        key: str, ds: h5d.DatasetID, max_size: int, itemsize: int, max_bytes: int
+    ) -> tuple[int, ...]:
         shape = ds.shape
         if shape is None:  # an HDF5 null dataspace: present, but no value
             raise ValueError(f"{key} has no value (null dataspace)")
@@ -172,7 +197,126 @@ class _Node:
             n *= d
         if n > max_size:
             raise OverflowError(key)
+        # the reader's own allocation (float64 for numbers: HDF5 converts through a
+        # bounded buffer, so the file's type does not add to it)
+        nbytes = n * itemsize
+        if nbytes > max_bytes:
+            raise _TooLarge(key, nbytes, max_bytes)
         return shape
+
+
+class _TooLarge(Exception):
+    def __init__(self, key: str, nbytes: int, limit: int) -> None:
+        super().__init__(key)
+        self.key, self.nbytes, self.limit = key, nbytes, limit
+
+
+class _Unsafe(Exception):
+    def __init__(self, kind: type[UnsafeHDF5Error], where: str, detail: str) -> None:
+        super().__init__(where)
+        self.kind, self.where, self.detail = kind, where, detail
+
+
+def _link_problem(gid: h5g.GroupID, raw: bytes, ltype: int) -> _Unsafe:
+    name = raw.decode("utf-8", "replace")
+    if ltype == h5l.TYPE_SOFT:
+        target = gid.links.get_val(raw).decode("utf-8", "replace")
+        return _Unsafe(SoftLinkError, name, f"is a soft link to {target!r}")
+    if ltype == h5l.TYPE_EXTERNAL:
+        fname, obj = gid.links.get_val(raw)
+        return _Unsafe(
+            ExternalLinkError,
+            name,
+            f"is an external link to {obj.decode('utf-8', 'replace')!r} in "
+            f"{fname.decode('utf-8', 'replace')!r}",
+        )
+    return _Unsafe(ExternalLinkError, name, f"is a user-defined link (type {ltype})")
+
+
+def _check_links(gid: h5g.GroupID, where: str) -> None:
+    """Every member of ``gid`` is a hard link: read from the group's own link table, so a
+    soft-link loop or an external link to a FIFO is found without being followed."""
+    bad: list[tuple[bytes, int]] = []
+
+    def visit(raw: bytes, info: Any) -> int | None:
+        if info.type != h5l.TYPE_HARD:
+            bad.append((raw, info.type))
+            return 1  # stop the iteration
+        return None
+
+    gid.links.iterate(visit, info=True)
+    if bad:
+        e = _link_problem(gid, *bad[0])
+        e.where = f"{where}/{e.where}" if where else e.where
+        raise e
+
+
+def _check_storage(ds: h5d.DatasetID, where: str) -> None:
+    """Raw data kept in other files (external storage, virtual datasets) is never read."""
+    dcpl = ds.get_create_plist()
+    if dcpl.get_layout() == h5d.VIRTUAL:
+        raise _Unsafe(VirtualDatasetError, where, "is a virtual dataset (data in other files)")
+    if dcpl.get_external_count() > 0:
+        ext = dcpl.get_external(0)[0].decode("utf-8", "replace")
+        raise _Unsafe(ExternalStorageError, where, f"keeps its raw data outside the file ({ext!r})")
+
+
+def _walk(gid: h5g.GroupID, where: str, depth: int, budget: list[int]) -> None:
+    """Links and storage of everything under ``gid`` (the converter reads all of it)."""
+    if depth > MAX_DEPTH:
+        raise _Unsafe(UnsafeHDF5Error, where, "groups nested too deep (a hard-link cycle?)")
+    _check_links(gid, where)
+    for raw in gid:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _Unsafe(UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects")
+        here = f"{where}/{raw.decode('utf-8', 'replace')}"
+        obj = h5o.open(gid, raw)
+        if isinstance(obj, h5g.GroupID):
+            _walk(obj, here, depth + 1, budget)
+        elif isinstance(obj, h5d.DatasetID):
+            _check_storage(obj, here)
+
+
+def check_contained(fid: h5f.FileID, full: bool = True) -> None:
+    """Raise ``_Unsafe`` unless the root's links, and everything under Header/ and Data/,
+    stay inside the file. ``full=False`` (the indexer's hot path) leaves the storage check
+    of each Header/ dataset to the moment it is opened: a full walk would triple the cost
+    of a header read, and datasets the index never opens are never read by it."""
+    root = h5g.open(fid, b"/")
+    _check_links(root, "")
+    budget = [MAX_OBJECTS]
+    members = set(root)
+    for raw in (b"Header", b"Data"):
+        if raw not in members:
+            continue
+        obj = h5o.open(root, raw)
+        if not isinstance(obj, h5g.GroupID):
+            continue
+        if full or raw == b"Data":
+            _walk(obj, raw.decode(), 1, budget)
+        # else: each group of Header/ the reader uses checks its links as it is opened
+
+
+def _unsafe_error(path: str, e: _Unsafe) -> UnsafeHDF5Error:
+    return e.kind(
+        path,
+        f"{e.where} {e.detail}; files that link or store data outside themselves are never read",
+        "rewrite the file with its data inside it (h5repack -f NONE does not follow links; "
+        "pyuvdata's write_uvh5 does)",
+    )
+
+
+def assert_self_contained(path: str) -> None:
+    """For the converter: raise :class:`UnsafeHDF5Error` when ``path`` links or stores data
+    outside itself (the same rule as the indexer's)."""
+    fid = _open(path, "best-effort")
+    try:
+        check_contained(fid, full=True)
+    except _Unsafe as e:
+        raise _unsafe_error(path, e) from None
+    finally:
+        fid.close()
 
 
 _F64 = h5t.NATIVE_DOUBLE
@@ -219,24 +363,71 @@ def open_error(path: str, exc: OSError) -> UVH5Error:
     )
 
 
-def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
-    """Read the index metadata of one UVH5 file. Raises :class:`UVH5Error` subclasses."""
+def refuse_unsafe_inputs(paths: Iterable[str]) -> None:
+    """For the converter, before it opens anything with pyuvdata: raise
+    :class:`ConversionDataError` when an input links or stores data outside itself (a
+    file changed after it was indexed, or indexed before this check existed)."""
+    for p in paths:
+        try:
+            assert_self_contained(p)
+        except UnsafeHDF5Error as e:
+            raise ConversionDataError(
+                f"input refused ({e.reason}): {e}; the group is not converted "
+                "(retrying cannot help)"
+            ) from None
+        except UVH5Error:
+            continue  # missing or damaged: the converter reports that in its own words
+
+
+def _open(path: str, locking: str) -> h5f.FileID:
     try:
-        if os.path.getsize(path) == 0:
+        # O_NONBLOCK: a FIFO put in place of the file must not block this open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotHDF5Error(
+                path,
+                "not a regular file (a FIFO, socket or device)",
+                "only UVH5 subband files belong in a storage location",
+            )
+        if st.st_size == 0:
             raise NotHDF5Error(
                 path,
                 "empty file (0 bytes)",
                 "a writer may still be starting; it is retried when it grows",
             )
-        fid = h5f.open(os.fsencode(path), h5f.ACC_RDONLY, fapl=_fapl(locking))
+        return h5f.open(os.fsencode(path), h5f.ACC_RDONLY, fapl=_fapl(locking))
     except UVH5Error:
         raise
     except OSError as e:
         raise open_error(path, e) from None
+
+
+def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
+    """Read the index metadata of one UVH5 file. Raises :class:`UVH5Error` subclasses."""
+    fid = _open(path, locking)
     try:
+        check_contained(fid, full=False)
         return _read_open(path, _Node(fid, b""))
     except UVH5Error:
         raise
+    except _Unsafe as e:
+        raise _unsafe_error(path, e) from None
+    except _TooLarge as e:
+        raise HeaderTooLargeError(
+            path,
+            f"Header/{e.key} would need {e.nbytes / 2**20:.1f} MiB to read (limit "
+            f"{e.limit / 2**20:.2f} MiB): a corrupt or hostile header",
+            "the file cannot be used; write it again",
+        ) from None
+    except RuntimeError as e:
+        # HDF5's own failures (a link or object it cannot resolve) are the file's fault
+        raise InvalidHeaderError(
+            path, f"HDF5 could not resolve an object: {e}", "check the file with h5dump"
+        ) from None
     except OSError as e:
         # a read failing after a good open means the file is damaged past its header
         raise TruncatedFileError(
@@ -265,7 +456,7 @@ def _missing(path: str, key: str) -> MissingFieldError:
 
 
 def _scalar(path: str, h: _Node, key: str, numeric: bool = True) -> Any:
-    v = h.read_number(key, 1) if numeric else h.read(key, 1)
+    v = h.read_number(key, 1) if numeric else h.read(key, 1, MAX_TEXT_BYTES)
     if v is None:
         raise _missing(path, key)
     if v.size != 1:
@@ -296,6 +487,13 @@ def _float(path: str, h: _Node, key: str) -> float:
 
 def _text(path: str, h: _Node, key: str) -> str:
     v = _scalar(path, h, key, numeric=False)
+    if isinstance(v, bytes | str) and len(v) > MAX_TEXT_BYTES:
+        # a variable-length string: read already (no bigger than the file), never kept
+        raise HeaderTooLargeError(
+            path,
+            f"Header/{key} is a {len(v)}-byte string (limit {MAX_TEXT_BYTES})",
+            "the file cannot be used; write it again",
+        )
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     if isinstance(v, str):

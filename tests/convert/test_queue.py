@@ -39,7 +39,8 @@ def test_rescan_converts_every_complete_group_once(
     site = command_site(tmp_path, ok_script)
     sim_groups(site.incoming, n=3)
     p = site.cli("run", "--rescan")
-    assert "conversions 3 converted" in p.stderr
+    (done,) = [json.loads(ln) for ln in p.stderr.splitlines() if "rescan.conversions" in ln]
+    assert done["converted"] == 3
     rows = (
         sqlite3.connect(_products(site))
         .execute("SELECT group_id, path, status, start_mjd, ra_deg FROM ms_index ORDER BY group_id")
@@ -174,7 +175,8 @@ def test_locked_products_db_is_written_after_release(
     p = site.cli("run", "--rescan", timeout=180)
     locker.wait()
     assert time.monotonic() - t0 >= 10
-    assert "conversions 1 converted" in p.stderr
+    (done,) = [json.loads(ln) for ln in p.stderr.splitlines() if "rescan.conversions" in ln]
+    assert done["converted"] == 1
     assert db_count(_products(site), "SELECT COUNT(*) FROM ms_index") == 1
 
 

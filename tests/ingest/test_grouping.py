@@ -57,6 +57,8 @@ class _FakeReader(HeaderReader):
         for p in paths:
             ts = iso_to_unix(os.path.basename(p)[:19])
             mjd = ts / 86400 + 40587
+            sb = int(os.path.basename(p)[22:24])
+            f0 = 1.5e9 - sb * 2e7  # each subband its own band, sb00 the highest
             yield HeaderInfo(
                 4,
                 10,
@@ -68,8 +70,8 @@ class _FakeReader(HeaderReader):
                 mjd,
                 mjd + 0.003,
                 mjd + 0.0015,
-                1.3e9,
-                1.31e9,
+                f0,
+                f0 + 1e6,
                 1e6,
                 12.9,
                 "OVRO_DSA",

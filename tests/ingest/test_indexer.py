@@ -217,3 +217,136 @@ def test_rewritten_file_updates_its_row_without_new_events(site: Site, sim_group
         f["Header/history"][()] = b"touched"
     r = idx.reconcile()
     assert (r.updated, r.indexed, r.events) == (1, 0, [])
+
+
+# -- issue 9: overlapping frequencies, names, hostile structures; issue 10: paths --------
+def _group_files(out: Path, start: str = "2025-10-02T00:00:00") -> dict[int, Path]:
+    from dsa110_ingest.simulate import plan_groups
+
+    (plan,) = plan_groups(1, start, 2.0)
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        sb: write_file(out, t, sb, SMALL, obs_start_unix=plan.start_unix)
+        for sb, t in plan.files.items()
+    }
+
+
+def _conflicts(db: Hdf5DB) -> list[dict]:
+    import json
+
+    return [
+        json.loads(e["payload"])
+        for e in db.events_after(0, 10_000)
+        if e["type"] == "group.conflict"
+    ]
+
+
+@pytest.mark.parametrize("impostor_first", [False, True])
+def test_one_subbands_data_under_another_name_is_a_conflict_never_a_group(
+    site: Site, tmp_path: Path, impostor_first: bool
+) -> None:
+    files = _group_files(tmp_path / "src")
+    real_sb01 = files[1]
+    fake = site.incoming / real_sb01.name
+    shutil.copy(files[0], fake)  # sb00's data (and frequencies) named sb01
+    db, idx = _indexer(site)
+    order = [fake, files[0]] if impostor_first else [files[0], fake]
+    rest = [f for sb, f in files.items() if sb not in (0, 1)]
+    for f in [*rest[:3], *order, *rest[3:]]:  # live arrivals, one at a time
+        dst = site.incoming / f.name
+        if f != fake:
+            shutil.copy(f, dst)
+        idx.index_paths([str(dst)])
+    gid = db.list_groups(None, None, None)[0]["group_id"]
+    assert db.group(gid)["state"] != "complete" and db.count_events("group.complete") == 0
+    c = [x for x in _conflicts(db) if x.get("reason") == "overlapping_frequencies"]
+    assert c and c[-1]["path"] == str(fake)  # the file off its band is the suspect
+    assert str(fake) in c[0]["paths"] and str(site.incoming / files[0].name) in c[0]["paths"]
+    assert db.get_file(str(fake))["is_duplicate"] == 1
+    assert db.get_file(str(site.incoming / files[0].name))["is_duplicate"] == 0
+    # resolved: the impostor replaced by the real sb01 -> complete, exactly once
+    fake.unlink()
+    idx.reconcile()
+    shutil.copy(real_sb01, fake)
+    idx.index_paths([str(fake)])
+    assert db.group(gid)["state"] == "complete" and db.count_events("group.complete") == 1
+    assert {f["freq_min_hz"] for f in db.group_files(gid)}.__len__() == 16
+    idx.close()
+    db.close()
+
+
+def test_a_name_that_is_not_utf8_is_rejected_and_the_rest_indexed(site: Site, sim_groups) -> None:
+    sim_groups(site.incoming, n=1)
+    raw = os.fsencode(site.incoming) + b"/\xff\xfe2025-10-02T00:00:01_sb00.hdf5"
+    with open(raw, "wb") as f:
+        f.write(b"x")
+    db, idx = _indexer(site)
+    r = idx.reconcile()
+    assert (r.indexed, r.rejected) == (16, 1)
+    (row,) = db.rejected()
+    assert row["reason"] == "misnamed" and bytes(row["path_bytes"]) == raw
+    assert "\\xff\\xfe2025" in row["path"]  # printable, and says which bytes
+    r2 = idx.reconcile()  # known: not tried again every reconcile
+    assert (r2.rejected, db.rejected()[0]["attempts"]) == (0, 1)
+    idx.index_paths([os.fsdecode(raw)])  # a watcher event for it is harmless too
+    idx.close()
+    db.close()
+
+
+def test_a_location_spelled_with_dotdot_or_a_symlink_is_one_set_of_rows(
+    tmp_path: Path, sim_groups
+) -> None:
+    site = write_site(tmp_path)
+    sim_groups(site.incoming, n=1)
+    db, idx = _indexer(site)
+    assert idx.reconcile().indexed == 16
+    idx.close()
+    # the same folder through `..` and through a symlinked parent
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+    for spelled in (tmp_path / "cli" / ".." / "incoming", tmp_path / "alias" / "incoming"):
+        from dsa110_ingest.api import index_hdf5_files
+
+        r = index_hdf5_files(spelled, config=site.cfg)
+        assert (r.indexed, r.moved) == (0, 0), spelled
+    n = db.conn.execute("SELECT COUNT(*), COUNT(DISTINCT storage_location_id) FROM hdf5_file_index")
+    assert tuple(n.fetchone()) == (16, 1)  # no duplicate rows, still the configured location
+    assert _conflicts(db) == []
+    db.close()
+
+
+def test_an_adhoc_folder_inside_a_location_is_indexed_as_part_of_it(
+    tmp_path: Path, sim_groups
+) -> None:
+    from dsa110_ingest.api import index_hdf5_files
+
+    site = write_site(tmp_path)
+    sub = site.incoming / "night1"
+    sim_groups(sub, n=1)
+    r = index_hdf5_files(sub, config=site.cfg)
+    assert r.indexed == 16
+    db = site.db()
+    locs = {row["id"]: row["name"] for row in db.locations()}
+    ids = {row[0] for row in db.conn.execute("SELECT storage_location_id FROM hdf5_file_index")}
+    assert [locs[i] for i in ids] == ["incoming"]
+    db.close()
+
+
+def test_hostile_structures_in_a_backfill_are_rejected_and_harm_nothing(
+    site: Site, sim_groups, tmp_path: Path
+) -> None:
+    from .. import hostile
+
+    sim_groups(site.incoming, n=1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    want = {}
+    for i, (_kind, make) in enumerate(sorted(hostile.MAKERS.items())):
+        p = write_file(site.incoming, iso_to_unix("2025-10-02T05:00:00") + 1000 * i, 3, SMALL)
+        want[str(p)] = make(p, i, elsewhere)
+    db, idx = _indexer(site)
+    r = idx.reconcile()
+    assert r.indexed == 16 and db.count_events("group.complete") == 1
+    assert {row["path"]: row["reason"] for row in db.rejected()} == want
+    idx.close()
+    db.close()

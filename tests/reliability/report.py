@@ -23,6 +23,9 @@ OUTCOME_KEYS = (
     "missed_timeouts",
     "marked_deleted_while_away",
     "order_inversions",
+    "second_daemons_started",
+    "ids_reused",
+    "daemon_exit_code",
 )
 
 
@@ -51,12 +54,28 @@ def main() -> int:
         "|---|---|---|",
     ]
     for r in rows:
-        ran = {k: v for k, v in r.items() if k not in ("scenario", "at", *OUTCOME_KEYS)}
+        ran = {k: v for k, v in r.items() if k not in ("scenario", "at", "classes", *OUTCOME_KEYS)}
+        if "classes" in r:
+            ran["classes"] = f"{len(r['classes'])} (below)"
         outcome = {k: r[k] for k in OUTCOME_KEYS if k in r}
         lines.append(
             f"| {r['scenario']} | {'; '.join(f'{k}: {fmt(v)}' for k, v in ran.items())}"
             f" | {'; '.join(f'{k}: {fmt(v)}' for k, v in outcome.items())} |"
         )
+    for r in rows:
+        if not r.get("classes"):
+            continue
+        lines += [
+            "",
+            f"### Classes tried: {r['scenario']}",
+            "",
+            "| class | tried | result |",
+            "|---|---|---|",
+        ]
+        for kind, outcomes in sorted(r["classes"].items()):
+            tried = sum(outcomes.values())
+            result = "; ".join(f"{o}: {n}" for o, n in sorted(outcomes.items()))
+            lines.append(f"| {kind} | {tried} | {result} |")
     lines += [
         "",
         "Every stream scenario ends with the same ledger check (`tests/reliability/conftest.py`):",

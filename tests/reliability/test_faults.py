@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -370,3 +371,227 @@ def test_clock_jumps(tmp_path: Path, record) -> None:
         early_timeouts=0,
         missed_timeouts=0,
     )
+
+
+# -- operating conditions (issue 9, items 7, 8, 9, 11) ------------------------------------
+
+
+def _hdf5(site) -> Path:  # type: ignore[no-untyped-def]
+    return site.root / "state" / "hdf5.sqlite3"
+
+
+def test_second_daemon_on_one_state_refuses_naming_the_pid(
+    tmp_path: Path, daemon_factory, record
+) -> None:
+    conv = stand_in_converter(tmp_path / "c")
+    site = reliability_site(tmp_path / "s", conv, output=str(tmp_path / "ms"))
+    first = daemon_factory(site)
+    first.wait_ready()
+    refused = 0
+    for args in (("run",), ("run", "--rescan")):
+        r = site.cli(*args, check=False, timeout=60)
+        assert r.returncode == 1, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, r.stderr
+        assert f"pid {first.proc.pid}" in lines[0] and "Traceback" not in r.stderr
+        refused += 1
+    writer = _stream(site, 2)
+    writer.join()
+    wait_for(lambda: _converted(site) == 2, 60, lambda: first.log.read_text()[-3000:])
+    assert first.stop() == 0
+    assert_exact(ledger(site), 2)
+    # SIGKILLed holder: the kernel drops the flock, the next daemon starts
+    second = daemon_factory(site)
+    second.wait_ready()
+    second.kill()
+    third = daemon_factory(site)
+    third.wait_ready()
+    assert third.stop() == 0
+    record("second daemon on one state", attempts=refused, second_daemons_started=0, lost=0)
+
+
+@pytest.mark.timeout(900)
+def test_idle_metrics_connections_under_a_low_fd_limit(
+    tmp_path: Path, daemon_factory, record
+) -> None:
+    import resource
+    import socket
+    import urllib.error
+    import urllib.request
+
+    conv = stand_in_converter(tmp_path / "c")
+    site = reliability_site(tmp_path / "s", conv, output=str(tmp_path / "ms"))
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    limit = 256  # soft limit in the daemon, as `ulimit -n` / LimitNOFILE would set it
+    env = site.env()
+    logf = open(tmp_path / "daemon.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsa110_ingest", "run", "--metrics-listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        cwd=site.root,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+    )
+    log = tmp_path / "daemon.log"
+    idle: list[socket.socket] = []
+    try:
+        wait_for(lambda: "service.ready" in log.read_text(), 60, lambda: log.read_text())
+        for _ in range(limit + 200):
+            c = socket.socket()
+            c.settimeout(5)
+            try:
+                c.connect(("127.0.0.1", port))
+            except OSError:
+                c.close()
+                continue
+            idle.append(c)
+        writer = _stream(site, 2)
+        writer.join()
+        wait_for(lambda: _converted(site) == 2, 120, lambda: log.read_text()[-3000:])
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+        # the server still answers once the idle ones time out
+        def healthy() -> bool:
+            try:
+                return (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status
+                    == 200
+                )
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_for(healthy, 60)
+        n_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        assert n_fds < limit - 50, n_fds
+    finally:
+        for c in idle:
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+        logf.close()
+    assert rc == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()
+    assert_exact(ledger(site), 2)
+    record(
+        "idle metrics connections",
+        connections=len(idle),
+        fd_limit=limit,
+        daemon_fds_after=n_fds,
+        daemon_exits=0,
+        lost=0,
+        duplicated=0,
+    )
+
+
+def test_hdf5_db_deleted_while_running_exits_and_never_reuses_event_ids(
+    tmp_path: Path, daemon_factory, record
+) -> None:
+    conv = stand_in_converter(tmp_path / "c")
+    site = reliability_site(tmp_path / "s", conv, output=str(tmp_path / "ms"))
+    d = daemon_factory(site)
+    d.wait_ready()
+    _stream(site, 2).join()
+    wait_for(lambda: _converted(site) == 2, 60, lambda: d.log.read_text()[-3000:])
+    ids_before = [e["id"] for e in site.events()]
+    high = max(ids_before)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(_hdf5(site)) + suffix)
+    rc = d.proc.wait(60)  # the heartbeat notices within seconds
+    d._logf.close()
+    assert rc == 1, d.log.read_text()[-3000:]
+    assert any(ln.get("event") == "service.db_lost" for ln in d.lines())
+    # systemd would restart it: the new DB re-indexes the files, ids continue above `high`
+    d2 = daemon_factory(site)
+    d2.wait_ready()
+    wait_for(lambda: any(e["id"] > high for e in site.events()), 60)
+    new_ids = [e["id"] for e in site.events()]
+    assert min(new_ids) > high, (high, new_ids)
+    assert d2.stop() == 0
+    record(
+        "HDF5 DB deleted while running",
+        events_before=len(ids_before),
+        daemon_exit_code=rc,
+        ids_reused=len(set(ids_before) & set(new_ids)),
+    )
+
+
+needs_mount_ns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None,
+    reason="mounting a tmpfs needs root (or a user namespace) and util-linux",
+)
+
+
+@needs_mount_ns
+def test_mount_over_a_location_is_watched_at_once(tmp_path: Path, record) -> None:
+    from ..conftest import write_site
+
+    site = write_site(tmp_path / "s", toml_extra="")
+    # a day between periodic reconciles: only the mount watch can find the new files
+    text = site.config_path.read_text().replace(
+        "[watch]\n", "[watch]\nrescan_interval_seconds = 86400\n"
+    )
+    site.config_path.write_text(text)
+    log = tmp_path / "daemon.log"
+    logf = open(log, "w")  # noqa: SIM115
+    # the daemon in a private mount namespace, so the tmpfs is seen only there
+    proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-m", "dsa110_ingest", "run"],
+        env=site.env(),
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        cwd=site.root,
+    )
+    try:
+        wait_for(lambda: "service.ready" in log.read_text(), 60, lambda: log.read_text())
+        subprocess.run(
+            [
+                "nsenter",
+                "-t",
+                str(proc.pid),
+                "-m",
+                "mount",
+                "-t",
+                "tmpfs",
+                "none",
+                str(site.incoming),
+            ],
+            check=True,
+        )
+        wait_for(lambda: "location.mount_changed" in log.read_text(), 30, log.read_text)
+        # write inside the namespace, onto the tmpfs
+        (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0)
+        stage = tmp_path / "stage"
+        stage.mkdir()
+        for sb, t in sorted(plan.files.items()):
+            write_file(stage, t, sb, SMALL, "inplace", plan.start_unix)
+        subprocess.run(
+            [
+                "nsenter",
+                "-t",
+                str(proc.pid),
+                "-m",
+                "sh",
+                "-c",
+                f'cp "{stage}"/*.hdf5 "{site.incoming}"/',
+            ],
+            check=True,
+        )
+        hdf5 = site.root / "state" / "hdf5.sqlite3"
+        wait_for(
+            lambda: (
+                db_count(hdf5, "SELECT COUNT(*) FROM events WHERE type = 'group.complete'") == 1
+            ),
+            60,
+            lambda: log.read_text()[-3000:],
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+        logf.close()
+    assert rc == 0
+    record("filesystem mounted over a location", files=16, lost=0, reconcile_interval_s=86400)

@@ -118,3 +118,57 @@ def test_systemd_exposure_score(tmp_path: Path, record) -> None:
     score = float(re.search(r"exposure level for \S+: ([\d.]+)", out.stdout + out.stderr)[1])
     assert score < 5
     record("security: systemd-analyze security", exposure=score, limit=5)
+
+
+def test_nothing_is_read_from_outside_through_hdf5(tmp_path: Path, sim_groups, record) -> None:
+    """Issue 9: external links, external raw storage and virtual datasets pointed a file in
+    incoming/ at a 0600 secret, whose content ended up in `telescope_name`. Through the
+    real CLI (`run --rescan`, `index-hdf5`), with hostile names beside them."""
+    import os
+    import sqlite3
+
+    from dsa110_ingest.simulate import write_file
+
+    from .. import hostile
+    from ..conftest import SMALL
+
+    site = write_site(tmp_path)
+    sim_groups(site.incoming, n=1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    t0 = 1759381200.0 + 7200  # two hours after the valid group
+    for i, make in enumerate(hostile.MAKERS.values()):
+        for v in range(2):
+            p = write_file(site.incoming, t0 + 1000 * (2 * i + v), 3, SMALL)
+            make(p, v, elsewhere)
+    with open(os.fsencode(site.incoming) + b"/\xff\xfe2025-10-02T00:00:01_sb00.hdf5", "wb") as f:
+        f.write(b"x")
+    (site.incoming / "2025-10-02T00:00:01_sb00.hdf5\n").write_bytes(b"x")
+    site.cli("run", "--rescan", timeout=300)
+    # from another folder, too: `..` must not make a second spelling of the same files
+    (tmp_path / "cli").mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "dsa110_ingest", "index-hdf5", "../incoming"],
+        env=site.env(),
+        cwd=tmp_path / "cli",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    st = site.cli_json("status", "--json")
+    assert st["files"].get("indexed", 0) == 16
+    reasons = sorted(x["reason"] for x in st["rejected_files"])
+    assert len(reasons) == 2 * len(hostile.MAKERS) + 2
+    con = sqlite3.connect(site.cfg.hdf5_db)
+    dump = "\n".join(con.iterdump())
+    con.close()
+    assert hostile.SECRET.decode() not in dump
+    assert "group.conflict" not in dump  # index-hdf5 ../incoming made no duplicates
+    record(
+        "security: nothing read from outside through HDF5 links or storage",
+        attempts=2 * len(hostile.MAKERS),
+        names_not_utf8_or_newline=2,
+        rejected=len(reasons),
+        files_read_outside=0,
+    )

@@ -9,6 +9,7 @@ expires; the retry finds the valid MS, skips the conversion and upserts the same
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import socket
@@ -353,7 +354,17 @@ class Dispatcher:
             output=req.output,
             files=len(req.inputs),
         )
-        self.running[gid] = (self.executor.submit(req), req)
+        try:
+            handle = self.executor.submit(req)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            # out of descriptors is the node's condition, not the group's: hand it back
+            log.error("convert.too_many_open_files", group_id=gid, error=e.strerror)
+            hdf5.release_job(gid, self.owner, self.clock())
+            self._stop.wait(1.0)
+            return False
+        self.running[gid] = (handle, req)
         return True
 
     def _reap(self, hdf5: Hdf5DB, rec: Recorder) -> None:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest import uvh5
 from dsa110_ingest.convert import command_backend, pyuvdata_backend
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.request import ConversionRequest
@@ -132,6 +133,7 @@ def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     backend = _backend(req.backend)
     try:
+        uvh5.refuse_unsafe_inputs(f.path for f in req.inputs)  # nothing read from elsewhere
         try:
             info = backend.convert(req, tmp, plan)
             _verify(req, tmp, plan)

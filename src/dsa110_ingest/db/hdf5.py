@@ -17,6 +17,7 @@ from typing import Any
 from dsa110_ingest.db.connection import backup, connect, transaction
 from dsa110_ingest.db.migrations import Migration, migrate, script
 from dsa110_ingest.ingest.grouping import GroupSpan
+from dsa110_ingest.naming import path_bytes, path_text
 
 SCHEMA_V1 = """
 CREATE TABLE storage_locations (
@@ -130,7 +131,14 @@ CREATE TABLE heartbeat (
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("initial schema", script(SCHEMA_V1)),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("initial schema", script(SCHEMA_V1)),
+    # a name that is not UTF-8: ``path`` holds it escaped, ``path_bytes`` the exact bytes
+    Migration(
+        "rejected_files.path_bytes",
+        script("ALTER TABLE rejected_files ADD COLUMN path_bytes BLOB"),
+    ),
+)
 
 FILE_COLUMNS = (
     "path",
@@ -276,7 +284,9 @@ class Hdf5DB:
 
     # -- file rows (call inside tx) -----------------------------------------------
     def get_file(self, path: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM hdf5_file_index WHERE path = ?", (path,)).fetchone()
+        return self.conn.execute(
+            "SELECT * FROM hdf5_file_index WHERE path = ?", (path_text(path),)
+        ).fetchone()
 
     def files_named(self, filename: str) -> list[sqlite3.Row]:
         return self.conn.execute(
@@ -300,7 +310,8 @@ class Hdf5DB:
         n = 0
         for p in paths:
             n += self.conn.execute(
-                "UPDATE hdf5_file_index SET stored = 0 WHERE path = ? AND stored = 1", (p,)
+                "UPDATE hdf5_file_index SET stored = 0 WHERE path = ? AND stored = 1",
+                (path_text(p),),
             ).rowcount
         return n
 
@@ -313,6 +324,10 @@ class Hdf5DB:
             ).fetchone()
             is not None
         )
+
+    def set_duplicate(self, path: str, dup: int) -> None:
+        """Take a member out of (1) or back into (0) its group's subband count."""
+        self.conn.execute("UPDATE hdf5_file_index SET is_duplicate = ? WHERE path = ?", (dup, path))
 
     # -- rejected files -----------------------------------------------------------
     def reject(
@@ -327,16 +342,26 @@ class Hdf5DB:
     ) -> None:
         self.conn.execute(
             "INSERT INTO rejected_files (path, reason, detail, file_size_bytes, mtime_ns, "
-            "first_seen_at, last_seen_at, attempts, storage_location_id) "
-            "VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT(path) DO UPDATE SET reason = excluded.reason,"
+            "first_seen_at, last_seen_at, attempts, storage_location_id, path_bytes) "
+            "VALUES (?,?,?,?,?,?,?,1,?,?) ON CONFLICT(path) DO UPDATE SET reason = excluded.reason,"
             " detail = excluded.detail, file_size_bytes = excluded.file_size_bytes, "
             "mtime_ns = excluded.mtime_ns, last_seen_at = excluded.last_seen_at, "
             "attempts = rejected_files.attempts + 1",
-            (path, reason, detail, size, mtime_ns, now, now, location_id),
+            (
+                path_text(path),
+                reason,
+                detail,
+                size,
+                mtime_ns,
+                now,
+                now,
+                location_id,
+                path_bytes(path),
+            ),
         )
 
     def unreject(self, path: str) -> None:
-        self.conn.execute("DELETE FROM rejected_files WHERE path = ?", (path,))
+        self.conn.execute("DELETE FROM rejected_files WHERE path = ?", (path_text(path),))
 
     def rejected(self) -> list[sqlite3.Row]:
         return self.conn.execute(
@@ -532,6 +557,35 @@ class Hdf5DB:
         return self.conn.execute(
             "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         ).fetchall()
+
+    def event_id_high(self) -> int:
+        """The largest event id ever handed out by this DB (AUTOINCREMENT's counter)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
+    def raise_event_id_floor(self, floor: int) -> bool:
+        """Make the next event id larger than ``floor`` (ids are never reused, even in a DB
+        that replaced a lost one). True when the counter had to move."""
+        with self.tx("raising the event id floor"):
+            if self.event_id_high() >= floor:
+                return False
+            if (
+                self.conn.execute(
+                    "UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (floor,)
+                ).rowcount
+                == 0
+            ):
+                self.conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (floor,)
+                )
+            return True
+
+    def last_activity(self) -> tuple[float, float]:
+        """(last file row written, last event) as unix times; 0 when none."""
+        c = self.conn
+        f = c.execute("SELECT MAX(indexed_at) FROM hdf5_file_index").fetchone()[0]
+        e = c.execute("SELECT created_at FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        return float(f or 0), float(e[0] if e else 0)
 
     def count_events(self, type_: str | None = None) -> int:
         if type_:

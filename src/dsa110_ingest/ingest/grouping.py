@@ -95,3 +95,57 @@ def join_group(
         if pl.group_id != pl.target.group_id:
             db.rename_group(pl.target.group_id, pl.group_id)
     return pl, db.subband_taken(pl.group_id, subband)
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """The frequencies one member file of a group covers (channel centres, Hz)."""
+
+    path: str
+    subband: int
+    fmin: float
+    fmax: float
+
+    @property
+    def centre(self) -> float:
+        return (self.fmin + self.fmax) / 2.0
+
+
+def overlaps(a: Band, b: Band) -> bool:
+    """Two subbands of one observation never share a channel: adjacent ones differ by a
+    channel width, so touching centres already mean the same frequency twice."""
+    return max(a.fmin, b.fmin) <= min(a.fmax, b.fmax)
+
+
+def band_plan(others: list[Band]) -> tuple[float, float] | None:
+    """(centre of subband 0, Hz per subband index) fitted to files with distinct
+    subbands; None while fewer than two are known (the plan is not known yet)."""
+    by_sb = {o.subband: o.centre for o in others}
+    if len(by_sb) < 2:
+        return None
+    xs = list(by_sb)
+    ys = [by_sb[x] for x in xs]
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    if slope == 0:
+        return None
+    return my - slope * mx, slope
+
+
+def suspect(new: Band, old: Band, others: list[Band]) -> tuple[Band, bool]:
+    """Which of two overlapping files is the wrong one, and whether that is known.
+
+    With a band plan from the other files, the file whose frequencies sit outside the
+    band of the subband its name claims is the suspect. Without one (or when both or
+    neither fit), it is the later arrival, and the verdict is marked unsure.
+    """
+    plan = band_plan(others)
+    if plan is not None:
+        c0, step = plan
+        off_new = abs(new.centre - (c0 + step * new.subband)) > abs(step) / 2
+        off_old = abs(old.centre - (c0 + step * old.subband)) > abs(step) / 2
+        if off_new != off_old:
+            return (new, True) if off_new else (old, True)
+    return new, False

@@ -6,11 +6,13 @@ periodic reconcile, ``run --rescan`` and ``index-hdf5`` all end in :meth:`Indexe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -18,10 +20,10 @@ from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config, StorageLocation
 from dsa110_ingest.db.connection import busy_retry
 from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.ingest.grouping import join_group
+from dsa110_ingest.ingest.grouping import Band, join_group, overlaps, suspect
 from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
 from dsa110_ingest.ingest.scanner import Candidate, scan_tree, stat_path
-from dsa110_ingest.naming import NameParser
+from dsa110_ingest.naming import NameParser, path_text
 from dsa110_ingest.times import mjd_to_unix, unix_to_mjd
 from dsa110_ingest.uvh5 import HeaderInfo
 
@@ -76,19 +78,44 @@ class Indexer:
         # fire early when the wall clock jumps forward, nor never when it jumps back
         self._born: dict[str, float] = {}
         self.parser = NameParser(cfg.pattern, cfg.groups.expected_subbands)
-        self.reader = reader or HeaderReader(cfg.read.hdf5_locking, cfg.read.workers)
+        self.reader = reader or HeaderReader(
+            cfg.read.hdf5_locking, cfg.read.workers, deadline_s=cfg.read.deadline_seconds
+        )
         self.locations: list[tuple[int, StorageLocation]] = []
         self.roots: tuple[str, ...] = ()
         self.convert_enabled = cfg.convert.enabled
 
-    def register_locations(self, extra: Sequence[StorageLocation] = ()) -> None:
+    def register_locations(
+        self, extra: Sequence[StorageLocation] = (), within: Sequence[StorageLocation] = ()
+    ) -> None:
+        """Register the locations to scan and watch. Every path is normalised here, once
+        (``realpath``: no ``..``, no symlinked folders), and every file path is built from
+        these, so one file has one spelling whichever way it was reached.
+
+        ``within`` are configured locations that are not scanned this time: an ad-hoc
+        folder inside one of them is indexed as part of it (same location id), not as a
+        location of its own.
+        """
         self.locations = []
+        outer: list[tuple[int, str]] = []
+        for loc in within:
+            real = os.path.realpath(loc.path)
+            outer.append((self.db.ensure_location(loc.name, real, loc.role, loc.description), real))
         for loc in (*self.cfg.storage_locations, *extra):
-            lid = self.db.ensure_location(loc.name, str(loc.path), loc.role, loc.description)
-            self.locations.append((lid, loc))
-        self.roots = tuple(os.path.realpath(loc.path) for _, loc in self.locations) + tuple(
-            str(loc.path) for _, loc in self.locations
-        )
+            loc = dataclasses.replace(loc, path=Path(os.path.realpath(loc.path)))
+            real = str(loc.path)
+            home = next((i for i, r in outer if real == r or real.startswith(r + os.sep)), None)
+            if home is None:
+                home = self.db.ensure_location(loc.name, real, loc.role, loc.description)
+            self.locations.append((home, loc))
+        self.roots = tuple(str(loc.path) for _, loc in self.locations) + tuple(r for _, r in outer)
+
+    @staticmethod
+    def normalise(path: str) -> str:
+        """The one spelling of a file's path: its folder resolved, its own name kept (a
+        symlinked file stays a link, checked for where it leads)."""
+        d, name = os.path.split(os.path.abspath(path))
+        return os.path.join(os.path.realpath(d), name)
 
     def location_of(self, path: str) -> tuple[int, StorageLocation] | None:
         for lid, loc in self.locations:
@@ -106,7 +133,7 @@ class Indexer:
     def index_paths(self, paths: Iterable[str]) -> BatchResult:
         """Files named by watcher events: stat them and index what is new or changed."""
         cands: list[Candidate] = []
-        for p in dict.fromkeys(paths):
+        for p in dict.fromkeys(self.normalise(p) for p in paths):
             loc = self.location_of(p)
             if loc is None:
                 continue
@@ -136,12 +163,13 @@ class Indexer:
             seen: set[str] = set()
             for c in scan_tree(loc.path, loc.recursive, lid, self.parser, self.roots):
                 seen.add(c.path)
-                k = known.get(c.path) or rejected.get(c.path)
+                key = path_text(c.path)  # how a name that is not UTF-8 is stored
+                k = known.get(c.path) or rejected.get(key)
                 if (
                     k is not None
                     and k.size == c.size
                     and k.mtime_ns == c.mtime_ns
-                    and (k.stored or c.path in rejected)
+                    and (k.stored or key in rejected)
                 ):
                     total.unchanged += 1
                     continue
@@ -227,13 +255,13 @@ class Indexer:
             for c, h in items:
                 self._apply_one(c, h, now, r)
         for path, msg in r.rejections:
-            log.warning("file.rejected", path=path, reason=msg)
+            log.warning("file.rejected", path=path_text(path), reason=msg)
         return r
 
     def _reject(self, c: Candidate, reason: str, message: str, now: float, r: BatchResult) -> None:
         self.db.reject(c.path, reason, message, c.size, c.mtime_ns, c.location_id, now)
         r.rejected += 1
-        r.rejections.append((c.path, message))
+        r.rejections.append((path_text(c.path), message))
 
     def _apply_one(
         self, c: Candidate, h: HeaderInfo | ReadFailure | None, now: float, r: BatchResult
@@ -279,17 +307,37 @@ class Indexer:
         existing = next((f for f in same_name if f["path"] == c.path), None)
         if existing is not None and existing["group_id"] is not None:
             # rewritten in place, or back after a disappearance: same name, same group
-            self.db.upsert_file(
-                self._row(c, h, existing["group_id"], existing["is_duplicate"], now)
+            gid = existing["group_id"]
+            dup = existing["is_duplicate"]
+            grow = self.db.group(gid)
+            retry = (
+                dup
+                and grow is not None
+                and grow["state"] in ("collecting", "incomplete")
+                and not self.db.subband_taken(gid, c.name.subband_num)
             )
+            # a file once out of the count (a frequency conflict) and now rewritten, with
+            # its slot still free, is judged again: the replacement may be the real one
+            self.db.upsert_file(self._row(c, h, gid, 0 if retry else dup, now))
             self.db.unreject(c.path)
             r.updated += 1
+            if retry:
+                self._check_frequencies(c, h, gid, now, r)
+                grow = self.db.refresh_group(gid, grow["min_ts"], grow["max_ts"], now)
+                if grow["n_subbands"] >= grow["expected_subbands"]:
+                    self._complete(grow, now, r)
+                    r.completed_by[gid] = c.path
             return
         for twin in self.db.files_named(c.filename):
             if (
                 twin["path"] != c.path
                 and twin["file_size_bytes"] == c.size
-                and (not twin["stored"] or not os.path.exists(twin["path"]))
+                and (
+                    not twin["stored"]
+                    or not os.path.exists(twin["path"])
+                    # the same file under an older spelling (`..`, a symlinked folder)
+                    or os.path.realpath(twin["path"]) == os.path.realpath(c.path)
+                )
             ):
                 self.db.move_file(
                     twin["path"], c.path, c.location_id, c.size, c.mtime_ns / 1e9, c.mtime_ns
@@ -307,6 +355,9 @@ class Indexer:
         self.db.upsert_file(self._row(c, h, gid, int(dup), now))
         self.db.unreject(c.path)
         r.indexed += 1
+        if not dup:
+            self._check_frequencies(c, h, gid, now, r)
+        self._revise_frequency_verdicts(gid, now, r)
         grow = self.db.refresh_group(gid, pl.min_ts, pl.max_ts, now)
         if dup:
             self.db.add_event(
@@ -331,6 +382,97 @@ class Indexer:
         ):
             self._complete(grow, now, r)
             r.completed_by[gid] = c.path
+
+    def _check_frequencies(
+        self, c: Candidate, h: HeaderInfo, gid: str, now: float, r: BatchResult
+    ) -> None:
+        """Two members of a group with overlapping frequencies (one subband's data under
+        another's name) are a conflict: the suspect leaves the subband count, so the group
+        cannot complete or convert with the same frequencies twice."""
+        assert c.name is not None
+        new = Band(c.path, c.name.subband_num, h.freq_min_hz, h.freq_max_hz)
+        members = [
+            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            for f in self.db.group_files(gid)
+            if f["path"] != c.path and f["freq_min_hz"] is not None
+        ]
+        for old in members:
+            if not overlaps(new, old):
+                continue
+            bad, sure = suspect(new, old, [m for m in members if m.path != old.path])
+            self.db.set_duplicate(bad.path, 1)
+            self.db.add_event(
+                ev.GROUP_CONFLICT,
+                gid,
+                {
+                    "reason": "overlapping_frequencies",
+                    "paths": [old.path, new.path],
+                    "path": bad.path,
+                    "subband": f"sb{bad.subband:02d}",
+                    "suspect_by_band_plan": sure,
+                    "freq_hz": {
+                        old.path: [old.fmin, old.fmax],
+                        new.path: [new.fmin, new.fmax],
+                    },
+                    "fix": "remove or replace the suspect file; the group completes once "
+                    "every subband has a file with its own frequencies",
+                },
+                now,
+            )
+            r.events.append((ev.GROUP_CONFLICT, gid))
+            log.warning(
+                "file.frequency_conflict",
+                group_id=gid,
+                paths=[old.path, new.path],
+                suspect=bad.path,
+                suspect_by_band_plan=sure,
+            )
+            if bad is new:
+                return
+
+    def _revise_frequency_verdicts(self, gid: str, now: float, r: BatchResult) -> None:
+        """A verdict made before the band plan was known (the later arrival was taken as
+        the suspect) is revised once the other files show which one is off its band: in
+        any arrival order the impostor ends up out, the genuine file in."""
+        files = self.db.group_files(gid, members_only=False)
+        members = [
+            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            for f in files
+            if not f["is_duplicate"] and f["freq_min_hz"] is not None
+        ]
+        held = {m.subband for m in members}
+        excluded = [
+            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            for f in files
+            if f["is_duplicate"] and f["freq_min_hz"] is not None and f["subband_num"] not in held
+        ]
+        for x in excluded:
+            for y in members:
+                if not overlaps(x, y):
+                    continue
+                bad, sure = suspect(x, y, [m for m in members if m.path != y.path])
+                if not (sure and bad is y):
+                    continue
+                self.db.set_duplicate(y.path, 1)
+                self.db.set_duplicate(x.path, 0)
+                members = [x if m is y else m for m in members]
+                self.db.add_event(
+                    ev.GROUP_CONFLICT,
+                    gid,
+                    {
+                        "reason": "overlapping_frequencies",
+                        "paths": [x.path, y.path],
+                        "path": y.path,
+                        "subband": f"sb{y.subband:02d}",
+                        "suspect_by_band_plan": True,
+                        "revised": True,
+                        "fix": "remove or replace the suspect file",
+                    },
+                    now,
+                )
+                r.events.append((ev.GROUP_CONFLICT, gid))
+                log.warning("file.frequency_conflict", group_id=gid, suspect=y.path, revised=True)
+                break
 
     def _complete(self, grow: sqlite3.Row, now: float, r: BatchResult) -> None:
         gid = grow["group_id"]

@@ -1,25 +1,42 @@
-"""Reading headers for the indexer: inline for a few files, a process pool for backfills.
+"""Reading headers for the indexer, always in reader processes, each file with a deadline.
 
-h5py serialises all calls in one process behind a global lock, so threads do not help;
-processes do. Results cross the process boundary as plain dataclasses (an exception with
-a custom ``__init__`` does not survive pickling).
+Nothing in a storage folder is opened by the daemon itself: a file can hang a read (an
+external link to a FIFO, a stalled NFS server), crash the HDF5 library or ask for more
+memory than the node has. A reader process is killed at the deadline and replaced, the
+file rejected with a reason, and the daemon's loop goes on.
+
+h5py serialises all calls in one process behind a global lock, so threads would not help
+with throughput either; processes do. Workers are plain ``python -m`` children (no
+multiprocessing forkserver or resource tracker to outlive the daemon), they die with
+the daemon (``PR_SET_PDEATHSIG``, and EOF on their stdin), and results come back as JSON
+lines: a reader that a hostile file subverted cannot hand the daemon a pickle.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
+import dataclasses
+import importlib
+import json
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import IO, Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from dsa110_ingest.errors import FileLockedError, UVH5Error
+from dsa110_ingest.errors import FileLockedError, IngestError, UVH5Error
 from dsa110_ingest.uvh5 import HeaderInfo, read_header
 
-INLINE_MAX = 48  # below this many files a pool's start-up and IPC cost more than they save
+INLINE_MAX = 48  # below this many files one reader process is enough
+READY = b"ready\n"
+DEFAULT_TARGET = "dsa110_ingest.ingest.reader:read_for_index"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,61 +69,298 @@ def read_for_index(path: str, locking: str, lock_wait_s: float) -> HeaderInfo | 
         return ReadFailure(e.reason, e.detail, e.fix, e.retryable)
 
 
-def _read_star(args: tuple[str, str, float]) -> HeaderInfo | ReadFailure:
-    return read_for_index(*args)
+# -- the wire format: one JSON object a line, both ways -----------------------------------
+def _encode(r: HeaderInfo | ReadFailure) -> dict[str, Any]:
+    kind = "header" if isinstance(r, HeaderInfo) else "failure"
+    return {"kind": kind, **dataclasses.asdict(r)}
+
+
+def _decode(d: dict[str, Any]) -> HeaderInfo | ReadFailure:
+    kind = d.pop("kind")
+    if kind == "header":
+        d["polarizations"] = tuple(d["polarizations"])
+        return HeaderInfo(**d)
+    return ReadFailure(**d)
+
+
+def _failure(reason: str, detail: str, fix: str, retryable: bool = False) -> ReadFailure:
+    return ReadFailure(reason, detail, fix, retryable)
+
+
+def die_with_parent(parent: int) -> None:
+    """PR_SET_PDEATHSIG: SIGKILL when the daemon dies, even by SIGKILL (no orphans)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    if os.getppid() != parent:  # the daemon died before the prctl took effect
+        os._exit(0)
+
+
+def worker_main(parent: int, target: str, locking: str, lock_wait_s: float) -> int:
+    die_with_parent(parent)
+    mod, _, fn_name = target.partition(":")
+    fn = getattr(importlib.import_module(mod), fn_name)
+    out = sys.stdout.buffer
+    out.write(READY)
+    out.flush()
+    for line in sys.stdin.buffer:
+        path = json.loads(line)
+        try:
+            r = fn(path, locking, lock_wait_s)
+        except Exception as e:  # noqa: BLE001 - any failure on one file is that file's reject
+            r = _failure(
+                "reader_error",
+                f"reading raised {type(e).__name__}: {e}",
+                "check the file with h5dump; replace it with a good copy",
+            )
+        out.write(json.dumps(_encode(r)).encode() + b"\n")
+        out.flush()
+    return 0
+
+
+class _Worker:
+    """One reader process; at most one file in flight."""
+
+    def __init__(self, target: str, locking: str, lock_wait_s: float, start_s: float) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dsa110_ingest.ingest.read_worker",
+                str(os.getpid()),
+                target,
+                locking,
+                repr(lock_wait_s),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin: IO[bytes] = self.proc.stdin
+        self.fd = self.proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.buf = b""
+        self.task: int | None = None
+        self.since = 0.0
+        line = self._wait_line(time.monotonic() + start_s)
+        if line != READY.strip():
+            self.kill()
+            raise IngestError(
+                f"a header-reader process did not start within {start_s:.0f} s "
+                f"(got {line!r}); check that `{sys.executable} -m "
+                "dsa110_ingest.ingest.read_worker` runs, and the node's load"
+            )
+
+    def _wait_line(self, until: float) -> bytes | None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            while True:
+                line = self.take_line()
+                if line is not None:
+                    return line
+                left = until - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    return None
+                if not self.fill():
+                    return None
+
+    def fill(self) -> bool:
+        """Read what the process wrote; False at EOF (it died)."""
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def take_line(self) -> bytes | None:
+        line, sep, rest = self.buf.partition(b"\n")
+        if not sep:
+            return None
+        self.buf = rest
+        return line
+
+    def send(self, i: int, path: str) -> bool:
+        self.task, self.since = i, time.monotonic()
+        try:
+            self.stdin.write(json.dumps(path).encode() + b"\n")
+            self.stdin.flush()
+        except OSError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stdin.close()  # EOF: the process exits on its own
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.stop()
+    workers.clear()
 
 
 class HeaderReader:
-    def __init__(self, locking: str, workers: int = 0, lock_wait_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        locking: str,
+        workers: int = 0,
+        lock_wait_s: float = 2.0,
+        deadline_s: float = 30.0,
+        *,
+        target: str = DEFAULT_TARGET,
+        start_s: float = 120.0,
+    ) -> None:
         self.locking = locking
         self.workers = workers or (os.cpu_count() or 1)
         self.lock_wait_s = lock_wait_s
-        self._pool: ProcessPoolExecutor | None = None
+        # a wait for a writer's lock must not count as a hang
+        self.deadline_s = max(deadline_s, lock_wait_s + 5.0)
+        self.target = target
+        self.start_s = start_s
+        self._pool: list[_Worker] = []
+        # called about once a second while reads are outstanding: the daemon pings systemd's
+        # watchdog from it, because hung reads being killed one after another are progress
+        self.on_wait: Callable[[], None] | None = None
+        # an owner that forgets close() (a test, an API caller) leaves no process behind
+        self._finalizer = weakref.finalize(self, _stop_all, self._pool)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._pool]
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self.target, self.locking, self.lock_wait_s, self.start_s)
+        self._pool.append(w)
+        return w
+
+    def _drop(self, w: _Worker) -> None:
+        w.kill()
+        self._pool.remove(w)
 
     def read_many(self, paths: Sequence[str]) -> Iterator[HeaderInfo | ReadFailure]:
-        """Results in the order of ``paths``."""
-        if len(paths) < INLINE_MAX or self.workers < 2:
-            for p in paths:
-                yield read_for_index(p, self.locking, self.lock_wait_s)
+        """Results in the order of ``paths``; a file still unread at the deadline is a
+        ``read_timeout`` failure and its reader process is killed."""
+        if not paths:
             return
-        args = [(p, self.locking, self.lock_wait_s) for p in paths]
-        chunk = max(1, min(64, len(paths) // (self.workers * 4)))
-        done = 0
-        try:
-            for r in self._get_pool().map(_read_star, args, chunksize=chunk):
-                yield r
-                done += 1
-        except BrokenProcessPool:
-            # a reader died (OOM, or the HDF5 library crashing on a hostile file): find the
-            # file that does it by reading the rest one at a time, and reject only that one
-            self._reset()
-            for a in args[done:]:
-                try:
-                    yield self._get_pool().submit(_read_star, a).result()
-                except BrokenProcessPool:
-                    self._reset()
-                    yield ReadFailure(
-                        "reader_crashed",
-                        "reading this file killed the header-reader process",
-                        "check it with h5dump; replace it with a good copy",
-                        False,
+        want = 1 if len(paths) < INLINE_MAX or self.workers < 2 else self.workers
+        while len(self._pool) < min(want, len(paths)):
+            self._spawn()
+        results: dict[int, HeaderInfo | ReadFailure] = {}
+        todo = iter(enumerate(paths))
+        nxt = 0
+        busy: dict[int, _Worker] = {}  # fd -> worker with a task
+        last_ping = 0.0
+        with selectors.DefaultSelector() as sel:
+            exhausted = False
+            while nxt < len(paths):
+                # hand a file to every idle worker
+                for w in list(self._pool):
+                    if exhausted or w.task is not None:
+                        continue
+                    item = next(todo, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    if not w.send(*item):
+                        self._lost(w, results, sel, busy)
+                        continue
+                    busy[w.fd] = w
+                    sel.register(w.fd, selectors.EVENT_READ)
+                if not busy and not exhausted:
+                    self._spawn()  # every worker was lost: start one again
+                    continue
+                now = time.monotonic()
+                wait = min((w.since + self.deadline_s for w in busy.values()), default=now) - now
+                if self.on_wait is not None:
+                    if now - last_ping >= 1.0:
+                        self.on_wait()
+                        last_ping = now
+                    wait = min(wait, 1.0)
+                for key, _ in sel.select(max(0.0, wait)):
+                    w = busy[key.fd]  # type: ignore[index]
+                    if not w.fill():
+                        self._lost(w, results, sel, busy)
+                        continue
+                    line = w.take_line()
+                    if line is not None:
+                        assert w.task is not None
+                        results[w.task] = self._parse(line)
+                        w.task = None
+                        sel.unregister(w.fd)
+                        del busy[w.fd]
+                now = time.monotonic()
+                for w in [w for w in busy.values() if now - w.since >= self.deadline_s]:
+                    assert w.task is not None
+                    results[w.task] = _failure(
+                        "read_timeout",
+                        f"reading the header did not finish within {self.deadline_s:.0f} s "
+                        "(a hung filesystem, or a link to a FIFO or device); the reader "
+                        "was killed",
+                        "check the file and its filesystem; it is tried again when it changes",
                     )
+                    sel.unregister(w.fd)
+                    del busy[w.fd]
+                    self._drop(w)
+                while nxt in results:
+                    yield results.pop(nxt)
+                    nxt += 1
+        if len(self._pool) > 1:
+            # a backfill's readers go once it is done; one stays for the live path
+            for w in self._pool[1:]:
+                w.stop()
+            del self._pool[1:]
 
-    def _get_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # forkserver: the daemon has watchdog threads, and fork() with threads is unsafe
-            ctx = multiprocessing.get_context("forkserver")
-            # workers fork from a server that has imported h5py once, not each on its own
-            ctx.set_forkserver_preload(["dsa110_ingest.ingest.reader"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
-        return self._pool
+    def _lost(
+        self,
+        w: _Worker,
+        results: dict[int, HeaderInfo | ReadFailure],
+        sel: selectors.BaseSelector,
+        busy: dict[int, _Worker],
+    ) -> None:
+        """The process died under a file (the HDF5 library crashing on it, or the OOM
+        killer): reject only that file."""
+        if w.fd in busy:
+            sel.unregister(w.fd)
+            del busy[w.fd]
+        if w.task is not None:
+            results[w.task] = _failure(
+                "reader_crashed",
+                "reading this file killed the header-reader process",
+                "check it with h5dump; replace it with a good copy",
+            )
+        self._drop(w)
 
-    def _reset(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    @staticmethod
+    def _parse(line: bytes) -> HeaderInfo | ReadFailure:
+        try:
+            return _decode(json.loads(line))
+        except (ValueError, TypeError, KeyError):
+            return _failure(
+                "reader_error",
+                "the header-reader process answered garbage for this file",
+                "check it with h5dump; replace it with a good copy",
+            )
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        _stop_all(self._pool)

@@ -341,6 +341,14 @@ class Watcher:
                     hint="mount or create it; it is watched again when it is back",
                 )
 
+    def rearm(self, name: str) -> None:
+        """Drop the watch of location ``name``; check_locations() schedules a fresh one on
+        whatever is mounted there now."""
+        if name in self._watches:
+            obs, watch = self._watches.pop(name)
+            with contextlib.suppress(KeyError, OSError):
+                obs.unschedule(watch)
+
     def alive(self) -> bool:
         return all(
             o.is_alive() and all(e.is_alive() for e in o.emitters) for o in self.observers.values()
