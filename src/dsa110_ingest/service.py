@@ -751,7 +751,9 @@ class Service:
             if logs.human():
                 print(f"rescan: {gid} {what}: {err}", file=sys.stderr)
             else:
-                log.warning("rescan.group_not_converted", group=gid, state=what, error=err)
+                log.warning(
+                    "rescan.group_not_converted", group=gid, summary=f"{what}: {err}", error=err
+                )
         return not (d.failed or d.waiting_on_node)
 
 
