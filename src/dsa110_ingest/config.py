@@ -26,7 +26,7 @@ ENV_PRODUCTS_DB = "PRODUCTS_DB_PATH"
 WATCH_MODES = ("auto", "inotify", "poll")
 ROLES = ("incoming", "archive", "staging", "adhoc")
 ORDERS = ("oldest_first", "newest_first")
-BACKENDS = ("pyuvdata", "command")
+BACKENDS = ("native", "pyuvdata", "command")
 PHASINGS = ("meridian", "meridian_mid")
 LOCKING = ("best-effort", "true", "false")
 
@@ -71,7 +71,7 @@ class ReadConfig:
 @dataclass(frozen=True)
 class ConvertConfig:
     enabled: bool = True
-    backend: str = "pyuvdata"
+    backend: str = "native"
     output_dir: Path = Path("ms")
     ms_name: str = "{group_id}.ms"
     workers: int = 1

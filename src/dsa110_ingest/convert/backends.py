@@ -35,7 +35,7 @@ def _pyuvdata(cfg: Config) -> list[str]:
     if not missing:
         return []
     return [
-        f'[convert] backend = "pyuvdata" needs {" and ".join(missing)}, which are not '
+        f"[convert] backend = {cfg.convert.backend!r} needs {' and '.join(missing)}, which are not "
         f"installed: {CONVERT_EXTRA_HINT} (or set [convert] enabled = false, or run "
         "with --no-convert, to index and group only)"
     ]
@@ -62,6 +62,7 @@ def _command(cfg: Config) -> list[str]:
 
 
 REQUIREMENTS: dict[str, Callable[[Config], list[str]]] = {
+    "native": _pyuvdata,  # the native writer uses pyuvdata for metadata, casacore for tables
     "pyuvdata": _pyuvdata,
     "command": _command,
 }

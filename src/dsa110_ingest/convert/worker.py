@@ -61,9 +61,17 @@ def _looks_like_enospc(e: BaseException) -> bool:
 
 
 def _validate(req: ConversionRequest, path: Path) -> str | None:
-    if req.backend == "pyuvdata":
+    if req.backend in ("pyuvdata", "native"):
         return pyuvdata_backend.validate_ms(path, req.n_channels)
     return command_backend.validate_output(path)
+
+
+def _backend(name: str) -> Any:
+    if name == "native":
+        from dsa110_ingest.convert.native import backend as native
+
+        return native
+    return pyuvdata_backend if name == "pyuvdata" else command_backend
 
 
 def _clear_stale_temps(final: Path) -> None:
@@ -124,7 +132,7 @@ def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
     if free_bytes(final.parent) < need:
         raise disk_full_error(final.parent, need, "before writing")
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    backend = pyuvdata_backend if req.backend == "pyuvdata" else command_backend
+    backend = _backend(req.backend)
     try:
         try:
             info = backend.convert(req, tmp, plan)
