@@ -87,7 +87,7 @@ class ConvertConfig:
     min_subbands: int = 16
     # the Measurement Set recipe (docs/architecture.md, "Conversion"): see convert/plan.py
     phasing: str = "meridian"  # one centre per integration; "meridian_mid": one at mid time
-    pointing_dec_deg: float = float("nan")  # nan: Header/extra_keywords/phase_center_dec
+    pointing_dec_deg: float | None = None  # None: Header/extra_keywords/phase_center_dec
     time_tolerance_seconds: float = 0.0  # 0: half an integration
     min_time_overlap: float = 0.5
     imaging_columns: bool = False  # MODEL_DATA, CORRECTED_DATA, WEIGHT_SPECTRUM
@@ -476,6 +476,7 @@ def _eval_type(t: Any) -> Any:
             "bool": bool,
             "int": int,
             "float": float,
+            "float | None": float,  # optional: absent from the file means None
             "str": str,
             "Path": Path,
             "tuple[str, ...]": tuple[str, ...],
@@ -529,7 +530,7 @@ def _validate_convert(c: ConvertConfig, where: str) -> None:
         raise ConfigError(f"{where}: [convert] ms_name must contain {{group_id}}")
     if c.phasing not in PHASINGS:
         raise ConfigError(f"{where}: [convert] phasing must be one of {PHASINGS}")
-    if not (c.pointing_dec_deg != c.pointing_dec_deg or -90.0 <= c.pointing_dec_deg <= 90.0):
+    if not (c.pointing_dec_deg is None or -90.0 <= c.pointing_dec_deg <= 90.0):
         raise ConfigError(
             f"{where}: [convert] pointing_dec_deg must be a declination in degrees "
             "(-90 .. 90); leave it out to take it from the files"

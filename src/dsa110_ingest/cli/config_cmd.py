@@ -56,7 +56,12 @@ def settings(cfg: Config) -> dict[str, Any]:
             continue
         v = getattr(cfg, f.name)
         if is_dataclass(v):
-            out[f.name] = {g.name: _plain(getattr(v, g.name)) for g in fields(v)}
+            # an optional number that is not set has no TOML form: absent means unset
+            out[f.name] = {
+                g.name: _plain(getattr(v, g.name))
+                for g in fields(v)
+                if getattr(v, g.name) is not None or "Path" in str(g.type)
+            }
         elif isinstance(v, tuple) and v and is_dataclass(v[0]):
             out[f.name] = [{g.name: _plain(getattr(x, g.name)) for g in fields(x)} for x in v]
         else:

@@ -10,7 +10,6 @@ expires; the retry finds the valid MS, skips the conversion and upserts the same
 from __future__ import annotations
 
 import errno
-import math
 import os
 import socket
 import threading
@@ -64,7 +63,7 @@ def build_request(
     c = cfg.convert
     return ConversionRequest(
         phasing=c.phasing,
-        pointing_dec_deg=None if math.isnan(c.pointing_dec_deg) else c.pointing_dec_deg,
+        pointing_dec_deg=c.pointing_dec_deg,
         time_tolerance_s=c.time_tolerance_seconds or None,
         min_time_overlap=c.min_time_overlap,
         imaging_columns=c.imaging_columns,
