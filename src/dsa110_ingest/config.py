@@ -29,6 +29,7 @@ ORDERS = ("oldest_first", "newest_first")
 BACKENDS = ("native", "pyuvdata", "command")
 PHASINGS = ("meridian", "meridian_mid")
 LOCKING = ("best-effort", "true", "false")
+EXECUTORS = ("local", "dask")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class ConvertConfig:
     min_time_overlap: float = 0.5
     imaging_columns: bool = False  # MODEL_DATA, CORRECTED_DATA, WEIGHT_SPECTRUM
     telescope_name: str = ""  # "": as the files say
+    # where conversions run: "local" child processes, or tasks on a Dask cluster
+    executor: str = "local"
+    dask_scheduler: str = ""  # "tcp://host:8786"
+    dask_scheduler_file: str = ""  # or the JSON file `dask scheduler --scheduler-file` writes
+    dask_resource: str = "conversion"  # each task takes 1; "" runs one per worker thread
 
 
 @dataclass(frozen=True)
@@ -280,6 +286,10 @@ def _build(
     # the default output folder lives in state_dir; a configured one is relative to the file
     out_base = base if "convert.output_dir" in sources else state_dir
     conv = replace(conv, output_dir=_resolve(conv.output_dir, out_base))
+    if conv.dask_scheduler_file:
+        conv = replace(
+            conv, dask_scheduler_file=str(_resolve(Path(conv.dask_scheduler_file), base))
+        )
     _validate_convert(conv, where)
     grp: GroupsConfig = parsed_sections["groups"]
     _check_ranges(parsed_sections | {"convert": conv}, where)
@@ -539,6 +549,13 @@ def _validate_convert(c: ConvertConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: [convert] time_tolerance_seconds must be >= 0 (0: half an "
             "integration) and min_time_overlap a fraction in (0, 1]"
+        )
+    if c.executor not in EXECUTORS:
+        raise ConfigError(f"{where}: [convert] executor must be one of {EXECUTORS}")
+    if c.executor == "dask" and bool(c.dask_scheduler) == bool(c.dask_scheduler_file):
+        raise ConfigError(
+            f'{where}: [convert] executor = "dask" needs exactly one of dask_scheduler '
+            '(e.g. "tcp://head-node:8786") and dask_scheduler_file'
         )
 
 

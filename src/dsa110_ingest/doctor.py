@@ -13,7 +13,7 @@ from dsa110_ingest.config import Config
 from dsa110_ingest.convert.backends import check_available
 from dsa110_ingest.db.hdf5 import Hdf5DB
 from dsa110_ingest.db.products import ProductsDB
-from dsa110_ingest.errors import IngestError
+from dsa110_ingest.errors import ConfigError, IngestError
 from dsa110_ingest.ingest.watcher import choose_mode, mount_of, needs_polling
 
 GIB = 1024**3
@@ -215,6 +215,51 @@ def check_converter(cfg: Config, ctx: Context) -> Iterator[Check]:
         yield Check("OK", "converter", f"backend {cfg.convert.backend!r} is installed")
 
 
+def check_executor(cfg: Config, ctx: Context) -> Iterator[Check]:
+    """With executor = "dask": the scheduler answers, workers offer the conversion
+    resource, and each worker shares output_dir with this host (a probe file both ways)."""
+    c = cfg.convert
+    if c.executor != "dask":
+        yield Check("OK", "executor", f"{c.executor} (child processes on this host)")
+        return
+    try:
+        from dsa110_ingest.convert import dask_executor as dx
+    except ConfigError as e:
+        yield Check("FAIL", "executor", str(e))
+        return
+    try:
+        n_slots, rows = dx.probe(c)
+    except (*dx.UNREACHABLE, ValueError) as e:
+        yield Check(
+            "FAIL", "executor", f"dask scheduler {dx.where(c)} unreachable: {e!r}; start it"
+        )
+        return
+    if not rows:
+        yield Check("WARN", "executor", f"dask at {dx.where(c)}: no workers connected yet")
+        return
+    yield (
+        Check("OK", "executor", f"dask at {dx.where(c)}: {len(rows)} worker(s), {n_slots} slot(s)")
+        if n_slots
+        else Check(
+            "FAIL",
+            "executor",
+            f"none of the {len(rows)} worker(s) at {dx.where(c)} offers the resource "
+            f'{c.dask_resource!r}: start them with --resources "{c.dask_resource}=1"',
+        )
+    )
+    for addr, host, err in rows:
+        yield (
+            Check(
+                "FAIL",
+                f"worker {addr}",
+                f"on {host}: {err}; output_dir {c.output_dir} must be storage shared by "
+                "the workers and this host, at the same path",
+            )
+            if err
+            else Check("OK", f"worker {addr}", f"on {host}: shares {c.output_dir}")
+        )
+
+
 def check_output_disk(cfg: Config, ctx: Context) -> Iterator[Check]:
     out_dir = cfg.convert.output_dir
     probe = out_dir
@@ -261,6 +306,7 @@ CHECKS: tuple[Callable[[Config, Context], Iterable[Check]], ...] = (
     check_locations,
     check_inotify,
     check_converter,
+    check_executor,
     check_output_disk,
     check_integrity_both,
     check_daemon,

@@ -133,6 +133,25 @@ class Metrics:
         )
         self._known: dict[str, set[str]] = {"groups": set(GROUP_STATES), "jobs": set(JOB_STATES)}
         self.server: MetricsServer | None = None
+        self.executor_workers = Gauge(
+            "dsa110_ingest_executor_workers",
+            "Workers of the conversion executor ([convert] executor), by executor",
+            ["executor"],
+            registry=r,
+        )
+        self.conversions_running = Gauge(
+            "dsa110_ingest_conversions_running", "Conversions running now", registry=r
+        )
+        self.conversions_waiting = Gauge(
+            "dsa110_ingest_conversions_waiting",
+            "1 while conversions cannot start (scheduler unreachable, no workers)",
+            registry=r,
+        )
+        self.conversion_transient_failures = Counter(
+            "dsa110_ingest_conversion_transient_failures",
+            "Attempts lost by the executor (not the group's fault), retried without counting",
+            registry=r,
+        )
 
     def set_states(self, groups: dict[str, int], jobs: dict[str, int]) -> None:
         """Set every known state, 0 when the DB has none in it."""

@@ -116,6 +116,7 @@ class Service:
         self._stall_s = 30.0
         self._health: tuple[bool, str] = (False, "starting: start-up reconcile running")
         self._last_fd_log = 0.0
+        self._transient_seen = 0
 
     # -- signals ------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -606,6 +607,7 @@ class Service:
             "queue": self.queue.qsize(),
             "deferred": len(self._deferred),
             "converting": len(self.dispatcher.running) if self.dispatcher else 0,
+            "executor": self.dispatcher.describe() if self.dispatcher else None,
             "watch_modes": self.watcher.modes if self.watcher else {},
         }
 
@@ -624,6 +626,17 @@ class Service:
         except DatabaseError:
             return
         self.metrics.set_states(groups, jobs)
+        if self.dispatcher:
+            self._executor_gauges(self.dispatcher.describe())
+
+    def _executor_gauges(self, d: dict[str, Any]) -> None:
+        m = self.metrics
+        m.executor_workers.labels(d["executor"]).set(d.get("workers", self.cfg.convert.workers))
+        m.conversions_running.set(len(d["running"]))
+        m.conversions_waiting.set(1 if d["waiting"] else 0)
+        if d["transient_failures"] > self._transient_seen:
+            m.conversion_transient_failures.inc(d["transient_failures"] - self._transient_seen)
+            self._transient_seen = d["transient_failures"]
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -726,6 +739,7 @@ class Service:
         self._start_dispatcher()
         assert self.dispatcher
         d = self.dispatcher
+        waiting: str | None = None
         with contextlib.ExitStack() as stack:
             bar = stack.enter_context(logs.ProgressBar("groups converted")) if progress else None
             while not self.should_exit and d.alive():
@@ -735,6 +749,12 @@ class Service:
                 # a group waiting on the node (disk full) is not retried within one pass
                 if left <= len(d.waiting_on_node):
                     break
+                if d.waiting != waiting:
+                    waiting = d.waiting
+                    if waiting and logs.human():  # e.g. the Dask scheduler is down: say why
+                        print(f"rescan: conversions waiting: {waiting}", file=sys.stderr)
+                    elif waiting:
+                        log.warning("rescan.conversions_waiting", reason=waiting)
                 time.sleep(0.2)
         st = self.db.counts()["conversions"]
         if logs.human():

@@ -111,9 +111,33 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         f"daemon:      {describe_daemon(st)}"
         + (f" (version {daemon_version})" if daemon_version else "")
     )
+    ex = (st["heartbeat"] or {}).get("status", {}).get("executor")
+    if ex:
+        print("executor:    " + describe_executor(ex))
     for r in st["rejected_files"][:50]:
         print(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
     for j in st["conversion_errors"]:
         what = "failed" if j["state"] == "failed" else "retrying"
         print(f"  conversion {what} ({j['attempts']}x) {j['group_id']}: {j['last_error']}")
     return code
+
+
+def describe_executor(ex: dict[str, Any]) -> str:
+    """The conversion executor, its cluster and what runs on it (from the heartbeat)."""
+    line = ex["executor"]
+    if ex["executor"] == "dask":
+        line += (
+            f" at {ex['scheduler']}: {ex['workers']} worker(s), {ex['slots']} slot(s)"
+            if ex["connected"]
+            else f" at {ex['scheduler']}: not connected"
+        )
+    running = ex.get("running") or []
+    on = ex.get("running_on") or {}
+    line += f"; {len(running)} running" + (
+        " (" + ", ".join(f"{g} on {on[g]}" if g in on else g for g in running) + ")"
+        if running
+        else ""
+    )
+    if ex.get("waiting"):
+        line += f"; waiting: {ex['waiting']}"
+    return line

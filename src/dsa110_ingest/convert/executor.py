@@ -1,7 +1,10 @@
-"""Executors run a :class:`ConversionRequest` somewhere. Today: a local child process.
+"""Executors run a :class:`ConversionRequest` somewhere: a local child process
+(``[convert] executor = "local"``) or a task on a Dask cluster (``"dask"``, in
+:mod:`dsa110_ingest.convert.dask_executor`), which runs the same child process on a worker.
 
-The interface is what a Dask or batch-system executor would also offer: ``submit``
-returns a handle that can be polled, asked for its result, and killed.
+``submit`` returns a handle that can be polled, asked for its result, and killed. A
+handle whose attempt failed for the executor's reasons (a lost scheduler, a cancelled
+task) sets ``transient``: the group waits and is retried without counting the attempt.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from dsa110_ingest.config import ConvertConfig
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import ConversionError
 
@@ -28,6 +32,7 @@ log = structlog.get_logger("dsa110_ingest.convert")
 class Handle(Protocol):
     group_id: str
     started: float
+    transient: bool  # meaningful after result(): the error was the executor's, not the group's
 
     def poll(self) -> bool: ...  # True when finished
     # (result, error); a ConversionError keeps its class (permanent, node...), a str is
@@ -37,7 +42,14 @@ class Handle(Protocol):
 
 
 class Executor(Protocol):
+    name: str
+    remote: bool  # outputs are written on another machine: check them from the daemon's side
+
     def submit(self, req: ConversionRequest) -> Handle: ...
+    def capacity(self) -> int | None: ...  # conversions it can run now; None: no own limit
+    def unavailable(self) -> str | None: ...  # why nothing can be submitted now, or None
+    def describe(self) -> dict[str, Any]: ...  # for `status` and metrics
+    def close(self) -> None: ...
 
 
 def die_with_parent() -> None:
@@ -47,6 +59,8 @@ def die_with_parent() -> None:
 
 
 class LocalProcess:
+    transient = False
+
     def __init__(self, req: ConversionRequest) -> None:
         self.group_id = req.group_id
         self.started = time.monotonic()
@@ -121,5 +135,29 @@ class LocalProcess:
 
 
 class LocalProcessExecutor:
+    name = "local"
+    remote = False
+
     def submit(self, req: ConversionRequest) -> Handle:
         return LocalProcess(req)
+
+    def capacity(self) -> int | None:
+        return None
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name}
+
+    def close(self) -> None:
+        pass
+
+
+def make_executor(cfg: ConvertConfig) -> Executor:
+    """The executor ``[convert] executor`` names; the Dask one connects lazily."""
+    if cfg.executor == "dask":
+        from dsa110_ingest.convert.dask_executor import DaskExecutor
+
+        return DaskExecutor(cfg)
+    return LocalProcessExecutor()

@@ -9,6 +9,7 @@ expires; the retry finds the valid MS, skips the conversion and upserts the same
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import socket
@@ -16,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,7 +25,7 @@ import structlog
 from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert import worker
-from dsa110_ingest.convert.executor import Executor, Handle, LocalProcessExecutor
+from dsa110_ingest.convert.executor import Executor, Handle, make_executor
 from dsa110_ingest.convert.request import ConversionRequest, InputFile
 from dsa110_ingest.db.connection import busy_retry
 from dsa110_ingest.db.hdf5 import Hdf5DB
@@ -172,8 +174,24 @@ class Recorder:
         self.products = products
         self.clock = clock
 
+    def current(self, req: ConversionRequest) -> bool:
+        """Fencing: is ``req`` still the group's running attempt? A given-up attempt
+        (timed out, lease lost, re-claimed elsewhere) must never register its result."""
+        if not req.token:
+            return True  # a foreground `convert`: no claimed attempt to fence
+        job = self.hdf5.job(req.group_id)
+        return job is not None and job["state"] == "running" and job["attempt_token"] == req.token
+
     def success(self, req: ConversionRequest, result: dict[str, Any], owner: str | None) -> bool:
         now = self.clock()
+        if not self.current(req):
+            log.warning(
+                "convert.stale_result",
+                group_id=req.group_id,
+                ms_path=result.get("ms_path"),
+                hint="a late result of a given-up attempt; not registered",
+            )
+            return False
 
         @busy_retry(max_seconds=300)
         def write_products() -> None:
@@ -185,7 +203,12 @@ class Recorder:
         def write_hdf5() -> bool:
             with self.hdf5.tx(f"recording conversion of {req.group_id}"):
                 ok = self.hdf5.finish_job(
-                    req.group_id, owner, "converted", now, ms_path=result["ms_path"]
+                    req.group_id,
+                    owner,
+                    "converted",
+                    now,
+                    ms_path=result["ms_path"],
+                    token=req.token,
                 )
                 if ok:
                     self.hdf5.add_event(
@@ -218,6 +241,22 @@ class Recorder:
                 hint="another worker took the group over; its result stands",
             )
         return ok
+
+    def transient(self, req: ConversionRequest, owner: str, error: str) -> None:
+        """The executor lost the attempt (scheduler, cancelled task): the group waits
+        ``backoff_initial_seconds`` and is retried; the attempt does not count."""
+        now = self.clock()
+        delay = self.cfg.convert.backoff_initial_seconds
+
+        @busy_retry(max_seconds=300)
+        def write() -> bool:
+            with self.hdf5.tx(f"requeueing {req.group_id}"):
+                return self.hdf5.requeue_job(
+                    req.group_id, owner, req.token, now, error, now + delay
+                )
+
+        write()
+        log.warning("convert.requeued", group_id=req.group_id, error=error, retry_in_seconds=delay)
 
     def failure(self, group_id: str, owner: str | None, error: str | ConversionError) -> str:
         """Record a failed attempt: ``"failed"`` (permanent, or attempts used up),
@@ -281,7 +320,7 @@ class Dispatcher:
         on_event: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.executor = executor or LocalProcessExecutor()
+        self.executor = executor or make_executor(cfg.convert)
         self.clock = clock
         self.on_event = on_event
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -294,6 +333,8 @@ class Dispatcher:
         self.completed = 0
         self.failed: set[str] = set()  # groups this dispatcher saw fail for good
         self.waiting_on_node: set[str] = set()  # pending because of a node condition
+        self.waiting: str | None = None  # why conversions cannot start now
+        self.transient_failures = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="convert-dispatcher", daemon=True)
@@ -320,9 +361,11 @@ class Dispatcher:
                 lease = self.cfg.convert.lease_seconds
                 if now - last_renew >= lease / 3:
                     for gid in list(self.running):
-                        hdf5.renew_lease(gid, self.owner, now + lease)
+                        if not hdf5.renew_lease(gid, self.owner, now + lease):
+                            self._give_up(gid, "lease lost (expired, re-claimed elsewhere)")
                     last_renew = now
-                while len(self.running) < self.cfg.convert.workers and not self._stop.is_set():
+                limit = self._limit()
+                while len(self.running) < limit and not self._stop.is_set():
                     if not self._claim_one(hdf5, rec):
                         break
                 self.wake.wait(0.2 if self.running else 1.0)
@@ -332,8 +375,51 @@ class Dispatcher:
             log.exception("convert.dispatcher_died")
         finally:
             self._abandon(hdf5)
+            self.executor.close()
             hdf5.close()
             products.close()
+
+    def _limit(self) -> int:
+        """How many conversions may run now; records and logs why none can start."""
+        limit = self.cfg.convert.workers
+        reason = self.executor.unavailable()
+        if reason != self.waiting:
+            if reason:
+                log.warning(
+                    "convert.waiting",
+                    executor=self.executor.name,
+                    reason=reason,
+                    hint="ingest goes on; conversions start when the executor is back",
+                )
+            else:
+                log.info("convert.executor_ready", executor=self.executor.name)
+            self.waiting = reason
+        if reason:
+            return 0
+        cap = self.executor.capacity()
+        return limit if cap is None else min(limit, cap)
+
+    def _give_up(self, gid: str, why: str) -> None:
+        """Stop an attempt whose lease is gone: its result, if any, is never recorded."""
+        h, _req = self.running.pop(gid)
+        h.kill()
+        self._forget(h)
+        self._warned.discard(gid)
+        log.warning("convert.lease_lost", group_id=gid, reason=why)
+
+    def describe(self) -> dict[str, Any]:
+        """The executor and what runs on it, for `status` and the metrics."""
+        return {
+            **self.executor.describe(),
+            "running": sorted(self.running),
+            "waiting": self.waiting,
+            "transient_failures": self.transient_failures,
+        }
+
+    def _forget(self, h: Handle) -> None:
+        forget = getattr(self.executor, "forget", None)
+        if forget is not None:
+            forget(h)
 
     def _claim_one(self, hdf5: Hdf5DB, rec: Recorder) -> bool:
         c = self.cfg.convert
@@ -346,6 +432,7 @@ class Dispatcher:
         except ConversionError as e:
             self._note(gid, rec.failure(gid, self.owner, e))
             return True
+        req = dataclasses.replace(req, token=job["attempt_token"] or "")
         log.info(
             "convert.started",
             group_id=gid,
@@ -356,12 +443,15 @@ class Dispatcher:
         try:
             handle = self.executor.submit(req)
         except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-            # out of descriptors is the node's condition, not the group's: hand it back
-            log.error("convert.too_many_open_files", group_id=gid, error=e.strerror)
-            hdf5.release_job(gid, self.owner, self.clock())
-            self._stop.wait(1.0)
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                # out of descriptors is the node's condition, not the group's: hand it back
+                log.error("convert.too_many_open_files", group_id=gid, error=e.strerror)
+                hdf5.release_job(gid, self.owner, self.clock())
+                self._stop.wait(1.0)
+                return False
+            # the executor is out of reach (the scheduler went away since the check)
+            self.transient_failures += 1
+            rec.transient(req, self.owner, f"could not submit to {self.executor.name}: {e}")
             return False
         self.running[gid] = (handle, req)
         return True
@@ -386,11 +476,20 @@ class Dispatcher:
             del self.running[gid]
             self._warned.discard(gid)
             result, error = h.result()
+            self._forget(h)
             if elapsed > c.timeout_seconds and error:
                 error = (
                     f"ran longer than timeout_seconds ({c.timeout_seconds:g} s) and was "
                     "killed; raise [convert] timeout_seconds if that is normal"
                 )
+            elif h.transient:
+                self.transient_failures += 1
+                rec.transient(req, self.owner, error or "lost by the executor")
+                continue
+            if result is not None and self.executor.remote:
+                error = self._check_here(req, result)
+                if error:
+                    result = None
             if result is not None:
                 try:
                     self.waiting_on_node.discard(gid)
@@ -419,10 +518,23 @@ class Dispatcher:
         else:
             self.waiting_on_node.discard(gid)
 
+    def _check_here(self, req: ConversionRequest, result: dict[str, Any]) -> str | None:
+        """A remote worker said it wrote the MS: it must be there, whole, for us too."""
+        path = Path(result["ms_path"])
+        why = worker._validate(req, path)
+        if why is None:
+            return None
+        return (
+            f"the worker reported {path} written, but from the daemon's host it {why}; "
+            "[convert] output_dir must be storage shared by the workers and the daemon "
+            "(`dsa110-ingest doctor` probes it)"
+        )
+
     def _abandon(self, hdf5: Hdf5DB) -> None:
         """On shutdown, stop running conversions and hand their groups back at once."""
         for gid, (h, _req) in list(self.running.items()):
             h.kill()
+            self._forget(h)
             try:
                 hdf5.release_job(gid, self.owner, self.clock())
             except DatabaseError:

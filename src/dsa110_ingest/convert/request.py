@@ -33,6 +33,8 @@ class ConversionRequest:
     min_time_overlap: float = 0.5
     imaging_columns: bool = False
     telescope_name: str | None = None  # None: from the files
+    # the claimed attempt's fencing token: only its result may be registered
+    token: str = ""
 
     @property
     def by_frequency(self) -> list[InputFile]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,6 +138,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "rejected_files.path_bytes",
         script("ALTER TABLE rejected_files ADD COLUMN path_bytes BLOB"),
+    ),
+    # fencing: a result is registered only by the attempt that holds the current token
+    Migration(
+        "conversion attempt token",
+        script("ALTER TABLE conversion_jobs ADD COLUMN attempt_token TEXT"),
     ),
 )
 
@@ -625,9 +631,9 @@ class Hdf5DB:
                 return None  # another worker took it between the look and the lock
             self.conn.execute(
                 "UPDATE conversion_jobs SET state = 'running', lease_owner = ?, "
-                "lease_expires_at = ?, attempts = attempts + 1, started_at = ?, updated_at = ? "
-                "WHERE group_id = ?",
-                (owner, now + lease_s, now, now, row["group_id"]),
+                "lease_expires_at = ?, attempts = attempts + 1, started_at = ?, updated_at = ?, "
+                "attempt_token = ? WHERE group_id = ?",
+                (owner, now + lease_s, now, now, uuid.uuid4().hex, row["group_id"]),
             )
             return self.job(row["group_id"])
 
@@ -677,8 +683,10 @@ class Hdf5DB:
         error: str | None = None,
         next_attempt_at: float = 0.0,
         refund_attempt: bool = False,
+        token: str = "",
     ) -> bool:
-        """Set a job's outcome; False when the lease was lost to another worker.
+        """Set a job's outcome; False when the lease was lost to another worker, or
+        (with ``token``) when the attempt was given up and another one started.
         ``refund_attempt``: the node, not the group, failed; the attempt does not count."""
         cond = " AND lease_owner = ?" if owner else ""
         args: list[Any] = [
@@ -693,6 +701,9 @@ class Hdf5DB:
         ]
         if owner:
             args.append(owner)
+        if token:
+            cond += " AND attempt_token = ?"
+            args.append(token)
         return (
             self.conn.execute(
                 "UPDATE conversion_jobs SET state = ?, ms_path = COALESCE(?, ms_path), "
@@ -713,6 +724,22 @@ class Hdf5DB:
                 "shutdown', updated_at = ? WHERE group_id = ? AND lease_owner = ?",
                 (now, group_id, owner),
             )
+
+    def requeue_job(
+        self, group_id: str, owner: str, token: str, now: float, error: str, next_attempt_at: float
+    ) -> bool:
+        """An attempt lost to the executor (worker gone, scheduler unreachable): pending
+        again, and not counted against the group's attempts."""
+        return (
+            self.conn.execute(
+                "UPDATE conversion_jobs SET state = 'pending', attempts = MAX(0, attempts - 1), "
+                "lease_owner = NULL, lease_expires_at = NULL, last_error = ?, "
+                "next_attempt_at = ?, updated_at = ? WHERE group_id = ? AND lease_owner = ? "
+                "AND attempt_token IS ?",
+                (error, next_attempt_at, now, group_id, owner, token or None),
+            ).rowcount
+            == 1
+        )
 
     def retry_failed_job(self, group_id: str, now: float) -> bool:
         """failed -> pending with fresh attempts; False when the job is not failed."""
