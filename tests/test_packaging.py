@@ -126,13 +126,13 @@ def test_readme_commands_in_a_fresh_install_without_the_convert_extra(installed:
     conf = installed / "ingest.toml"
     conf.write_text(
         'state_dir = "state"\n[[storage_locations]]\nname = "in"\npath = "incoming"\n'
-        '[convert]\noutput_dir = "ms"\n'  # backend "pyuvdata", the default
+        '[convert]\noutput_dir = "ms"\n'  # backend "native", the default
     )
     c = ("--config", str(conf))
 
     p = _cli(installed, *c, "doctor")
     assert p.returncode == 1
-    assert 'FAIL  converter: [convert] backend = "pyuvdata" needs pyuvdata' in p.stdout
+    assert 'FAIL  converter: [convert] backend = "native" needs pyuvdata' in p.stdout
     assert "pip install 'dsa110-ingest[convert]'" in p.stdout
     p = _cli(installed, *c, "run", "--rescan")
     assert p.returncode == 1 and "pip install 'dsa110-ingest[convert]'" in p.stderr

@@ -35,7 +35,8 @@ def _pyuvdata(cfg: Config) -> list[str]:
     if not missing:
         return []
     return [
-        f"[convert] backend = {cfg.convert.backend!r} needs {' and '.join(missing)}, which are not "
+        f'[convert] backend = "{cfg.convert.backend}" needs {" and ".join(missing)}, which '
+        "are not "
         f"installed: {CONVERT_EXTRA_HINT} (or set [convert] enabled = false, or run "
         "with --no-convert, to index and group only)"
     ]
