@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_ingest import cli, service
-from dsa110_ingest.db import hdf5 as hdf5_db
+from dsa110_ingest.db.sqlite import index as hdf5_db
 from dsa110_ingest.ingest import indexer, reader
 
 _out = open(os.environ["DSA110_TRACE"], "a", buffering=1)  # noqa: SIM115

@@ -22,10 +22,11 @@ from pathlib import Path
 import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dsa110_ingest.db.hdf5 import Hdf5DB
+
 from _report import machine, verdict, write_section
 from dsa110_ingest import find_subband_groups_from_db
 from dsa110_ingest.config import load_config
-from dsa110_ingest.db.hdf5 import Hdf5DB
 from dsa110_ingest.service import Service
 from dsa110_ingest.simulate import SimParams, simulate
 from dsa110_ingest.times import unix_to_iso

@@ -32,7 +32,7 @@ _LAZY = {
     "is_group_complete": "dsa110_ingest.api",
     "Config": "dsa110_ingest.config",
     "load_config": "dsa110_ingest.config",
-    "SubbandGroup": "dsa110_ingest.db.hdf5",
+    "SubbandGroup": "dsa110_ingest.db.records",
 }
 
 __all__ = [
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
         is_group_complete,
     )
     from dsa110_ingest.config import Config, load_config
-    from dsa110_ingest.db.hdf5 import SubbandGroup
+    from dsa110_ingest.db.records import SubbandGroup
 
 
 def __getattr__(name: str) -> Any:

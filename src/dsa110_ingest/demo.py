@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dsa110_ingest.config import Config
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import open_index_at
 from dsa110_ingest.events import event_dict
 from dsa110_ingest.simulate import SimParams, simulate, spread_offsets
 
@@ -92,10 +92,10 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         last = 0
         converted = 0
         deadline = time.monotonic() + 300
-        with Hdf5DB(hdf5, readonly=True) as db:
+        with open_index_at(hdf5, readonly=True) as db:
             while converted < n and time.monotonic() < deadline:
                 for row in db.events_after(last):
-                    last = row["id"]
+                    last = row.id
                     e = event_dict(row)
                     pl = e["payload"]
                     extra = pl.get("ms_path") or f"{len(pl.get('files', []))} files"

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert.backends import check_available
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import open_index_at, open_products_at
+from dsa110_ingest.db.store import Store
 from dsa110_ingest.errors import ConfigError, IngestError
 from dsa110_ingest.ingest.watcher import choose_mode, mount_of, needs_polling
 
@@ -61,14 +60,14 @@ def check_db_path(label: str, path: Path, mounts: str) -> Iterator[Check]:
         yield Check("OK", label, f"{path} ({fstype})")
 
 
-def check_integrity(label: str, path: Path, opener: type) -> Iterator[Check]:
+def check_integrity(label: str, path: Path, opener: Callable[..., Store]) -> Iterator[Check]:
     if not path.exists():
         yield Check("WARN", label, f"{path} does not exist yet (created at first start)")
         return
     try:
         with opener(path, readonly=True) as db:
             res = db.integrity()
-    except (IngestError, sqlite3.Error) as e:
+    except IngestError as e:
         yield Check("FAIL", label, f"cannot open {path}: {e}")
         return
     if res == "ok":
@@ -118,7 +117,7 @@ def check_legacy_table(cfg: Config, ctx: Context) -> Iterator[Check]:
     if not cfg.products_db.exists():
         return
     try:
-        with ProductsDB(cfg.products_db, readonly=True) as p:
+        with open_products_at(cfg.products_db, readonly=True) as p:
             legacy = p.has_table("hdf5_file_index")
     except IngestError as e:
         yield Check("FAIL", "products db", str(e))
@@ -276,8 +275,8 @@ def check_output_disk(cfg: Config, ctx: Context) -> Iterator[Check]:
 
 
 def check_integrity_both(cfg: Config, ctx: Context) -> Iterator[Check]:
-    yield from check_integrity("hdf5 db integrity", cfg.hdf5_db, Hdf5DB)
-    yield from check_integrity("products db integrity", cfg.products_db, ProductsDB)
+    yield from check_integrity("hdf5 db integrity", cfg.hdf5_db, open_index_at)
+    yield from check_integrity("products db integrity", cfg.products_db, open_products_at)
 
 
 def check_daemon(cfg: Config, ctx: Context) -> Iterator[Check]:

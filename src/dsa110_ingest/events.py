@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest.db.records import Event
+from dsa110_ingest.db.store import IndexStore
 from dsa110_ingest.runtime import open_private
 
 GROUP_COMPLETE = "group.complete"
@@ -28,28 +28,28 @@ GROUP_CONVERTED = "group.converted"
 GROUP_FAILED = "group.failed"
 
 
-def event_dict(row: sqlite3.Row) -> dict[str, Any]:
+def event_dict(row: Event) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "type": row["type"],
-        "group_id": row["group_id"],
-        "created_at": row["created_at"],
-        "payload": json.loads(row["payload"] or "{}"),
+        "id": row.id,
+        "type": row.type,
+        "group_id": row.group_id,
+        "created_at": row.created_at,
+        "payload": row.payload,
     }
 
 
 def follow(
-    db: Any, after_id: int = 0, poll_s: float = 0.2, stop: Any = None
+    db: IndexStore, after_id: int = 0, poll_s: float = 0.2, stop: Any = None
 ) -> Iterator[dict[str, Any]]:
     """Yield events as they are committed (the DB is the source of truth, not a pipe)."""
     last = after_id
     while stop is None or not stop():
         rows = db.events_after(last)
         for r in rows:
-            last = r["id"]
+            last = r.id
             yield event_dict(r)
         if not rows:
-            time.sleep(poll_s)
+            db.wait_for_events(last, poll_s)
 
 
 class JsonlMirror:
@@ -78,14 +78,14 @@ class JsonlMirror:
                 continue  # a torn last line from a crash
         return 0
 
-    def sync(self, db: Any) -> int:
+    def sync(self, db: IndexStore) -> int:
         n = 0
         while rows := db.events_after(self.last_id):
             # 0640 in a 0750 folder whatever the umask: events name files and groups
             with open(open_private(self.path), "a", encoding="utf-8") as f:
                 for r in rows:
                     f.write(json.dumps(event_dict(r), sort_keys=True) + "\n")
-                    self.last_id = r["id"]
+                    self.last_id = r.id
                     n += 1
                 f.flush()
                 os.fsync(f.fileno())

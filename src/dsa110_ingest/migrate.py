@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_ingest.config import Config
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import IndexStore, open_index_at, open_products_at
+from dsa110_ingest.db.records import MsRecord
 from dsa110_ingest.errors import MigrationError, MisnamedFileError
 from dsa110_ingest.ingest.grouping import join_group
 from dsa110_ingest.naming import NameParser
@@ -139,17 +139,17 @@ def _location(cfg: Config, path: str, ids: dict[str, int]) -> int | None:
 
 def _copy_rows(
     cfg: Config,
-    hdf5: Hdf5DB,
+    hdf5: IndexStore,
     legacy: list[dict[str, Any]],
     extra: list[str],
-    ms_rows: list[Any],
+    ms_rows: list[MsRecord],
     rep: Report,
     queue: bool,
     stop_after: str | None,
 ) -> dict[str, str]:
     """Step 2, in one transaction. Returns {ms path: group id} for ms_index rows matched."""
     parser = NameParser(cfg.pattern, cfg.groups.expected_subbands)
-    loc_ids = {r["name"]: r["id"] for r in hdf5.locations()}
+    loc_ids = {r.name: r.id for r in hdf5.locations()}
     present = hdf5.all_paths()
     now = time.time()
     keyed = []
@@ -157,7 +157,7 @@ def _copy_rows(
         nt = _name_time(row, parser)
         keyed.append(((nt[0] if nt else float("inf"), nt[1] if nt else 0, row["path"]), nt, row))
     keyed.sort(key=lambda k: k[0])
-    with hdf5.tx("migrating legacy rows"):
+    with hdf5.transaction("migrating legacy rows"):
         for i, (_, nt, row) in enumerate(keyed):
             if i == len(keyed) // 2:
                 _kill_if("insert", stop_after)
@@ -215,19 +215,19 @@ def _copy_rows(
         for gid in {of_path.get(r["path"]) for r in legacy} - {None}:
             g = hdf5.group(gid)
             if g is not None:
-                touched[gid] = (g["min_ts"], g["max_ts"])
+                touched[gid] = (g.min_ts, g.max_ts)
         matched = _match_converted(hdf5, ms_rows, touched, legacy_gid, cfg, rep, now)
         for gid in touched:
             g = hdf5.group(gid)
-            if g is None or g["state"] != "collecting":
+            if g is None or g.state != "collecting":
                 continue
             # old observations: settle their state now, without events (consumers saw
             # them long ago) and without waiting for a timeout
-            if g["n_subbands"] >= g["expected_subbands"]:
+            if g.n_subbands >= g.expected_subbands:
                 hdf5.set_group_state(gid, "complete", now)
                 rep.complete += 1
                 if queue and gid not in matched.values() and cfg.convert.enabled:
-                    hdf5.enqueue_job(gid, unix_to_mjd(g["min_ts"]), now)
+                    hdf5.enqueue_job(gid, unix_to_mjd(g.min_ts), now)
                     rep.queued += 1
             else:
                 hdf5.set_group_state(gid, "incomplete", now)
@@ -238,8 +238,8 @@ def _copy_rows(
 
 
 def _match_converted(
-    hdf5: Hdf5DB,
-    ms_rows: list[Any],
+    hdf5: IndexStore,
+    ms_rows: list[MsRecord],
     touched: dict[str, tuple[float, float]],
     legacy_gid: dict[str, set[str]],
     cfg: Config,
@@ -251,22 +251,19 @@ def _match_converted(
     spans = sorted((lo, hi, gid) for gid, (lo, hi) in touched.items())
     matched: dict[str, str] = {}
     for ms in ms_rows:
-        keys = ms.keys()
-        gids = (
-            legacy_gid.get(str(ms["group_id"])) if "group_id" in keys and ms["group_id"] else None
-        )
+        gids = legacy_gid.get(str(ms.group_id)) if ms.group_id else None
         if not gids:
-            t = ms["start_mjd"] if ms["start_mjd"] is not None else ms["mid_mjd"]
+            t = ms.start_mjd if ms.start_mjd is not None else ms.mid_mjd
             if t is None:
                 continue
             t = mjd_to_unix(t)
             # an MS starts with its group's first integration; a mid time lies within the
             # observation (one cadence after its first file)
-            slack = tol if ms["start_mjd"] is not None else 330.0
+            slack = tol if ms.start_mjd is not None else 330.0
             gids = {gid for lo, hi, gid in spans if lo - tol <= t <= hi + slack}
         for gid in gids:
-            hdf5.record_converted(gid, ms["path"], None, now)
-            matched[ms["path"]] = gid
+            hdf5.record_converted(gid, ms.path, None, now)
+            matched[ms.path] = gid
     rep.already_converted = len(set(matched.values()))
     return matched
 
@@ -285,12 +282,12 @@ def run_migration(
     if not products_path.exists():
         raise MigrationError(f"products DB {products_path} does not exist; pass --products-db")
     rep = Report()
-    with ProductsDB(products_path, readonly=True) as ro:
+    with open_products_at(products_path, readonly=True) as ro:
         if not ro.has_table("hdf5_file_index"):
             return None
         cols = ro.legacy_columns()
         rep.schema, rep.extra_columns = _legacy_schema(cols)
-        legacy = [dict(r) for r in ro.legacy_rows()]
+        legacy = ro.legacy_rows()
         ms_rows = ro.all_ms() if ro.has_table("ms_index") else []
     rep.legacy_rows = len(legacy)
 
@@ -298,15 +295,15 @@ def run_migration(
         with tempfile.TemporaryDirectory() as d:
             scratch = Path(d) / "hdf5.sqlite3"
             if hdf5_path.exists():
-                with Hdf5DB(hdf5_path, readonly=True) as src:
+                with open_index_at(hdf5_path, readonly=True) as src:
                     src.backup_to(scratch)
-            with Hdf5DB(scratch) as hdf5:
+            with open_index_at(scratch) as hdf5:
                 _register(cfg, hdf5)
                 _copy_rows(cfg, hdf5, legacy, rep.extra_columns, ms_rows, rep, queue, None)
         return rep
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    with ProductsDB(products_path) as products, Hdf5DB(hdf5_path) as hdf5:
+    with open_products_at(products_path) as products, open_index_at(hdf5_path) as hdf5:
         for db, path in ((products, products_path), (hdf5, hdf5_path)):
             dest = path.with_name(f"{path.name}.bak-{stamp}")
             n = 1
@@ -333,6 +330,6 @@ def run_migration(
     return rep
 
 
-def _register(cfg: Config, hdf5: Hdf5DB) -> None:
+def _register(cfg: Config, hdf5: IndexStore) -> None:
     for loc in cfg.storage_locations:
         hdf5.ensure_location(loc.name, str(loc.path), loc.role, loc.description)

@@ -29,8 +29,7 @@ from dsa110_ingest import logs
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert.executor import Executor
 from dsa110_ingest.convert.queue import Dispatcher
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import IndexStore, index_exists, open_index, open_products
 from dsa110_ingest.errors import DatabaseError, IngestError
 from dsa110_ingest.events import JsonlMirror
 from dsa110_ingest.ingest.indexer import BatchResult, Indexer
@@ -99,7 +98,7 @@ class Service:
         self._reopen_logs = False
         self.counters = _Counters()
         self.started_at = self.clock()
-        self.db: Hdf5DB | None = None
+        self.db: IndexStore | None = None
         self.indexer: Indexer | None = None
         self.watcher: Watcher | None = None
         self.dispatcher: Dispatcher | None = None
@@ -157,7 +156,7 @@ class Service:
                 f"cannot create the lock file {self.lock.path}: {e.strerror}; make "
                 f"{self.lock.path.parent} writable by this user (the daemon's state lives there)"
             ) from None
-        self.db = Hdf5DB(self.cfg.hdf5_db)
+        self.db = open_index(self.cfg)
         st = os.stat(self.cfg.hdf5_db)
         self._db_ident = (st.st_dev, st.st_ino)
         self.floor = EventIdFloor(self.cfg.hdf5_db)
@@ -169,7 +168,7 @@ class Service:
                 "deleted?); event ids continue above the last one ever used",
             )
         self.floor.write(self.db.event_id_high())
-        ProductsDB(self.cfg.products_db).close()  # fail now, not at the first conversion
+        open_products(self.cfg).close()  # fail now, not at the first conversion
         self.indexer = Indexer(self.db, self.cfg, clock=self.clock)
         self.indexer.convert_enabled = self.cfg.convert.enabled
         self.indexer.reader.on_wait = self.notifier.watchdog  # hung reads: still alive
@@ -323,9 +322,9 @@ class Service:
         db_ok = True
         now = self.clock()
         try:
-            self.db.write_heartbeat(
-                os.getpid(), socket.gethostname(), self.started_at, now, self._status()
-            )
+            host = socket.gethostname()
+            # node: the host name until the config names nodes (issue 13, several nodes)
+            self.db.write_heartbeat(host, os.getpid(), host, self.started_at, now, self._status())
             self.metrics.heartbeat.set(now)
         except DatabaseError as e:
             db_ok = False
@@ -756,7 +755,7 @@ class Service:
                     elif waiting:
                         log.warning("rescan.conversions_waiting", reason=waiting)
                 time.sleep(0.2)
-        st = self.db.counts()["conversions"]
+        st = self.db.counts().conversions
         if logs.human():
             print(
                 "rescan: conversions " + ", ".join(f"{n} {s}" for s, n in sorted(st.items())),
@@ -767,7 +766,7 @@ class Service:
         for gid in sorted(d.failed | d.waiting_on_node):
             job = self.db.job(gid)
             what = "failed" if gid in d.failed else "waits on this node"
-            error = job["last_error"] if job else ""
+            error = job.last_error if job else ""
             if logs.human():
                 print(f"rescan: {gid} {what}: {error}", file=sys.stderr)
             else:
@@ -789,12 +788,12 @@ def daemon_status(cfg: Config, now: float | None = None) -> dict[str, Any]:
     except OSError:
         holder = None  # lock file unreadable to this user: fall back to the pid below
     hb = None
-    if cfg.hdf5_db.exists():
-        with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
-            hb = db.heartbeat()
-    age = None if hb is None or hb["updated_at"] is None else max(0.0, now - hb["updated_at"])
-    pid = holder or (hb["pid"] if hb is not None else None)
-    if holder is None and pid and hb is not None and hb["hostname"] == socket.gethostname():
+    if index_exists(cfg):
+        with open_index(cfg, readonly=True) as db:
+            hb = db.heartbeat(socket.gethostname())
+    age = None if hb is None or hb.updated_at is None else max(0.0, now - hb.updated_at)
+    pid = holder or (hb.pid if hb is not None else None)
+    if holder is None and pid and hb is not None and hb.hostname == socket.gethostname():
         try:
             os.kill(pid, 0)
             holder = pid  # alive, lock not visible to us

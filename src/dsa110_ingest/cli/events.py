@@ -29,10 +29,10 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    from dsa110_ingest.db.hdf5 import Hdf5DB
+    from dsa110_ingest.db import open_index
     from dsa110_ingest.events import event_dict, follow
 
-    with Hdf5DB(cfg.hdf5_db, readonly=not args.follow) as db:
+    with open_index(cfg, readonly=not args.follow) as db:
         if args.follow:
             for e in follow(db, args.after):
                 print(json.dumps(e, sort_keys=True), flush=True)
@@ -41,5 +41,5 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             while rows := db.events_after(last):
                 for r in rows:
                     print(json.dumps(event_dict(r), sort_keys=True))
-                    last = r["id"]
+                    last = r.id
     return EXIT_OK

@@ -41,62 +41,60 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def group_json(r: Any, files: list[Any], ms_status: str | None) -> dict[str, Any]:
-    have = {f["subband_num"] for f in files}
-    conversion = r["convert_state"]
+    have = {f.subband_num for f in files}
+    conversion = r.convert_state
     if conversion == "converted" and ms_status in ("missing", None):
         conversion = MS_MISSING
     return {
-        "group_id": r["group_id"],
-        "state": r["state"],
-        "n_subbands": r["n_subbands"],
-        "expected_subbands": r["expected_subbands"],
-        "n_conflicts": r["n_conflicts"],
-        "start_mjd": r["start_mjd"],
-        "end_mjd": r["end_mjd"],
-        "missing_subbands": [f"sb{i:02d}" for i in range(r["expected_subbands"]) if i not in have],
-        "files": [f["path"] for f in files],
+        "group_id": r.group_id,
+        "state": r.state,
+        "n_subbands": r.n_subbands,
+        "expected_subbands": r.expected_subbands,
+        "n_conflicts": r.n_conflicts,
+        "start_mjd": r.start_mjd,
+        "end_mjd": r.end_mjd,
+        "missing_subbands": [f"sb{i:02d}" for i in range(r.expected_subbands) if i not in have],
+        "files": [f.path for f in files],
         "conversion": conversion,
-        "attempts": r["attempts"],
-        "last_error": r["last_error"],
-        "ms_path": r["ms_path"],
+        "attempts": r.attempts,
+        "last_error": r.last_error,
+        "ms_path": r.ms_path,
         "ms_status": ms_status,
-        "first_seen_at": r["first_seen_at"],
-        "completed_at": r["completed_at"],
+        "first_seen_at": r.first_seen_at,
+        "completed_at": r.completed_at,
     }
 
 
 def _ms_statuses(products_db: Path, paths: list[str]) -> dict[str, str | None]:
     """ms_index status of each MS path. A path without a row (`prune --delete-rows`)
     counts as missing only when it is not on disk either."""
-    from dsa110_ingest.db.products import ProductsDB
+    from dsa110_ingest.db import open_products_at
 
     def unrecorded(p: str) -> str | None:
         return "converted" if os.path.exists(p) else None
 
     if not products_db.exists():
         return {p: unrecorded(p) for p in paths}
-    with ProductsDB(products_db, readonly=True) as products:
-        return {p: (row["status"] if (row := products.ms(p)) else unrecorded(p)) for p in paths}
+    with open_products_at(products_db, readonly=True) as products:
+        return {p: (row.status if (row := products.ms(p)) else unrecorded(p)) for p in paths}
 
 
 def list_groups(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from dsa110_ingest.db.hdf5 import Hdf5DB
+    from dsa110_ingest.db import open_index
     from dsa110_ingest.times import iso_to_unix
 
     # ms-missing is a converted group seen through the products DB
     db_state = "converted" if args.state == MS_MISSING else args.state
-    with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+    with open_index(cfg, readonly=True) as db:
         rows = db.list_groups(
             iso_to_unix(args.since) if args.since else None,
             iso_to_unix(args.until) if args.until else None,
             db_state,
             args.limit if args.state not in ("converted", MS_MISSING) else None,
         )
-        files = db.files_of_groups([r["group_id"] for r in rows])
-    ms = _ms_statuses(
-        cfg.products_db, [r["ms_path"] for r in rows if r["convert_state"] == "converted"]
-    )
-    out = [group_json(r, files[r["group_id"]], ms.get(r["ms_path"])) for r in rows]
+        files = db.files_of_groups([r.group_id for r in rows])
+    ms = _ms_statuses(cfg.products_db, [r.ms_path for r in rows if r.convert_state == "converted"])
+    out = [group_json(r, files[r.group_id], ms.get(r.ms_path)) for r in rows]
     if args.state in ("converted", MS_MISSING):
         out = [g for g in out if g["conversion"] == args.state or g["state"] == args.state]
         out = out[: args.limit] if args.limit else out

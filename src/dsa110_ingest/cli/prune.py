@@ -8,8 +8,7 @@ import sys
 import time
 
 from dsa110_ingest.config import Config
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import open_index, open_products
 
 NAME = "prune"
 HELP = "mark vanished subband files and Measurement Sets (never deletes data)"
@@ -33,20 +32,20 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     verb = "would mark" if args.dry_run else "marked"
-    with Hdf5DB(cfg.hdf5_db, readonly=args.dry_run) as hdf5:
+    with open_index(cfg, readonly=args.dry_run) as hdf5:
         gone = [p for p in hdf5.stored_paths() if not os.path.exists(p)]
         for p in gone:
             print(f"prune: file gone: {p}")
         if gone and not args.dry_run:
-            with hdf5.tx("pruning vanished files"):
+            with hdf5.transaction("pruning vanished files"):
                 hdf5.mark_missing(gone)
     print(f"prune: {verb} {len(gone)} vanished subband file(s) stored = 0", file=sys.stderr)
 
     if not cfg.products_db.exists():
         return 0
-    with ProductsDB(cfg.products_db, readonly=args.dry_run) as products:
-        rows = [r for r in products.all_ms() if r["status"] != "missing" or args.delete_rows]
-        missing = [r["path"] for r in rows if not os.path.exists(r["path"])]
+    with open_products(cfg, readonly=args.dry_run) as products:
+        rows = [r for r in products.all_ms() if r.status != "missing" or args.delete_rows]
+        missing = [r.path for r in rows if not os.path.exists(r.path)]
         now = time.time()
         for p in missing:
             print(f"prune: MS gone: {p}")

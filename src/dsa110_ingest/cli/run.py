@@ -69,9 +69,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 def _failed_conversions(cfg: Config) -> int:
     """Groups whose conversion gave up, from the DB: the rescan's own report only prints."""
-    from dsa110_ingest.db.hdf5 import Hdf5DB
+    from dsa110_ingest.db import open_index
 
     if not cfg.hdf5_db.exists():
         return 0
-    with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+    with open_index(cfg, readonly=True) as db:
         return int(db.state_counts()[1].get("failed", 0))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import socket
 import time
 from typing import Any
 
@@ -33,7 +33,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
-    from dsa110_ingest.db.hdf5 import Hdf5DB
+    from dsa110_ingest.db import index_exists, open_index
     from dsa110_ingest.service import daemon_status
 
     now = time.time() if now is None else now
@@ -44,34 +44,34 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
         "daemon": daemon_status(cfg, now),
         "heartbeat": None,
     }
-    if not cfg.hdf5_db.exists():
+    if not index_exists(cfg):
         st.update(
             files={}, groups={}, conversions={}, events={}, rejected_files=[], conversion_errors=[]
         )
         return st
-    with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
-        st.update(db.counts())
+    with open_index(cfg, readonly=True) as db:
+        st.update(db.counts().as_dict())
         st["rejected_files"] = [
             {
-                "path": r["path"],
-                "reason": r["reason"],
-                "detail": r["detail"],
-                "attempts": r["attempts"],
+                "path": r.path,
+                "reason": r.reason,
+                "detail": r.detail,
+                "attempts": r.attempts,
             }
             for r in db.rejected()
         ]
         st["conversion_errors"] = [
-            {k: r[k] for k in ("group_id", "state", "attempts", "last_error")}
+            {k: getattr(r, k) for k in ("group_id", "state", "attempts", "last_error")}
             for r in db.troubled_jobs()
         ]
-        hb = db.heartbeat()
+        hb = db.heartbeat(socket.gethostname())
     if hb is not None:
         st["heartbeat"] = {
-            "pid": hb["pid"],
-            "hostname": hb["hostname"],
-            "updated_at": hb["updated_at"],
-            "age_seconds": round(now - hb["updated_at"], 1),
-            "status": json.loads(hb["status"] or "{}"),
+            "pid": hb.pid,
+            "hostname": hb.hostname,
+            "updated_at": hb.updated_at,
+            "age_seconds": round(now - hb.updated_at, 1),
+            "status": hb.status,
         }
     return st
 

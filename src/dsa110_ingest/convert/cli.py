@@ -13,8 +13,7 @@ from typing import Any
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert import worker
 from dsa110_ingest.convert.queue import Recorder, build_request
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import open_index, open_products
 from dsa110_ingest.errors import ConversionError, DatabaseError
 
 
@@ -24,9 +23,9 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
     ``convert``), this refuses, with or without ``--force``."""
     owner = f"convert:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     lease_s = cfg.convert.lease_seconds
-    with Hdf5DB(cfg.hdf5_db) as hdf5, ProductsDB(cfg.products_db) as products:
+    with open_index(cfg) as hdf5, open_products(cfg) as products:
         job = hdf5.job(group_id)
-        if job is not None and job["state"] == "converted" and not force:
+        if job is not None and job.state == "converted" and not force:
             print(
                 f"convert: {group_id} is already converted to {job['ms_path']} "
                 "(use --force to convert again)",
@@ -39,8 +38,8 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
             print(f"convert: {e}", file=sys.stderr)
             return 1
         g = hdf5.group(group_id)
-        with hdf5.tx(f"queueing {group_id} for a foreground conversion"):
-            hdf5.enqueue_job(group_id, g["start_mjd"] if g else None, time.time(), req.partial)
+        with hdf5.transaction(f"queueing {group_id} for a foreground conversion"):
+            hdf5.enqueue_job(group_id, g.start_mjd if g else None, time.time(), req.partial)
         if hdf5.lease_job(group_id, owner, time.time(), lease_s) is None:
             held = hdf5.job(group_id)
             print(
@@ -93,7 +92,7 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
 
 
 def retry(cfg: Config, group_id: str) -> int:
-    with Hdf5DB(cfg.hdf5_db) as hdf5:
+    with open_index(cfg) as hdf5:
         job = hdf5.job(group_id)
         if job is None:
             print(

@@ -27,9 +27,8 @@ from dsa110_ingest.config import Config
 from dsa110_ingest.convert import worker
 from dsa110_ingest.convert.executor import Executor, Handle, make_executor
 from dsa110_ingest.convert.request import ConversionRequest, InputFile
-from dsa110_ingest.db.connection import busy_retry
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import IndexStore, ProductsStore, open_index, open_products
+from dsa110_ingest.db.retry import busy_retry
 from dsa110_ingest.errors import ConversionError, DatabaseError, TransientConversionError
 
 log = structlog.get_logger("dsa110_ingest.convert")
@@ -41,21 +40,21 @@ def ms_path_for(cfg: Config, group_id: str) -> str:
 
 
 def build_request(
-    cfg: Config, db: Hdf5DB, group_id: str, *, force: bool = False, partial: bool = False
+    cfg: Config, db: IndexStore, group_id: str, *, force: bool = False, partial: bool = False
 ) -> ConversionRequest:
     g = db.group(group_id)
     if g is None:
-        raise ConversionError(f"group {group_id} is not in {db.path}; see `dsa110-ingest groups`")
+        raise ConversionError(f"group {group_id} is not in {db.name}; see `dsa110-ingest groups`")
     files = db.group_files(group_id)
-    present = [f for f in files if f["stored"]]
-    gone = [f["path"] for f in files if not f["stored"]]
+    present = [f for f in files if f.stored]
+    gone = [f.path for f in files if not f.stored]
     if gone:
         raise ConversionError(
             f"group {group_id}: {len(gone)} file(s) no longer on disk, e.g. "
             f"{gone[0]}; restore them, or `retry` after they are back"
         )
-    have = {f["subband_num"] for f in present}
-    missing = tuple(f"sb{i:02d}" for i in range(g["expected_subbands"]) if i not in have)
+    have = {f.subband_num for f in present}
+    missing = tuple(f"sb{i:02d}" for i in range(g.expected_subbands) if i not in have)
     if missing and not (partial or force):
         raise ConversionError(
             f"group {group_id} is missing {', '.join(missing)}; an incomplete "
@@ -71,9 +70,7 @@ def build_request(
         imaging_columns=c.imaging_columns,
         telescope_name=c.telescope_name or None,
         group_id=group_id,
-        inputs=tuple(
-            InputFile(f["path"], f["subband_num"], f["freq_min_hz"], f["n_freqs"]) for f in present
-        ),
+        inputs=tuple(InputFile(f.path, f.subband_num, f.freq_min_hz, f.n_freqs) for f in present),
         output=ms_path_for(cfg, group_id),
         backend=c.backend,
         command=c.command,
@@ -82,8 +79,8 @@ def build_request(
         missing_subbands=missing,
         meta={
             "force": force,
-            "start_mjd": g["start_mjd"],
-            "end_mjd": g["end_mjd"],
+            "start_mjd": g.start_mjd,
+            "end_mjd": g.end_mjd,
             "ra_deg": _mean(present, "ra_deg"),
             "dec_deg": _mean(present, "dec_deg"),
         },
@@ -165,8 +162,8 @@ class Recorder:
     def __init__(
         self,
         cfg: Config,
-        hdf5: Hdf5DB,
-        products: ProductsDB,
+        hdf5: IndexStore,
+        products: ProductsStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
@@ -180,7 +177,7 @@ class Recorder:
         if not req.token:
             return True  # a foreground `convert`: no claimed attempt to fence
         job = self.hdf5.job(req.group_id)
-        return job is not None and job["state"] == "running" and job["attempt_token"] == req.token
+        return job is not None and job.state == "running" and job.attempt_token == req.token
 
     def success(self, req: ConversionRequest, result: dict[str, Any], owner: str | None) -> bool:
         now = self.clock()
@@ -201,7 +198,7 @@ class Recorder:
 
         @busy_retry(max_seconds=300)
         def write_hdf5() -> bool:
-            with self.hdf5.tx(f"recording conversion of {req.group_id}"):
+            with self.hdf5.transaction(f"recording conversion of {req.group_id}"):
                 ok = self.hdf5.finish_job(
                     req.group_id,
                     owner,
@@ -250,7 +247,7 @@ class Recorder:
 
         @busy_retry(max_seconds=300)
         def write() -> bool:
-            with self.hdf5.tx(f"requeueing {req.group_id}"):
+            with self.hdf5.transaction(f"requeueing {req.group_id}"):
                 return self.hdf5.requeue_job(
                     req.group_id, owner, req.token, now, error, now + delay
                 )
@@ -265,11 +262,11 @@ class Recorder:
         err = classify(self.cfg, error)
         message = str(err)
         job = self.hdf5.job(group_id)
-        attempts = int(job["attempts"]) if job else 1
+        attempts = int(job.attempts) if job else 1
 
         @busy_retry(max_seconds=300)
         def write() -> str:
-            with self.hdf5.tx(f"recording failed conversion of {group_id}"):
+            with self.hdf5.transaction(f"recording failed conversion of {group_id}"):
                 if err.permanent or (err.counts and attempts >= self.cfg.convert.max_attempts):
                     self.hdf5.finish_job(group_id, owner, "failed", now, error=message)
                     self.hdf5.add_event(
@@ -350,8 +347,8 @@ class Dispatcher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        hdf5 = Hdf5DB(self.cfg.hdf5_db)
-        products = ProductsDB(self.cfg.products_db)
+        hdf5 = open_index(self.cfg)
+        products = open_products(self.cfg)
         rec = Recorder(self.cfg, hdf5, products, self.clock)
         last_renew = 0.0
         try:
@@ -421,22 +418,22 @@ class Dispatcher:
         if forget is not None:
             forget(h)
 
-    def _claim_one(self, hdf5: Hdf5DB, rec: Recorder) -> bool:
+    def _claim_one(self, hdf5: IndexStore, rec: Recorder) -> bool:
         c = self.cfg.convert
         job = hdf5.claim_job(self.owner, self.clock(), c.lease_seconds, c.order == "newest_first")
         if job is None:
             return False
-        gid = job["group_id"]
+        gid = job.group_id
         try:
-            req = build_request(self.cfg, hdf5, gid, partial=bool(job["partial"]))
+            req = build_request(self.cfg, hdf5, gid, partial=bool(job.partial))
         except ConversionError as e:
             self._note(gid, rec.failure(gid, self.owner, e))
             return True
-        req = dataclasses.replace(req, token=job["attempt_token"] or "")
+        req = dataclasses.replace(req, token=job.attempt_token or "")
         log.info(
             "convert.started",
             group_id=gid,
-            attempt=job["attempts"],
+            attempt=job.attempts,
             output=req.output,
             files=len(req.inputs),
         )
@@ -456,7 +453,7 @@ class Dispatcher:
         self.running[gid] = (handle, req)
         return True
 
-    def _reap(self, hdf5: Hdf5DB, rec: Recorder) -> None:
+    def _reap(self, hdf5: IndexStore, rec: Recorder) -> None:
         c = self.cfg.convert
         for gid, (h, req) in list(self.running.items()):
             elapsed = time.monotonic() - h.started
@@ -530,7 +527,7 @@ class Dispatcher:
             "(`dsa110-ingest doctor` probes it)"
         )
 
-    def _abandon(self, hdf5: Hdf5DB) -> None:
+    def _abandon(self, hdf5: IndexStore) -> None:
         """On shutdown, stop running conversions and hand their groups back at once."""
         for gid, (h, _req) in list(self.running.items()):
             h.kill()

@@ -16,26 +16,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dsa110_ingest.config import GroupsConfig
+from dsa110_ingest.db.records import GroupSpan
 from dsa110_ingest.times import unix_to_iso
-
-OPEN_STATES = frozenset({"collecting"})
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSpan:
-    group_id: str
-    min_ts: float
-    max_ts: float
-    state: str
-
-    @property
-    def is_open(self) -> bool:
-        return self.state in OPEN_STATES
-
-    def distance(self, ts: float) -> float:
-        if self.min_ts <= ts <= self.max_ts:
-            return 0.0
-        return min(abs(ts - self.min_ts), abs(ts - self.max_ts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +50,9 @@ def place(ts: float, neighbours: list[GroupSpan]) -> Placement:
 
 
 class GroupStore(Protocol):
-    """What grouping needs from a database (``db.hdf5.Hdf5DB`` provides it)."""
+    """What grouping needs from a database (``db.store.IndexStore`` provides it)."""
 
+    def lock_time_window(self, ts: float, tolerance: float) -> None: ...
     def groups_near(self, ts: float, tolerance: float) -> list[GroupSpan]: ...
     def create_group(
         self, group_id: str, ts: float, expected: int, now: float, deadline: float
@@ -84,6 +67,8 @@ def join_group(
 ) -> tuple[Placement, bool]:
     """Place a file in its group, creating, merging or renaming groups as needed, inside
     the caller's transaction. Returns the placement and whether the subband was taken."""
+    # two writers (nodes) placing files of one observation must not both create a group
+    db.lock_time_window(ts, g.cluster_tolerance_seconds)
     pl = place(ts, db.groups_near(ts, g.cluster_tolerance_seconds))
     if pl.target is None:
         db.create_group(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ import structlog
 
 from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config, StorageLocation
-from dsa110_ingest.db.connection import busy_retry
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import IndexStore
+from dsa110_ingest.db.records import Group
+from dsa110_ingest.db.retry import busy_retry
 from dsa110_ingest.ingest.grouping import Band, join_group, overlaps, suspect
 from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
 from dsa110_ingest.ingest.scanner import Candidate, scan_tree, stat_path
@@ -63,7 +63,7 @@ class BatchResult:
 class Indexer:
     def __init__(
         self,
-        db: Hdf5DB,
+        db: IndexStore,
         cfg: Config,
         *,
         clock: Clock = time.time,
@@ -195,7 +195,7 @@ class Indexer:
 
         @busy_retry()
         def write() -> int:
-            with self.db.tx("marking deleted files"):
+            with self.db.transaction("marking deleted files"):
                 return self.db.mark_missing(paths)
 
         n = write()
@@ -207,10 +207,7 @@ class Indexer:
     def _unchanged(self, c: Candidate) -> bool:
         row = self.db.get_file(c.path)
         return bool(
-            row
-            and row["stored"]
-            and row["file_size_bytes"] == c.size
-            and row["mtime_ns"] == c.mtime_ns
+            row and row.stored and row.file_size_bytes == c.size and row.mtime_ns == c.mtime_ns
         )
 
     def process(
@@ -251,7 +248,7 @@ class Indexer:
     ) -> BatchResult:
         r = BatchResult()
         now = self.clock()
-        with self.db.tx(f"indexing {len(items)} file(s)"):
+        with self.db.transaction(f"indexing {len(items)} file(s)"):
             for c, h in items:
                 self._apply_one(c, h, now, r)
         for path, msg in r.rejections:
@@ -304,16 +301,16 @@ class Indexer:
             return
 
         same_name = self.db.files_named(c.filename)
-        existing = next((f for f in same_name if f["path"] == c.path), None)
-        if existing is not None and existing["group_id"] is not None:
+        existing = next((f for f in same_name if f.path == c.path), None)
+        if existing is not None and existing.group_id is not None:
             # rewritten in place, or back after a disappearance: same name, same group
-            gid = existing["group_id"]
-            dup = existing["is_duplicate"]
+            gid = existing.group_id
+            dup = existing.is_duplicate
             grow = self.db.group(gid)
             retry = (
                 dup
                 and grow is not None
-                and grow["state"] in ("collecting", "incomplete")
+                and grow.state in ("collecting", "incomplete")
                 and not self.db.subband_taken(gid, c.name.subband_num)
             )
             # a file once out of the count (a frequency conflict) and now rewritten, with
@@ -323,26 +320,26 @@ class Indexer:
             r.updated += 1
             if retry:
                 self._check_frequencies(c, h, gid, now, r)
-                grow = self.db.refresh_group(gid, grow["min_ts"], grow["max_ts"], now)
-                if grow["n_subbands"] >= grow["expected_subbands"]:
+                grow = self.db.refresh_group(gid, grow.min_ts, grow.max_ts, now)
+                if grow.n_subbands >= grow.expected_subbands:
                     self._complete(grow, now, r)
                     r.completed_by[gid] = c.path
             return
         for twin in self.db.files_named(c.filename):
             if (
-                twin["path"] != c.path
-                and twin["file_size_bytes"] == c.size
+                twin.path != c.path
+                and twin.file_size_bytes == c.size
                 and (
-                    not twin["stored"]
-                    or not os.path.exists(twin["path"])
+                    not twin.stored
+                    or not os.path.exists(twin.path)
                     # the same file under an older spelling (`..`, a symlinked folder)
-                    or os.path.realpath(twin["path"]) == os.path.realpath(c.path)
+                    or os.path.realpath(twin.path) == os.path.realpath(c.path)
                 )
             ):
                 self.db.move_file(
-                    twin["path"], c.path, c.location_id, c.size, c.mtime_ns / 1e9, c.mtime_ns
+                    twin.path, c.path, c.location_id, c.size, c.mtime_ns / 1e9, c.mtime_ns
                 )
-                log.info("file.moved", src=twin["path"], dst=c.path, group_id=twin["group_id"])
+                log.info("file.moved", src=twin.path, dst=c.path, group_id=twin.group_id)
                 r.moved += 1
                 return
 
@@ -367,19 +364,16 @@ class Indexer:
                     "path": c.path,
                     "subband": c.name.subband_code,
                     "kept": [
-                        f["path"]
+                        f.path
                         for f in self.db.group_files(gid)
-                        if f["subband_num"] == c.name.subband_num
+                        if f.subband_num == c.name.subband_num
                     ],
                 },
                 now,
             )
             r.events.append((ev.GROUP_CONFLICT, gid))
             log.warning("file.conflict", path=c.path, group_id=gid, subband=c.name.subband_code)
-        if (
-            grow["state"] in ("collecting", "incomplete")
-            and grow["n_subbands"] >= grow["expected_subbands"]
-        ):
+        if grow.state in ("collecting", "incomplete") and grow.n_subbands >= grow.expected_subbands:
             self._complete(grow, now, r)
             r.completed_by[gid] = c.path
 
@@ -392,9 +386,9 @@ class Indexer:
         assert c.name is not None
         new = Band(c.path, c.name.subband_num, h.freq_min_hz, h.freq_max_hz)
         members = [
-            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            Band(f.path, f.subband_num, f.freq_min_hz, f.freq_max_hz)
             for f in self.db.group_files(gid)
-            if f["path"] != c.path and f["freq_min_hz"] is not None
+            if f.path != c.path and f.freq_min_hz is not None
         ]
         for old in members:
             if not overlaps(new, old):
@@ -436,15 +430,15 @@ class Indexer:
         any arrival order the impostor ends up out, the genuine file in."""
         files = self.db.group_files(gid, members_only=False)
         members = [
-            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            Band(f.path, f.subband_num, f.freq_min_hz, f.freq_max_hz)
             for f in files
-            if not f["is_duplicate"] and f["freq_min_hz"] is not None
+            if not f.is_duplicate and f.freq_min_hz is not None
         ]
         held = {m.subband for m in members}
         excluded = [
-            Band(f["path"], f["subband_num"], f["freq_min_hz"], f["freq_max_hz"])
+            Band(f.path, f.subband_num, f.freq_min_hz, f.freq_max_hz)
             for f in files
-            if f["is_duplicate"] and f["freq_min_hz"] is not None and f["subband_num"] not in held
+            if f.is_duplicate and f.freq_min_hz is not None and f.subband_num not in held
         ]
         for x in excluded:
             for y in members:
@@ -474,23 +468,23 @@ class Indexer:
                 log.warning("file.frequency_conflict", group_id=gid, suspect=y.path, revised=True)
                 break
 
-    def _complete(self, grow: sqlite3.Row, now: float, r: BatchResult) -> None:
-        gid = grow["group_id"]
+    def _complete(self, grow: Group, now: float, r: BatchResult) -> None:
+        gid = grow.group_id
         files = self.db.group_files(gid)
         self.db.set_group_state(gid, "complete", now)
         self.db.add_event(
             ev.GROUP_COMPLETE,
             gid,
             {
-                "n_subbands": grow["n_subbands"],
-                "start_mjd": grow["start_mjd"],
-                "end_mjd": grow["end_mjd"],
-                "files": [f["path"] for f in files],
+                "n_subbands": grow.n_subbands,
+                "start_mjd": grow.start_mjd,
+                "end_mjd": grow.end_mjd,
+                "files": [f.path for f in files],
             },
             now,
         )
         if self.convert_enabled:
-            self.db.enqueue_job(gid, grow["start_mjd"], now)
+            self.db.enqueue_job(gid, grow.start_mjd, now)
         r.events.append((ev.GROUP_COMPLETE, gid))
 
     def expire_groups(self, full_rescan: bool = False) -> list[tuple[str, str]]:
@@ -507,20 +501,20 @@ class Indexer:
         @busy_retry()
         def write() -> None:
             out.clear()
-            with self.db.tx("expiring incomplete groups"):
+            with self.db.transaction("expiring incomplete groups"):
                 for grow in self._expired(obs_before):
-                    gid = grow["group_id"]
-                    have = {f["subband_num"] for f in self.db.group_files(gid)}
+                    gid = grow.group_id
+                    have = {f.subband_num for f in self.db.group_files(gid)}
                     missing = [f"sb{i:02d}" for i in range(g.expected_subbands) if i not in have]
                     self.db.set_group_state(gid, "incomplete", now)
                     self.db.add_event(
                         ev.GROUP_INCOMPLETE,
                         gid,
                         {
-                            "n_subbands": grow["n_subbands"],
+                            "n_subbands": grow.n_subbands,
                             "missing": missing,
-                            "start_mjd": grow["start_mjd"],
-                            "end_mjd": grow["end_mjd"],
+                            "start_mjd": grow.start_mjd,
+                            "end_mjd": grow.end_mjd,
                         },
                         now,
                     )
@@ -531,30 +525,28 @@ class Indexer:
                     for grow in self.db.partial_candidates(
                         now - after, conv.min_subbands, now - after if full_rescan else None
                     ):
-                        self.db.enqueue_job(grow["group_id"], grow["start_mjd"], now, True)
+                        self.db.enqueue_job(grow.group_id, grow.start_mjd, now, True)
 
         write()
         for etype, gid in out:
             log.warning(etype, group_id=gid)
         return out
 
-    def _expired(self, obs_before: float | None) -> list[sqlite3.Row]:
+    def _expired(self, obs_before: float | None) -> list[Group]:
         timeout = self.cfg.groups.incomplete_timeout_seconds
         m, now = self.mono(), self.clock()
         open_groups = self.db.open_groups()
         born = {}
         for grow in open_groups:
-            b = self._born.get(grow["group_id"])
+            b = self._born.get(grow.group_id)
             if b is None:
                 # first sight in this process (created before a restart, or renamed): credit
                 # the wall time it has already waited, never more than one timeout
-                b = m - min(max(0.0, now - grow["first_seen_at"]), timeout)
-            born[grow["group_id"]] = b
+                b = m - min(max(0.0, now - grow.first_seen_at), timeout)
+            born[grow.group_id] = b
         self._born = born  # forget groups that are no longer open
-        old = {r["group_id"] for r in self.db.open_groups(obs_before)} if obs_before else set()
-        return [
-            r for r in open_groups if m - born[r["group_id"]] >= timeout or r["group_id"] in old
-        ]
+        old = {r.group_id for r in self.db.open_groups(obs_before)} if obs_before else set()
+        return [r for r in open_groups if m - born[r.group_id] >= timeout or r.group_id in old]
 
     def _row(self, c: Candidate, h: HeaderInfo, gid: str, dup: int, now: float) -> dict:
         assert c.name is not None

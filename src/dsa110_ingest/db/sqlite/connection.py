@@ -87,7 +87,6 @@ def connect(
     except sqlite3.Error as e:
         conn.close()
         raise translate(e, path, "opening") from None
-    conn.row_factory = sqlite3.Row
     return conn
 
 
@@ -123,16 +122,6 @@ def transaction(conn: sqlite3.Connection, path: Path | str, doing: str) -> Itera
         if isinstance(exc, sqlite3.Error):
             raise translate(exc, path, doing) from None
         raise
-
-
-def busy_retry(max_seconds: float = 120.0):  # type: ignore[no-untyped-def]
-    """Retry a whole write when the DB stays busy past the busy timeout."""
-    return retry(
-        retry=retry_if_exception_type(DatabaseBusyError),
-        stop=stop_after_delay(max_seconds),
-        wait=wait_exponential(0.1, max=5),
-        reraise=True,
-    )
 
 
 def backup(conn: sqlite3.Connection, dest: Path) -> None:

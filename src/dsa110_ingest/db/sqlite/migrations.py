@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsa110_ingest.db.connection import transaction
+from dsa110_ingest.db.sqlite.connection import transaction
 from dsa110_ingest.errors import DatabaseError
 
 

@@ -1,259 +1,117 @@
-"""The HDF5 (input) database: files, storage locations, groups, events, conversion jobs.
+"""The SQLite index store: files, storage locations, groups, events, conversion jobs.
 
-Every SQL statement touching ``hdf5.sqlite3`` is in this module, so that another
-backend (PostgreSQL for a shared index) replaces this file and nothing else.
+Every SQL statement touching the SQLite index is in this module (its schema and
+migrations are in ``schema.py``). Rows leave as the records of ``db.records``.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsa110_ingest.db.connection import backup, connect, transaction
-from dsa110_ingest.db.migrations import Migration, migrate, script
-from dsa110_ingest.ingest.grouping import GroupSpan
+from dsa110_ingest.db.records import (
+    FILE_COLUMNS,
+    GROUP_COLUMNS,
+    JOB_COLUMNS,
+    ConversionJob,
+    Event,
+    FileRecord,
+    Group,
+    GroupSpan,
+    GroupSummary,
+    Heartbeat,
+    IndexCounts,
+    KnownFile,
+    Location,
+    MemberFile,
+    RejectedFile,
+    field_names,
+)
+from dsa110_ingest.db.sqlite.connection import backup, connect, transaction, translate
+from dsa110_ingest.db.sqlite.migrations import migrate
+from dsa110_ingest.db.sqlite.schema import INDEX_MIGRATIONS
+from dsa110_ingest.db.store import IndexStore
 from dsa110_ingest.naming import path_bytes, path_text
 
-SCHEMA_V1 = """
-CREATE TABLE storage_locations (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    path TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL DEFAULT 'incoming',
-    description TEXT
-);
-CREATE TABLE hdf5_file_index (
-    path TEXT PRIMARY KEY,
-    filename TEXT NOT NULL,
-    group_id TEXT,
-    subband_code TEXT,
-    subband_num INTEGER,
-    timestamp_iso TEXT,
-    timestamp_mjd REAL,
-    file_size_bytes INTEGER,
-    modified_time REAL,
-    indexed_at REAL,
-    stored INTEGER NOT NULL DEFAULT 1,
-    ra_deg REAL,
-    dec_deg REAL,
-    obs_date TEXT,
-    obs_time TEXT,
-    start_mjd REAL,
-    end_mjd REAL,
-    mid_mjd REAL,
-    freq_min_hz REAL,
-    freq_max_hz REAL,
-    channel_width_hz REAL,
-    integration_time_s REAL,
-    n_freqs INTEGER,
-    n_times INTEGER,
-    n_ants INTEGER,
-    n_pols INTEGER,
-    n_blts INTEGER,
-    telescope_name TEXT,
-    storage_location_id INTEGER REFERENCES storage_locations(id),
-    mtime_ns INTEGER,
-    is_duplicate INTEGER NOT NULL DEFAULT 0,
-    legacy_extra TEXT
-);
-CREATE INDEX ix_file_group ON hdf5_file_index(group_id, subband_num);
-CREATE INDEX ix_file_time ON hdf5_file_index(timestamp_mjd);
-CREATE INDEX ix_file_name ON hdf5_file_index(filename);
-CREATE INDEX ix_file_location ON hdf5_file_index(storage_location_id);
-CREATE TABLE groups (
-    group_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    n_subbands INTEGER NOT NULL DEFAULT 0,
-    expected_subbands INTEGER NOT NULL,
-    n_conflicts INTEGER NOT NULL DEFAULT 0,
-    min_ts REAL NOT NULL,
-    max_ts REAL NOT NULL,
-    start_mjd REAL,
-    end_mjd REAL,
-    first_seen_at REAL NOT NULL,
-    last_seen_at REAL NOT NULL,
-    completed_at REAL,
-    incomplete_at REAL,
-    deadline_at REAL NOT NULL
-);
-CREATE INDEX ix_group_max_ts ON groups(max_ts);
-CREATE INDEX ix_group_start ON groups(start_mjd);
-CREATE INDEX ix_group_state ON groups(state, deadline_at);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    type TEXT NOT NULL,
-    group_id TEXT,
-    payload TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
-);
-CREATE INDEX ix_event_group ON events(group_id);
-CREATE TABLE rejected_files (
-    path TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    file_size_bytes INTEGER,
-    mtime_ns INTEGER,
-    first_seen_at REAL NOT NULL,
-    last_seen_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    storage_location_id INTEGER REFERENCES storage_locations(id)
-);
-CREATE TABLE conversion_jobs (
-    group_id TEXT PRIMARY KEY REFERENCES groups(group_id) ON UPDATE CASCADE,
-    state TEXT NOT NULL,
-    obs_mjd REAL,
-    partial INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_expires_at REAL,
-    last_error TEXT,
-    ms_path TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL
-);
-CREATE INDEX ix_job_claim ON conversion_jobs(state, obs_mjd);
-CREATE TABLE heartbeat (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    pid INTEGER,
-    hostname TEXT,
-    started_at REAL,
-    updated_at REAL,
-    status TEXT
-);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)
-"""
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration("initial schema", script(SCHEMA_V1)),
-    # a name that is not UTF-8: ``path`` holds it escaped, ``path_bytes`` the exact bytes
-    Migration(
-        "rejected_files.path_bytes",
-        script("ALTER TABLE rejected_files ADD COLUMN path_bytes BLOB"),
-    ),
-    # fencing: a result is registered only by the attempt that holds the current token
-    Migration(
-        "conversion attempt token",
-        script("ALTER TABLE conversion_jobs ADD COLUMN attempt_token TEXT"),
-    ),
-)
-
-FILE_COLUMNS = (
-    "path",
-    "filename",
-    "group_id",
-    "subband_code",
-    "subband_num",
-    "timestamp_iso",
-    "timestamp_mjd",
-    "file_size_bytes",
-    "modified_time",
-    "indexed_at",
-    "stored",
-    "ra_deg",
-    "dec_deg",
-    "obs_date",
-    "obs_time",
-    "start_mjd",
-    "end_mjd",
-    "mid_mjd",
-    "freq_min_hz",
-    "freq_max_hz",
-    "channel_width_hz",
-    "integration_time_s",
-    "n_freqs",
-    "n_times",
-    "n_ants",
-    "n_pols",
-    "n_blts",
-    "telescope_name",
-    "storage_location_id",
-    "mtime_ns",
-    "is_duplicate",
-    "legacy_extra",
-)
 _UPSERT_FILE = (
     f"INSERT INTO hdf5_file_index ({', '.join(FILE_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in FILE_COLUMNS)}) "
     "ON CONFLICT(path) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in FILE_COLUMNS if c != "path")
 )
-_GROUP_COLS = (
-    "group_id, state, n_subbands, expected_subbands, n_conflicts, min_ts, max_ts, start_mjd, "
-    "end_mjd, first_seen_at, last_seen_at, completed_at, incomplete_at, deadline_at"
+_INSERT_FILE_IF_NEW = (
+    f"INSERT INTO hdf5_file_index ({', '.join(FILE_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in FILE_COLUMNS)}) ON CONFLICT(path) DO NOTHING"
 )
+_FILE_COLS = ", ".join(FILE_COLUMNS)
+_GROUP_COLS = ", ".join(GROUP_COLUMNS)
+_JOB_COLS = ", ".join(JOB_COLUMNS)
+_LOCATION_COLS = ", ".join(field_names(Location))
+_REJECTED_COLS = ", ".join(field_names(RejectedFile))
+_HEARTBEAT_COLS = "node, pid, hostname, started_at, updated_at, status"
+# SQLite has no LISTEN: a follower re-reads at most this often
+EVENT_POLL_S = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class KnownFile:
-    size: int | None
-    mtime_ns: int | None
-    stored: int
+def _file(row: Sequence[Any] | None) -> FileRecord | None:
+    return None if row is None else FileRecord(*row)
 
 
-@dataclass(frozen=True)
-class SubbandGroup:
-    """One observation as returned by :func:`find_subband_groups_from_db`."""
-
-    group_id: str
-    state: str
-    n_subbands: int
-    expected_subbands: int
-    start_mjd: float | None
-    end_mjd: float | None
-    files: tuple[str, ...]  # member files on disk, ordered by subband number
-    subbands: tuple[int, ...]
-
-    @property
-    def is_complete(self) -> bool:
-        return self.n_subbands >= self.expected_subbands
-
-    @property
-    def missing_subbands(self) -> tuple[int, ...]:
-        have = set(self.subbands)
-        return tuple(i for i in range(self.expected_subbands) if i not in have)
+def _group(row: Sequence[Any] | None) -> Group | None:
+    return None if row is None else Group(*row)
 
 
-def open_hdf5_db(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+def _job(row: Sequence[Any] | None) -> ConversionJob | None:
+    return None if row is None else ConversionJob(*row)
+
+
+def _heartbeat(row: Sequence[Any]) -> Heartbeat:
+    return Heartbeat(*row[:5], status=json.loads(row[5] or "{}"))
+
+
+def open_index_connection(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to the SQLite index, migrated to the current schema unless readonly."""
     conn = connect(path, readonly=readonly)
     if not readonly:
-        migrate(conn, path, MIGRATIONS)
+        migrate(conn, path, INDEX_MIGRATIONS)
     return conn
 
 
-class Hdf5DB:
-    """Handle on one HDF5 DB. Not thread-safe: one owner thread per instance."""
+class SqliteIndexStore(IndexStore):
+    """The index in one SQLite file. Not thread-safe: one owner thread per instance."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.conn = open_hdf5_db(self.path, readonly=readonly)
+        self.name = str(self.path)
+        self.conn = open_index_connection(self.path, readonly=readonly)
         self._span_cache: float | None = None
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> Hdf5DB:
+    def __enter__(self) -> SqliteIndexStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextmanager
-    def tx(self, doing: str) -> Iterator[Hdf5DB]:
+    def transaction(self, doing: str = "writing") -> Iterator[None]:
+        # looked up in the module at call time: benchmarks/_traced_daemon.py wraps it
         with transaction(self.conn, self.path, doing):
-            yield self
+            yield
+
+    def dbapi_connection(self) -> sqlite3.Connection:
+        return self.conn
 
     # -- storage locations --------------------------------------------------------
-    def ensure_location(self, name: str, path: str, role: str, description: str = "") -> int:
-        with self.tx(f"registering storage location {name}"):
+    def ensure_location(
+        self, name: str, path: str, role: str, description: str = "", *, node: str = ""
+    ) -> int:
+        with self.transaction(f"registering storage location {name}"):
             row = self.conn.execute(
                 "SELECT id FROM storage_locations WHERE name = ? OR path = ? "
                 "ORDER BY (name = ?) DESC LIMIT 1",
@@ -261,19 +119,25 @@ class Hdf5DB:
             ).fetchone()
             if row:
                 self.conn.execute(
-                    "UPDATE storage_locations SET name = ?, path = ?, role = ?, description = ? "
-                    "WHERE id = ?",
-                    (name, path, role, description, row[0]),
+                    "UPDATE storage_locations SET name = ?, path = ?, role = ?, description = ?, "
+                    "node = ? WHERE id = ?",
+                    (name, path, role, description, node, row[0]),
                 )
                 return int(row[0])
             cur = self.conn.execute(
-                "INSERT INTO storage_locations (name, path, role, description) VALUES (?,?,?,?)",
-                (name, path, role, description),
+                "INSERT INTO storage_locations (name, path, role, description, node) "
+                "VALUES (?,?,?,?,?)",
+                (name, path, role, description, node),
             )
             return int(cur.lastrowid or 0)
 
-    def locations(self) -> list[sqlite3.Row]:
-        return self.conn.execute("SELECT * FROM storage_locations ORDER BY id").fetchall()
+    def locations(self, node: str | None = None) -> list[Location]:
+        q = f"SELECT {_LOCATION_COLS} FROM storage_locations"
+        args: tuple[str, ...] = ()
+        if node is not None:
+            q += " WHERE node = ?"
+            args = (node,)
+        return [Location(*r) for r in self.conn.execute(q + " ORDER BY id", args)]
 
     # -- what is already known, for the scan's fast path --------------------------
     def known_files(self, location_id: int) -> dict[str, KnownFile]:
@@ -289,17 +153,22 @@ class Hdf5DB:
         return {r[0]: KnownFile(r[1], r[2], 0) for r in rows}
 
     # -- file rows (call inside tx) -----------------------------------------------
-    def get_file(self, path: str) -> sqlite3.Row | None:
-        return self.conn.execute(
-            "SELECT * FROM hdf5_file_index WHERE path = ?", (path_text(path),)
-        ).fetchone()
+    def get_file(self, path: str) -> FileRecord | None:
+        return _file(
+            self.conn.execute(
+                f"SELECT {_FILE_COLS} FROM hdf5_file_index WHERE path = ?", (path_text(path),)
+            ).fetchone()
+        )
 
-    def files_named(self, filename: str) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT * FROM hdf5_file_index WHERE filename = ?", (filename,)
-        ).fetchall()
+    def files_named(self, filename: str) -> list[FileRecord]:
+        return [
+            FileRecord(*r)
+            for r in self.conn.execute(
+                f"SELECT {_FILE_COLS} FROM hdf5_file_index WHERE filename = ?", (filename,)
+            )
+        ]
 
-    def upsert_file(self, row: dict[str, Any]) -> None:
+    def upsert_file(self, row: Mapping[str, Any]) -> None:
         self.conn.execute(_UPSERT_FILE, {c: row.get(c) for c in FILE_COLUMNS})
 
     def move_file(
@@ -369,12 +238,18 @@ class Hdf5DB:
     def unreject(self, path: str) -> None:
         self.conn.execute("DELETE FROM rejected_files WHERE path = ?", (path_text(path),))
 
-    def rejected(self) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT * FROM rejected_files ORDER BY last_seen_at DESC"
-        ).fetchall()
+    def rejected(self) -> list[RejectedFile]:
+        return [
+            RejectedFile(*r)
+            for r in self.conn.execute(
+                f"SELECT {_REJECTED_COLS} FROM rejected_files ORDER BY last_seen_at DESC"
+            )
+        ]
 
     # -- groups (call inside tx) --------------------------------------------------
+    def lock_time_window(self, ts: float, tolerance: float) -> None:
+        """BEGIN IMMEDIATE already serialises every writer of the file."""
+
     def groups_near(self, ts: float, tolerance: float) -> list[GroupSpan]:
         rows = self.conn.execute(
             "SELECT group_id, min_ts, max_ts, state FROM groups WHERE max_ts >= ? AND min_ts <= ?",
@@ -415,7 +290,7 @@ class Hdf5DB:
         self.conn.execute("UPDATE groups SET group_id = ? WHERE group_id = ?", (new, old))
         self.conn.execute("UPDATE hdf5_file_index SET group_id = ? WHERE group_id = ?", (new, old))
 
-    def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> sqlite3.Row:
+    def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> Group:
         """Recount a group from its files and store span and counts; returns the row."""
         self.conn.execute(
             "UPDATE groups SET min_ts = MIN(min_ts, ?), max_ts = MAX(max_ts, ?), "
@@ -425,11 +300,10 @@ class Hdf5DB:
             "FROM hdf5_file_index WHERE group_id = ?) WHERE group_id = ?",
             (min_ts, max_ts, now, group_id, group_id),
         )
-        row = self.conn.execute(
-            f"SELECT {_GROUP_COLS} FROM groups WHERE group_id = ?", (group_id,)
-        ).fetchone()
-        if row["end_mjd"] is not None and row["start_mjd"] is not None:
-            span = row["end_mjd"] - row["start_mjd"]
+        row = self.group(group_id)
+        assert row is not None, group_id  # refreshed above, inside this transaction
+        if row.end_mjd is not None and row.start_mjd is not None:
+            span = row.end_mjd - row.start_mjd
             if span > self._max_span():
                 self.conn.execute(
                     "INSERT INTO meta VALUES ('max_group_span_mjd', ?) ON CONFLICT(key) DO "
@@ -453,7 +327,7 @@ class Hdf5DB:
         args: tuple[Any, ...] = (state, now, group_id) if col else (state, group_id)
         self.conn.execute(f"UPDATE groups SET state = ?{extra} WHERE group_id = ?", args)
 
-    def open_groups(self, obs_before_ts: float | None = None) -> list[sqlite3.Row]:
+    def open_groups(self, obs_before_ts: float | None = None) -> list[Group]:
         """Groups still collecting (few: the observations of the last minutes); with
         ``obs_before_ts``, only those observed before it."""
         q = f"SELECT {_GROUP_COLS} FROM groups WHERE state = 'collecting'"
@@ -461,14 +335,14 @@ class Hdf5DB:
         if obs_before_ts is not None:
             q += " AND max_ts <= ?"
             args = (obs_before_ts,)
-        return self.conn.execute(q + " ORDER BY min_ts", args).fetchall()
+        return [Group(*r) for r in self.conn.execute(q + " ORDER BY min_ts", args)]
 
     def partial_candidates(
         self, older_than: float, min_subbands: int, obs_before_ts: float | None = None
-    ) -> list[sqlite3.Row]:
+    ) -> list[Group]:
         """Incomplete groups to convert anyway: first seen long enough ago (or, after a
         full rescan, observed long enough ago), with enough subbands, not yet queued."""
-        return self.conn.execute(
+        rows = self.conn.execute(
             f"SELECT {_GROUP_COLS} FROM groups g WHERE state = 'incomplete' "
             "AND (first_seen_at <= ? OR max_ts <= ?) AND n_subbands >= ? AND NOT EXISTS "
             "(SELECT 1 FROM conversion_jobs j WHERE j.group_id = g.group_id) ORDER BY min_ts",
@@ -477,24 +351,28 @@ class Hdf5DB:
                 obs_before_ts if obs_before_ts is not None else float("-inf"),
                 min_subbands,
             ),
-        ).fetchall()
+        )
+        return [Group(*r) for r in rows]
 
-    def group(self, group_id: str) -> sqlite3.Row | None:
-        return self.conn.execute(
-            f"SELECT {_GROUP_COLS} FROM groups WHERE group_id = ?", (group_id,)
-        ).fetchone()
+    def group(self, group_id: str) -> Group | None:
+        return _group(
+            self.conn.execute(
+                f"SELECT {_GROUP_COLS} FROM groups WHERE group_id = ?", (group_id,)
+            ).fetchone()
+        )
 
-    def group_files(self, group_id: str, *, members_only: bool = True) -> list[sqlite3.Row]:
+    def group_files(self, group_id: str, *, members_only: bool = True) -> list[FileRecord]:
         cond = " AND is_duplicate = 0" if members_only else ""
-        return self.conn.execute(
-            f"SELECT * FROM hdf5_file_index WHERE group_id = ?{cond} "
+        rows = self.conn.execute(
+            f"SELECT {_FILE_COLS} FROM hdf5_file_index WHERE group_id = ?{cond} "
             "ORDER BY subband_num, is_duplicate, path",
             (group_id,),
-        ).fetchall()
+        )
+        return [FileRecord(*r) for r in rows]
 
     def groups_overlapping(
         self, start_mjd: float, end_mjd: float, state: str | None = None
-    ) -> list[sqlite3.Row]:
+    ) -> list[Group]:
         self._span_cache = None  # another process may have widened it
         span = self._max_span()
         # start_mjd is indexed; bounding it below by the longest group keeps this a range scan
@@ -506,7 +384,7 @@ class Hdf5DB:
         if state:
             q += " AND state = ?"
             args.append(state)
-        return self.conn.execute(q + " ORDER BY start_mjd", args).fetchall()
+        return [Group(*r) for r in self.conn.execute(q + " ORDER BY start_mjd", args)]
 
     def list_groups(
         self,
@@ -514,7 +392,7 @@ class Hdf5DB:
         until_ts: float | None,
         state: str | None,
         limit: int | None = None,
-    ) -> list[sqlite3.Row]:
+    ) -> list[GroupSummary]:
         q = (
             f"SELECT g.{_GROUP_COLS.replace(', ', ', g.')}, j.state AS convert_state, "
             "j.attempts, j.last_error, j.ms_path, j.next_attempt_at "
@@ -533,10 +411,10 @@ class Hdf5DB:
         q += " ORDER BY g.min_ts"
         if limit:
             q += f" LIMIT {int(limit)}"
-        return self.conn.execute(q, args).fetchall()
+        return [GroupSummary(*r) for r in self.conn.execute(q, args)]
 
-    def files_of_groups(self, group_ids: Sequence[str]) -> dict[str, list[sqlite3.Row]]:
-        out: dict[str, list[sqlite3.Row]] = {g: [] for g in group_ids}
+    def files_of_groups(self, group_ids: Sequence[str]) -> dict[str, list[MemberFile]]:
+        out: dict[str, list[MemberFile]] = {g: [] for g in group_ids}
         for i in range(0, len(group_ids), 500):
             chunk = group_ids[i : i + 500]
             rows = self.conn.execute(
@@ -546,7 +424,7 @@ class Hdf5DB:
                 chunk,
             )
             for r in rows:
-                out[r[0]].append(r)
+                out[r[0]].append(MemberFile(*r))
         return out
 
     # -- events (call inside tx) --------------------------------------------------
@@ -559,10 +437,16 @@ class Hdf5DB:
         )
         return int(cur.lastrowid or 0)
 
-    def events_after(self, after_id: int, limit: int = 1000) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
-        ).fetchall()
+    def events_after(self, after_id: int, limit: int = 1000) -> list[Event]:
+        rows = self.conn.execute(
+            "SELECT id, type, group_id, payload, created_at FROM events WHERE id > ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [Event(r[0], r[1], r[2], json.loads(r[3] or "{}"), r[4]) for r in rows]
+
+    def wait_for_events(self, after_id: int, timeout: float) -> None:
+        time.sleep(max(0.0, min(timeout, EVENT_POLL_S)))
 
     def event_id_high(self) -> int:
         """The largest event id ever handed out by this DB (AUTOINCREMENT's counter)."""
@@ -572,7 +456,7 @@ class Hdf5DB:
     def raise_event_id_floor(self, floor: int) -> bool:
         """Make the next event id larger than ``floor`` (ids are never reused, even in a DB
         that replaced a lost one). True when the counter had to move."""
-        with self.tx("raising the event id floor"):
+        with self.transaction("raising the event id floor"):
             if self.event_id_high() >= floor:
                 return False
             if (
@@ -613,40 +497,40 @@ class Hdf5DB:
         )
 
     _CLAIMABLE = (
-        "SELECT * FROM conversion_jobs WHERE ((state = 'pending' AND next_attempt_at "
+        f"SELECT {_JOB_COLS} FROM conversion_jobs WHERE ((state = 'pending' AND next_attempt_at "
         "<= :now) OR (state = 'running' AND lease_expires_at < :now)) "
     )
 
     def claim_job(
         self, owner: str, now: float, lease_s: float, newest_first: bool
-    ) -> sqlite3.Row | None:
+    ) -> ConversionJob | None:
         order = "DESC" if newest_first else "ASC"
         q = self._CLAIMABLE + f"ORDER BY obs_mjd {order}, group_id {order} LIMIT 1"
         # look without the write lock first: an idle queue must not contend with indexing
         if self.conn.execute(q, {"now": now}).fetchone() is None:
             return None
-        with self.tx("claiming a conversion"):
-            row = self.conn.execute(q, {"now": now}).fetchone()
+        with self.transaction("claiming a conversion"):
+            row = _job(self.conn.execute(q, {"now": now}).fetchone())
             if row is None:
                 return None  # another worker took it between the look and the lock
             self.conn.execute(
                 "UPDATE conversion_jobs SET state = 'running', lease_owner = ?, "
                 "lease_expires_at = ?, attempts = attempts + 1, started_at = ?, updated_at = ?, "
                 "attempt_token = ? WHERE group_id = ?",
-                (owner, now + lease_s, now, now, uuid.uuid4().hex, row["group_id"]),
+                (owner, now + lease_s, now, now, uuid.uuid4().hex, row.group_id),
             )
-            return self.job(row["group_id"])
+            return self.job(row.group_id)
 
     def lease_job(
         self, group_id: str, owner: str, now: float, lease_s: float
-    ) -> sqlite3.Row | None:
+    ) -> ConversionJob | None:
         """Take the lease of one group's job whatever its state (``convert`` in the
         foreground), unless another owner holds a live lease: then None."""
-        with self.tx("leasing a conversion"):
+        with self.transaction("leasing a conversion"):
             row = self.job(group_id)
             if row is None:
                 return None
-            if row["state"] == "running" and (row["lease_expires_at"] or 0) > now:
+            if row.state == "running" and (row.lease_expires_at or 0) > now:
                 return None
             self.conn.execute(
                 "UPDATE conversion_jobs SET state = 'running', lease_owner = ?, "
@@ -657,7 +541,7 @@ class Hdf5DB:
             return self.job(group_id)
 
     def renew_lease(self, group_id: str, owner: str, until: float) -> bool:
-        with self.tx("renewing a conversion lease"):
+        with self.transaction("renewing a conversion lease"):
             return (
                 self.conn.execute(
                     "UPDATE conversion_jobs SET lease_expires_at = ? WHERE group_id = ? AND "
@@ -667,10 +551,12 @@ class Hdf5DB:
                 == 1
             )
 
-    def job(self, group_id: str) -> sqlite3.Row | None:
-        return self.conn.execute(
-            "SELECT * FROM conversion_jobs WHERE group_id = ?", (group_id,)
-        ).fetchone()
+    def job(self, group_id: str) -> ConversionJob | None:
+        return _job(
+            self.conn.execute(
+                f"SELECT {_JOB_COLS} FROM conversion_jobs WHERE group_id = ?", (group_id,)
+            ).fetchone()
+        )
 
     def finish_job(
         self,
@@ -717,7 +603,7 @@ class Hdf5DB:
 
     def release_job(self, group_id: str, owner: str, now: float) -> None:
         """Give back a job interrupted by our own shutdown: not a failed attempt."""
-        with self.tx("releasing a conversion at shutdown"):
+        with self.transaction("releasing a conversion at shutdown"):
             self.conn.execute(
                 "UPDATE conversion_jobs SET state = 'pending', attempts = MAX(0, attempts - 1), "
                 "lease_owner = NULL, lease_expires_at = NULL, last_error = 'interrupted by "
@@ -743,7 +629,7 @@ class Hdf5DB:
 
     def retry_failed_job(self, group_id: str, now: float) -> bool:
         """failed -> pending with fresh attempts; False when the job is not failed."""
-        with self.tx("resetting a conversion"):
+        with self.transaction("resetting a conversion"):
             return (
                 self.conn.execute(
                     "UPDATE conversion_jobs SET state = 'pending', attempts = 0, "
@@ -754,14 +640,15 @@ class Hdf5DB:
                 == 1
             )
 
-    def troubled_jobs(self, limit: int = 50) -> list[sqlite3.Row]:
+    def troubled_jobs(self, limit: int = 50) -> list[ConversionJob]:
         """Failed jobs, and pending ones that have an error (waiting for a retry)."""
-        return self.conn.execute(
-            "SELECT group_id, state, attempts, last_error, next_attempt_at FROM conversion_jobs "
+        rows = self.conn.execute(
+            f"SELECT {_JOB_COLS} FROM conversion_jobs "
             "WHERE state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL) "
             "ORDER BY updated_at DESC LIMIT ?",
             (limit,),
-        ).fetchall()
+        )
+        return [ConversionJob(*r) for r in rows]
 
     def jobs_open(self) -> int:
         return int(
@@ -776,12 +663,8 @@ class Hdf5DB:
     def path_groups(self) -> dict[str, str | None]:
         return dict(self.conn.execute("SELECT path, group_id FROM hdf5_file_index").fetchall())
 
-    def insert_file_if_new(self, row: dict[str, Any]) -> bool:
-        cur = self.conn.execute(
-            f"INSERT INTO hdf5_file_index ({', '.join(FILE_COLUMNS)}) "
-            f"VALUES ({', '.join(':' + c for c in FILE_COLUMNS)}) ON CONFLICT(path) DO NOTHING",
-            {c: row.get(c) for c in FILE_COLUMNS},
-        )
+    def insert_file_if_new(self, row: Mapping[str, Any]) -> bool:
+        cur = self.conn.execute(_INSERT_FILE_IF_NEW, {c: row.get(c) for c in FILE_COLUMNS})
         return cur.rowcount == 1
 
     def record_converted(
@@ -810,10 +693,13 @@ class Hdf5DB:
         backup(self.conn, dest)
 
     def integrity(self) -> str:
-        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+        try:
+            return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+        except sqlite3.Error as e:
+            raise translate(e, self.path, "checking integrity") from None
 
     # -- status -------------------------------------------------------------------
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> IndexCounts:
         c = self.conn
         files = dict(
             c.execute(
@@ -824,7 +710,7 @@ class Hdf5DB:
         files["rejected"] = c.execute("SELECT COUNT(*) FROM rejected_files").fetchone()[0]
         groups, jobs = self.state_counts()
         events = dict(c.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall())
-        return {"files": files, "groups": groups, "conversions": jobs, "events": events}
+        return IndexCounts(files=files, groups=groups, conversions=jobs, events=events)
 
     def state_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Groups and conversion jobs by state (cheap: not a scan of the file rows)."""
@@ -836,15 +722,38 @@ class Hdf5DB:
         return groups, jobs
 
     def write_heartbeat(
-        self, pid: int, hostname: str, started_at: float, now: float, status: dict[str, Any]
+        self,
+        node: str,
+        pid: int,
+        hostname: str,
+        started_at: float,
+        now: float,
+        status: dict[str, Any],
     ) -> None:
-        with self.tx("writing the heartbeat"):
+        with self.transaction("writing the heartbeat"):
             self.conn.execute(
-                "INSERT INTO heartbeat VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "pid = excluded.pid, hostname = excluded.hostname, started_at = "
-                "excluded.started_at, updated_at = excluded.updated_at, status = excluded.status",
-                (pid, hostname, started_at, now, json.dumps(status, sort_keys=True)),
+                f"INSERT INTO heartbeat ({_HEARTBEAT_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(node) DO UPDATE SET pid = excluded.pid, hostname = "
+                "excluded.hostname, started_at = excluded.started_at, updated_at = "
+                "excluded.updated_at, status = excluded.status",
+                (node, pid, hostname, started_at, now, json.dumps(status, sort_keys=True)),
             )
 
-    def heartbeat(self) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM heartbeat WHERE id = 1").fetchone()
+    def heartbeat(self, node: str) -> Heartbeat | None:
+        row = self.conn.execute(
+            f"SELECT {_HEARTBEAT_COLS} FROM heartbeat WHERE node = ?", (node,)
+        ).fetchone()
+        return None if row is None else _heartbeat(row)
+
+    def heartbeats(self) -> list[Heartbeat]:
+        rows = self.conn.execute(f"SELECT {_HEARTBEAT_COLS} FROM heartbeat ORDER BY node")
+        return [_heartbeat(r) for r in rows]
+
+    # -- one daemon per node --------------------------------------------------------
+    def try_lock_node(self, node: str) -> bool:
+        """The state directory's lock file (runtime.StateLock) already allows one daemon
+        per SQLite index, and a SQLite index has one node."""
+        return True
+
+    def unlock_node(self, node: str) -> None:
+        return None
