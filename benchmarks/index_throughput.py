@@ -22,11 +22,10 @@ from pathlib import Path
 import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dsa110_ingest.db.hdf5 import Hdf5DB
-
 from _report import machine, verdict, write_section
 from dsa110_ingest import find_subband_groups_from_db
 from dsa110_ingest.config import load_config
+from dsa110_ingest.db import open_index_at
 from dsa110_ingest.service import Service
 from dsa110_ingest.simulate import SimParams, simulate
 from dsa110_ingest.times import unix_to_iso
@@ -78,9 +77,9 @@ def pyuvdata_loop(paths: list[str]) -> float:
 
 def big_db(path: Path, rows: int) -> None:
     """Synthetic rows, as a year and more of production would leave (16 files a group)."""
-    db = Hdf5DB(path)
+    db = open_index_at(path)
     db.ensure_location("incoming", "/data/incoming", "incoming")
-    c = db.conn
+    c = db.dbapi_connection()
     t0 = 1759363200.0
     c.execute("BEGIN")
     groups = rows // 16
