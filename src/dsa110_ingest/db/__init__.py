@@ -37,6 +37,8 @@ __all__ = [
 Target = str | os.PathLike[str]
 
 _URI_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql"}
+# backend name -> its subpackage below db/
+_MODULES = {"sqlite": "sqlite", "postgresql": "postgres"}
 _EXTRA = {"postgresql": "dsa110-ingest[postgresql]"}
 
 
@@ -56,7 +58,7 @@ def backend_of(target: Target) -> str:
 def _backend(target: Target) -> ModuleType:
     name = backend_of(target)
     try:
-        return importlib.import_module(f"dsa110_ingest.db.{name}")
+        return importlib.import_module(f"dsa110_ingest.db.{_MODULES[name]}")
     except ImportError as e:
         extra = _EXTRA.get(name)
         if extra is None:
