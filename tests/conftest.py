@@ -17,13 +17,44 @@ from typing import Any
 import pytest
 
 from dsa110_ingest.config import Config, load_config
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import IndexStore, ProductsStore, open_index_at, open_products_at
 from dsa110_ingest.simulate import SimParams, plan_groups, simulate, write_file
 
 DATA = Path(__file__).parent / "data"
 SMALL = SimParams(nants=4, nchan=2, ntimes=2)
 # `dsa110-ingest simulate` options for the smallest valid files
 TINY_SIM_ARGS = ("--nants", "2", "--nchan", "1", "--ntimes", "2")
+# every store backend the backend-neutral DB tests run on (one parametrized fixture)
+STORE_BACKENDS = ["sqlite"]
+
+
+def store_target(request: pytest.FixtureRequest, backend: str, name: str) -> str | Path:
+    """Where a test's fresh ``name`` database lives on ``backend`` (a path or a URI)."""
+    if backend == "sqlite":
+        tmp: Path = request.getfixturevalue("tmp_path")
+        return tmp / f"{name}.sqlite3"
+    raise AssertionError(f"no test database for backend {backend!r}; add it in store_target")
+
+
+@pytest.fixture
+def memory_index() -> Iterator[IndexStore]:
+    """A private in-memory SQLite index through the factory: for fast unit tests."""
+    with open_index_at(":memory:") as db:
+        yield db
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def index_store(request: pytest.FixtureRequest) -> Iterator[IndexStore]:
+    """A fresh, migrated index store on each backend of STORE_BACKENDS."""
+    with open_index_at(store_target(request, request.param, "hdf5")) as db:
+        yield db
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def products_store(request: pytest.FixtureRequest) -> Iterator[ProductsStore]:
+    """A fresh, migrated products store on each backend of STORE_BACKENDS."""
+    with open_products_at(store_target(request, request.param, "products")) as db:
+        yield db
 
 
 @dataclass
@@ -39,8 +70,8 @@ class Site:
     def cfg(self) -> Config:
         return load_config(self.config_path, env={"HOME": str(self.root)})
 
-    def db(self, readonly: bool = False) -> Hdf5DB:
-        return Hdf5DB(self.cfg.hdf5_db, readonly=readonly)
+    def db(self, readonly: bool = False) -> IndexStore:
+        return open_index_at(self.cfg.hdf5_db, readonly=readonly)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}

@@ -179,9 +179,9 @@ def test_prune_marks_vanished_files_and_ms(legacy_site: Site, sim_groups) -> Non
     legacy_site.cli("run", "--rescan", "--no-convert")
     ms = legacy_site.root / "ms"
     (ms / "a.ms").mkdir(parents=True)
-    from dsa110_ingest.db.products import ProductsDB
+    from dsa110_ingest.db import open_products_at
 
-    with ProductsDB(legacy_site.root / "state" / "products.sqlite3") as db:
+    with open_products_at(legacy_site.root / "state" / "products.sqlite3") as db:
         db.upsert_ms({"path": str(ms / "a.ms"), "status": "converted"})
         db.upsert_ms({"path": str(ms / "gone.ms"), "status": "converted"})
     files[0].unlink()

@@ -71,9 +71,9 @@ def check_integrity(label: str, path: Path, opener: Callable[..., Store]) -> Ite
         yield Check("FAIL", label, f"cannot open {path}: {e}")
         return
     if res == "ok":
-        yield Check("OK", label, "PRAGMA integrity_check: ok")
+        yield Check("OK", label, "integrity check: ok")
     else:
-        yield Check("FAIL", label, f"PRAGMA integrity_check: {res}; restore from a backup")
+        yield Check("FAIL", label, f"integrity check: {res}; restore from a backup")
 
 
 def stray_databases(cfg: Config, cwd: Path) -> list[Path]:

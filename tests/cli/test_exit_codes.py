@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from dsa110_ingest import ensure_products_db
 from dsa110_ingest.cli import COMMANDS, COMMON_EXIT_CODES, main
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import open_index_at
 
 from ..conftest import TINY_SIM_ARGS, Daemon, Site, converter_script, wait_for, write_site
 
@@ -153,8 +154,8 @@ def _running(site: Site, daemons: list[Daemon]) -> None:
 def _heartbeat(site: Site) -> object:
     if not site.cfg.hdf5_db.exists():
         return None
-    with Hdf5DB(site.cfg.hdf5_db, readonly=True) as db:
-        return db.heartbeat()
+    with open_index_at(site.cfg.hdf5_db, readonly=True) as db:
+        return db.heartbeat(socket.gethostname())
 
 
 def _hung(site: Site, daemons: list[Daemon]) -> None:
@@ -162,9 +163,10 @@ def _hung(site: Site, daemons: list[Daemon]) -> None:
     _running(site, daemons)
     pid = daemons[0].proc.pid
     os.kill(pid, signal.SIGSTOP)
-    with Hdf5DB(site.cfg.hdf5_db) as db:
-        hb = db.heartbeat()
-        db.write_heartbeat(pid, hb["hostname"], hb["started_at"], time.time() - 600, {})
+    with open_index_at(site.cfg.hdf5_db) as db:
+        hb = db.heartbeat(socket.gethostname())
+        assert hb is not None and hb.hostname is not None and hb.started_at is not None
+        db.write_heartbeat(hb.node, pid, hb.hostname, hb.started_at, time.time() - 600, {})
 
 
 def _killed(site: Site, daemons: list[Daemon]) -> None:

@@ -13,8 +13,7 @@ import pytest
 from dsa110_ingest.config import load_config
 from dsa110_ingest.convert.executor import LocalProcessExecutor, make_executor
 from dsa110_ingest.convert.queue import Dispatcher, Recorder, build_request
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import IndexStore, open_index_at, open_products_at
 from dsa110_ingest.errors import ConfigError
 
 from ..conftest import Site, converter_script, db_count, wait_for
@@ -28,10 +27,10 @@ def _indexed_site(tmp_path: Path, script: Path, sim_groups, extra: str = "") -> 
     return site
 
 
-def _claim(db: Hdf5DB, owner: str, now: float) -> tuple[str, str]:
+def _claim(db: IndexStore, owner: str, now: float) -> tuple[str, str]:
     job = db.claim_job(owner, now, 3.0, False)
     assert job is not None
-    return job["group_id"], job["attempt_token"]
+    return job.group_id, job.attempt_token
 
 
 def test_a_given_up_attempt_never_registers_its_late_result(
@@ -40,7 +39,7 @@ def test_a_given_up_attempt_never_registers_its_late_result(
     site = _indexed_site(tmp_path, ok_script, sim_groups)
     cfg = site.cfg
     t0 = time.time()
-    with Hdf5DB(cfg.hdf5_db) as db, ProductsDB(cfg.products_db) as products:
+    with open_index_at(cfg.hdf5_db) as db, open_products_at(cfg.products_db) as products:
         gid, old = _claim(db, "daemon-a", t0)
         # daemon-a stalls past its lease; daemon-b takes the group over
         gid_b, new = _claim(db, "daemon-b", t0 + 10)
@@ -51,12 +50,12 @@ def test_a_given_up_attempt_never_registers_its_late_result(
         late = rec.success(replace(base, token=old), result, "daemon-a")
         assert late is False
         assert db_count(cfg.products_db, "SELECT COUNT(*) FROM ms_index") == 0
-        assert db.job(gid)["lease_owner"] == "daemon-b"
+        assert db.job(gid).lease_owner == "daemon-b"
         # even under the owner that holds the lease, a stale token is refused
         assert not rec.success(replace(base, token=old), result, None)
         assert rec.success(replace(base, token=new), result, "daemon-b")
         assert db_count(cfg.products_db, "SELECT COUNT(*) FROM ms_index") == 1
-        assert db.job(gid)["state"] == "converted"
+        assert db.job(gid).state == "converted"
 
 
 def test_an_attempt_lost_by_the_executor_does_not_count(
@@ -65,14 +64,14 @@ def test_an_attempt_lost_by_the_executor_does_not_count(
     site = _indexed_site(tmp_path, ok_script, sim_groups, "max_attempts = 1\n")
     cfg = site.cfg
     t0 = time.time()
-    with Hdf5DB(cfg.hdf5_db) as db, ProductsDB(cfg.products_db) as products:
+    with open_index_at(cfg.hdf5_db) as db, open_products_at(cfg.products_db) as products:
         gid, token = _claim(db, "daemon-a", t0)
         req = build_request(cfg, db, gid)
         req = replace(req, token=token)
         Recorder(cfg, db, products, clock=lambda: t0).transient(req, "daemon-a", "worker lost")
         job = db.job(gid)
-        assert (job["state"], job["attempts"], job["last_error"]) == ("pending", 0, "worker lost")
-        assert job["next_attempt_at"] == pytest.approx(t0 + cfg.convert.backoff_initial_seconds)
+        assert (job.state, job.attempts, job.last_error) == ("pending", 0, "worker lost")
+        assert job.next_attempt_at == pytest.approx(t0 + cfg.convert.backoff_initial_seconds)
         # max_attempts = 1, yet the group is not failed: the next attempt is claimable
         assert db.claim_job("daemon-a", t0 + 1, 3.0, False) is not None
 
@@ -89,11 +88,11 @@ def test_the_dispatcher_gives_up_an_attempt_whose_lease_was_taken(
     try:
         wait_for(lambda: read_runs(runs), 30)
         (run,) = read_runs(runs)
-        with Hdf5DB(cfg.hdf5_db) as db:
+        with open_index_at(cfg.hdf5_db) as db:
             # another daemon, whose clock says our lease has lapsed, takes the group
             gid, _ = _claim(db, "daemon-b", time.time() + cfg.convert.lease_seconds + 1)
             wait_for(lambda: not d.running, 30, "the dispatcher kept a lost attempt")
-            assert db.job(gid)["lease_owner"] == "daemon-b"
+            assert db.job(gid).lease_owner == "daemon-b"
         # the given-up converter is stopped, not left to finish and race the new attempt
         wait_for(lambda: not Path(f"/proc/{run['pid']}").exists(), 30)
         assert [r["what"] for r in read_runs(runs)] == ["start"]
@@ -144,8 +143,8 @@ def test_a_remote_result_is_checked_from_the_daemons_side(
 ) -> None:
     site = _indexed_site(tmp_path, ok_script, sim_groups)
     cfg = site.cfg
-    with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
-        gid = db.list_groups(None, None, None)[0]["group_id"]
+    with open_index_at(cfg.hdf5_db, readonly=True) as db:
+        gid = db.list_groups(None, None, None)[0].group_id
         req = build_request(cfg, db, gid)
     d = Dispatcher(cfg, LocalProcessExecutor())
     # a worker on another host said it wrote the MS, but this host does not see it

@@ -15,7 +15,7 @@ import pytest
 
 from dsa110_ingest.config import load_config
 from dsa110_ingest.convert import queue, worker
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import open_index_at
 from dsa110_ingest.errors import (
     ConversionError,
     PermanentConversionError,
@@ -49,7 +49,7 @@ def test_subband_from_another_observation_fails_the_group_at_once(
     # five minutes (within the indexer's name/header skew limit)
     write_subband_file(stray, iso_to_unix("2025-10-02T00:05:00"), 4, SMALL)
     p = site.cli("run", "--rescan", check=False)
-    assert p.returncode != 0
+    assert p.returncode != 0, p.stderr[-5000:]
     assert "sb04" in p.stderr and "another observation" in p.stderr
     (g,) = site.cli_json("groups", "--json")
     assert (g["conversion"], g["attempts"]) == ("failed", 1)
@@ -122,8 +122,8 @@ def test_disk_full_during_conversion_is_the_nodes_condition(tmp_path: Path, sim_
     assert "MiB free" in job["last_error"]
     assert not [e for e in site.events() if e["type"] == "group.failed"]
     # with space again (the tmpfs is gone with its namespace) the retry converts
-    with Hdf5DB(site.root / "state" / "hdf5.sqlite3") as db, db.tx("retry now"):
-        db.conn.execute("UPDATE conversion_jobs SET next_attempt_at = 0")
+    with open_index_at(site.root / "state" / "hdf5.sqlite3") as db, db.transaction("retry now"):
+        db.dbapi_connection().execute("UPDATE conversion_jobs SET next_attempt_at = 0")
     site.cli("run", "--rescan")
     assert _job(site)["state"] == "converted" and _ms_rows(site) == 1
 
@@ -149,7 +149,7 @@ def test_convert_force_refuses_while_another_holds_the_lease(
     sim_groups(site.incoming, n=1)
     site.cli("run", "--rescan", "--no-convert")
     gid = site.cli_json("groups", "--json")[0]["group_id"]
-    with Hdf5DB(site.root / "state" / "hdf5.sqlite3") as db:
+    with open_index_at(site.root / "state" / "hdf5.sqlite3") as db:
         assert db.lease_job(gid, "elsewhere:1", time.time(), 600) is not None
     p = site.cli("convert", gid, "--force", check=False)
     assert p.returncode == 1 and "being converted by elsewhere:1" in p.stderr
@@ -186,7 +186,7 @@ def test_worker_refuses_a_too_small_disk_before_writing(
     site.cli("run", "--rescan", "--no-convert")
     cfg = load_config(site.config_path, env={})
     gid = site.cli_json("groups", "--json")[0]["group_id"]
-    with Hdf5DB(cfg.hdf5_db) as db:
+    with open_index_at(cfg.hdf5_db) as db:
         req = queue.build_request(cfg, db, gid)
     monkeypatch.setattr(worker, "free_bytes", lambda _p: 1000)
     with pytest.raises(TransientConversionError, match=r"ENOSPC\) before writing"):

@@ -167,9 +167,9 @@ def test_locked_products_db_is_written_after_release(
     site = command_site(tmp_path, ok_script)
     sim_groups(site.incoming, n=1)
     site.cli("run", "--rescan", "--no-convert")  # index only: the job waits
-    from dsa110_ingest.db.products import ProductsDB
+    from dsa110_ingest.db import open_products_at
 
-    ProductsDB(_products(site)).close()
+    open_products_at(_products(site)).close()
     locker = hold_write_lock(_products(site), 12)
     t0 = time.monotonic()
     p = site.cli("run", "--rescan", timeout=180)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsa110_ingest.config import load_config
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import open_index_at
 from dsa110_ingest.ingest.grouping import GroupSpan, place
 from dsa110_ingest.ingest.indexer import Indexer
 from dsa110_ingest.ingest.reader import HeaderReader
@@ -90,7 +90,7 @@ def _index_in_order(files: list[tuple[float, int]], tol: float) -> dict[str, Any
     with tempfile.TemporaryDirectory() as d:
         cfg = load_config(env={"HOME": d})
         cfg = cfg.with_overrides(groups=cfg.groups.__class__(cluster_tolerance_seconds=tol))
-        db = Hdf5DB(Path(d) / "h.sqlite3")
+        db = open_index_at(Path(d) / "h.sqlite3")
         idx = Indexer(db, cfg, reader=_FakeReader(), clock=lambda: 1.0)
         parser = NameParser()
         lid = db.ensure_location("data", "/data", "adhoc")
@@ -99,13 +99,13 @@ def _index_in_order(files: list[tuple[float, int]], tol: float) -> dict[str, Any
             path = f"/data/{name}"
             idx.process([Candidate(path, name, 1, 1, lid, parser.parse(path, name))])
         groups = {
-            r["group_id"]: (r["state"], r["n_subbands"], r["n_conflicts"])
+            r.group_id: (r.state, r.n_subbands, r.n_conflicts)
             for r in db.list_groups(None, None, None)
         }
         members = {
-            g: sorted(f["filename"] for f in db.group_files(g, members_only=False)) for g in groups
+            g: sorted(f.filename for f in db.group_files(g, members_only=False)) for g in groups
         }
-        events = sorted((r["type"], r["group_id"]) for r in db.events_after(0, 100000))
+        events = sorted((r.type, r.group_id) for r in db.events_after(0, 100000))
         db.close()
         return {"groups": groups, "members": members, "events": events}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import IndexStore
 from dsa110_ingest.ingest.indexer import Indexer
 from dsa110_ingest.times import iso_to_unix
 
@@ -20,7 +20,7 @@ from ..conftest import SMALL, Site, write_file, write_site
 
 def _indexer(
     site: Site, clock: Callable[[], float] | None = None, mono: Callable[[], float] | None = None
-) -> tuple[Hdf5DB, Indexer]:
+) -> tuple[IndexStore, Indexer]:
     db = site.db()
     kw = {k: v for k, v in (("clock", clock), ("mono", mono)) if v is not None}
     idx = Indexer(db, site.cfg, **kw)
@@ -34,19 +34,20 @@ def test_backfill_indexes_groups_and_reindexing_changes_nothing(site: Site, sim_
     r = idx.reconcile()
     assert (r.indexed, r.rejected) == (48, 0)
     assert [e for e in r.events if e[0] == "group.complete"] == [
-        ("group.complete", gid) for gid in [g["group_id"] for g in db.list_groups(None, None, None)]
+        ("group.complete", gid) for gid in [g.group_id for g in db.list_groups(None, None, None)]
     ]
-    before = (db.count_events(), db.conn.execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone())
+    before = (db.count_events(), len(db.all_paths()))
     r2 = idx.reconcile()
     assert (r2.indexed, r2.unchanged, r2.events) == (0, 48, [])
     assert (
         db.count_events(),
-        db.conn.execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone(),
+        len(db.all_paths()),
     ) == before
-    row = db.conn.execute("SELECT * FROM hdf5_file_index LIMIT 1").fetchone()
-    assert row["subband_code"] == f"sb{row['subband_num']:02d}" and row["n_ants"] == SMALL.nants
-    assert row["freq_min_hz"] < row["freq_max_hz"] and row["dec_deg"] == pytest.approx(55.0)
-    assert row["storage_location_id"] is not None and row["stored"] == 1
+    row = db.get_file(sorted(db.all_paths())[0])
+    assert row is not None
+    assert row.subband_code == f"sb{row.subband_num:02d}" and row.n_ants == SMALL.nants
+    assert row.freq_min_hz < row.freq_max_hz and row.dec_deg == pytest.approx(55.0)
+    assert row.storage_location_id is not None and row.stored == 1
 
 
 def test_group_completes_once_with_its_16th_file(site: Site) -> None:
@@ -60,8 +61,8 @@ def test_group_completes_once_with_its_16th_file(site: Site) -> None:
         assert r.indexed == 1
         assert [e[0] for e in r.events] == (["group.complete"] if i == 15 else [])
     (g,) = db.list_groups(None, None, None)
-    assert (g["state"], g["n_subbands"]) == ("complete", 16)
-    assert db.job(g["group_id"]) is None  # conversion is disabled in this site
+    assert (g.state, g.n_subbands) == ("complete", 16)
+    assert db.job(g.group_id) is None  # conversion is disabled in this site
 
 
 def test_duplicate_subband_is_a_recorded_conflict(site: Site, sim_groups) -> None:
@@ -76,10 +77,10 @@ def test_duplicate_subband_is_a_recorded_conflict(site: Site, sim_groups) -> Non
     r = idx.reconcile()
     assert (
         r.indexed == 1
-        and ("group.conflict", db.list_groups(None, None, None)[0]["group_id"]) in r.events
+        and ("group.conflict", db.list_groups(None, None, None)[0].group_id) in r.events
     )
     (g,) = db.list_groups(None, None, None)
-    assert (g["n_subbands"], g["n_conflicts"], g["state"]) == (16, 1, "complete")
+    assert (g.n_subbands, g.n_conflicts, g.state) == (16, 1, "complete")
     assert db.count_events("group.complete") == 1
 
 
@@ -93,12 +94,12 @@ def test_rejected_files_are_kept_with_a_reason_and_retried_when_they_change(
     db, idx = _indexer(site)
     r = idx.reconcile()
     assert r.indexed == 16 and r.rejected == 2
-    reasons = {row["path"]: row["reason"] for row in db.rejected()}
+    reasons = {row.path: row.reason for row in db.rejected()}
     assert reasons == {str(bad): "not_hdf5", str(site.incoming / "weird_name.hdf5"): "misnamed"}
     assert idx.reconcile().rejected == 0  # unchanged: not read again
     write_file(site.incoming, iso_to_unix("2025-10-02T00:20:00"), 1, SMALL)
     r = idx.reconcile()
-    assert r.indexed == 1 and str(bad) not in {row["path"] for row in db.rejected()}
+    assert r.indexed == 1 and str(bad) not in {row.path for row in db.rejected()}
 
 
 def test_name_far_from_header_time_is_rejected(site: Site) -> None:
@@ -115,7 +116,7 @@ def test_deleted_file_is_kept_with_stored_0(site: Site, sim_groups) -> None:
     idx.reconcile()
     files[0].unlink()
     assert idx.reconcile().missing == 1
-    assert db.get_file(str(files[0]))["stored"] == 0
+    assert db.get_file(str(files[0])).stored == 0
     assert db.count_events("group.complete") == 1
 
 
@@ -130,8 +131,8 @@ def test_moved_between_locations_updates_the_row_not_a_new_one(tmp_path: Path, s
     assert (r.moved, r.indexed) == (1, 0)
     assert db.get_file(str(files[5])) is None
     row = db.get_file(str(dest))
-    assert row["stored"] == 1 and row["storage_location_id"] == idx.locations[1][0]
-    assert db.conn.execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone()[0] == 16
+    assert row.stored == 1 and row.storage_location_id == idx.locations[1][0]
+    assert len(db.all_paths()) == 16
     assert db.count_events() == 1
 
 
@@ -146,14 +147,14 @@ def test_incomplete_group_times_out_once_and_completes_later(site: Site, sim_gro
     wall[0] += timeout + 1
     (ev,) = idx.expire_groups()
     assert ev[0] == "group.incomplete" and idx.expire_groups() == []
-    inc = [e for e in db.events_after(0) if e["type"] == "group.incomplete"]
-    assert '"missing": ["sb07"]' in inc[0]["payload"]
+    inc = [e for e in db.events_after(0) if e.type == "group.incomplete"]
+    assert inc[0].payload["missing"] == ["sb07"]
     from dsa110_ingest.simulate import plan_groups
 
     (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0, missing=())
     write_file(site.incoming, plan.files[7], 7, SMALL, obs_start_unix=plan.start_unix)
     r = idx.reconcile()
-    assert ("group.complete", inc[0]["group_id"]) in r.events
+    assert ("group.complete", inc[0].group_id) in r.events
     assert len(files) == 15
 
 
@@ -206,7 +207,7 @@ def test_symlink_out_of_every_location_is_not_followed(
     db, idx = _indexer(site)
     r = idx.reconcile()
     assert r.indexed == 0 and r.rejected == 1
-    assert db.rejected()[0]["reason"] == "symlink_outside"
+    assert db.rejected()[0].reason == "symlink_outside"
 
 
 def test_rewritten_file_updates_its_row_without_new_events(site: Site, sim_groups) -> None:
@@ -231,14 +232,8 @@ def _group_files(out: Path, start: str = "2025-10-02T00:00:00") -> dict[int, Pat
     }
 
 
-def _conflicts(db: Hdf5DB) -> list[dict]:
-    import json
-
-    return [
-        json.loads(e["payload"])
-        for e in db.events_after(0, 10_000)
-        if e["type"] == "group.conflict"
-    ]
+def _conflicts(db: IndexStore) -> list[dict]:
+    return [e.payload for e in db.events_after(0, 10_000) if e.type == "group.conflict"]
 
 
 @pytest.mark.parametrize("impostor_first", [False, True])
@@ -257,20 +252,20 @@ def test_one_subbands_data_under_another_name_is_a_conflict_never_a_group(
         if f != fake:
             shutil.copy(f, dst)
         idx.index_paths([str(dst)])
-    gid = db.list_groups(None, None, None)[0]["group_id"]
-    assert db.group(gid)["state"] != "complete" and db.count_events("group.complete") == 0
+    gid = db.list_groups(None, None, None)[0].group_id
+    assert db.group(gid).state != "complete" and db.count_events("group.complete") == 0
     c = [x for x in _conflicts(db) if x.get("reason") == "overlapping_frequencies"]
     assert c and c[-1]["path"] == str(fake)  # the file off its band is the suspect
     assert str(fake) in c[0]["paths"] and str(site.incoming / files[0].name) in c[0]["paths"]
-    assert db.get_file(str(fake))["is_duplicate"] == 1
-    assert db.get_file(str(site.incoming / files[0].name))["is_duplicate"] == 0
+    assert db.get_file(str(fake)).is_duplicate == 1
+    assert db.get_file(str(site.incoming / files[0].name)).is_duplicate == 0
     # resolved: the impostor replaced by the real sb01 -> complete, exactly once
     fake.unlink()
     idx.reconcile()
     shutil.copy(real_sb01, fake)
     idx.index_paths([str(fake)])
-    assert db.group(gid)["state"] == "complete" and db.count_events("group.complete") == 1
-    assert {f["freq_min_hz"] for f in db.group_files(gid)}.__len__() == 16
+    assert db.group(gid).state == "complete" and db.count_events("group.complete") == 1
+    assert {f.freq_min_hz for f in db.group_files(gid)}.__len__() == 16
     idx.close()
     db.close()
 
@@ -284,10 +279,10 @@ def test_a_name_that_is_not_utf8_is_rejected_and_the_rest_indexed(site: Site, si
     r = idx.reconcile()
     assert (r.indexed, r.rejected) == (16, 1)
     (row,) = db.rejected()
-    assert row["reason"] == "misnamed" and bytes(row["path_bytes"]) == raw
-    assert "\\xff\\xfe2025" in row["path"]  # printable, and says which bytes
+    assert row.reason == "misnamed" and bytes(row.path_bytes) == raw
+    assert "\\xff\\xfe2025" in row.path  # printable, and says which bytes
     r2 = idx.reconcile()  # known: not tried again every reconcile
-    assert (r2.rejected, db.rejected()[0]["attempts"]) == (0, 1)
+    assert (r2.rejected, db.rejected()[0].attempts) == (0, 1)
     idx.index_paths([os.fsdecode(raw)])  # a watcher event for it is harmless too
     idx.close()
     db.close()
@@ -309,8 +304,9 @@ def test_a_location_spelled_with_dotdot_or_a_symlink_is_one_set_of_rows(
 
         r = index_hdf5_files(spelled, config=site.cfg)
         assert (r.indexed, r.moved) == (0, 0), spelled
-    n = db.conn.execute("SELECT COUNT(*), COUNT(DISTINCT storage_location_id) FROM hdf5_file_index")
-    assert tuple(n.fetchone()) == (16, 1)  # no duplicate rows, still the configured location
+    rows = [db.get_file(p) for p in db.all_paths()]
+    n = (len(rows), len({r.storage_location_id for r in rows if r is not None}))
+    assert n == (16, 1)  # no duplicate rows, still the configured location
     assert _conflicts(db) == []
     db.close()
 
@@ -326,8 +322,8 @@ def test_an_adhoc_folder_inside_a_location_is_indexed_as_part_of_it(
     r = index_hdf5_files(sub, config=site.cfg)
     assert r.indexed == 16
     db = site.db()
-    locs = {row["id"]: row["name"] for row in db.locations()}
-    ids = {row[0] for row in db.conn.execute("SELECT storage_location_id FROM hdf5_file_index")}
+    locs = {row.id: row.name for row in db.locations()}
+    ids = {f.storage_location_id for f in map(db.get_file, db.all_paths()) if f is not None}
     assert [locs[i] for i in ids] == ["incoming"]
     db.close()
 
@@ -347,6 +343,6 @@ def test_hostile_structures_in_a_backfill_are_rejected_and_harm_nothing(
     db, idx = _indexer(site)
     r = idx.reconcile()
     assert r.indexed == 16 and db.count_events("group.complete") == 1
-    assert {row["path"]: row["reason"] for row in db.rejected()} == want
+    assert {row.path: row.reason for row in db.rejected()} == want
     idx.close()
     db.close()

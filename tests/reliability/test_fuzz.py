@@ -3,7 +3,6 @@ names each problem, and the valid files around it are indexed as if alone."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsa110_ingest.db.hdf5 import Hdf5DB
+from dsa110_ingest.db import open_index_at
 from dsa110_ingest.errors import MisnamedFileError
 from dsa110_ingest.ingest.grouping import Band, suspect
 from dsa110_ingest.ingest.indexer import Indexer
@@ -255,17 +254,13 @@ def test_hostile_files_are_rejected_with_a_reason_and_harm_nothing(bad, record) 
             expected[str(p)] = reason
             COUNTS[kind] = COUNTS.get(kind, 0) + 1
             made.append((kind, reason))
-        db = Hdf5DB(site.cfg.hdf5_db)
+        db = open_index_at(site.cfg.hdf5_db)
         idx = Indexer(db, site.cfg, reader=_shared_reader())
         idx.register_locations()
         r = idx.reconcile()  # must not raise, whatever is in the folder
-        rows = {row["path"]: row for row in db.rejected()}
-        rejected = {p: row["reason"] for p, row in rows.items()}
-        conflicts = [
-            json.loads(e["payload"])
-            for e in db.events_after(0, 100_000)
-            if e["type"] == "group.conflict"
-        ]
+        rows = {row.path: row for row in db.rejected()}
+        rejected = {p: row.reason for p, row in rows.items()}
+        conflicts = [e.payload for e in db.events_after(0, 100_000) if e.type == "group.conflict"]
         for path, reason in expected.items():
             key = path_text(path)
             if reason is None:
@@ -275,18 +270,18 @@ def test_hostile_files_are_rejected_with_a_reason_and_harm_nothing(bad, record) 
                 c = [x for x in conflicts if x.get("reason") == "overlapping_frequencies"]
                 assert any(x["path"] == path and path in x["paths"] for x in c), conflicts
                 row = db.get_file(path)
-                assert row["is_duplicate"] == 1
-                assert db.group(row["group_id"])["state"] != "complete"
+                assert row.is_duplicate == 1
+                assert db.group(row.group_id).state != "complete"
             else:
                 assert rejected.get(key) in reason.split("|"), (path, rejected)
                 # a name that is not UTF-8 keeps its exact bytes
-                assert rows[key]["path_bytes"] == path_bytes(path)
+                assert rows[key].path_bytes == path_bytes(path)
         for row in db.rejected():
-            assert row["detail"] and len(row["detail"]) > 20  # says what, and what to do
+            assert row.detail and len(row.detail) > 20  # says what, and what to do
         # the valid group is complete, exactly once, whatever surrounded it
         assert db.count_events("group.complete") >= 1
         g = db.group(unix_to_iso(min(plan.files.values())))
-        assert g is not None and g["state"] == "complete" and g["n_conflicts"] == 0
+        assert g is not None and g.state == "complete" and g.n_conflicts == 0
         db.close()
         assert r.seen >= 16
         for kind, reason in made:
@@ -341,9 +336,10 @@ def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
             impostors = {p for p, r in made.items() if r == "conflict"}
             with site.db(readonly=True) as db:
                 suspects = {
-                    json.loads(e["payload"]).get("path")
+                    e.payload.get("path")
                     for e in db.events_after(0, 100_000)
-                    if e["type"] == "group.conflict" and "overlapping_frequencies" in e["payload"]
+                    if e.type == "group.conflict"
+                    and e.payload.get("reason") == "overlapping_frequencies"
                 }
             assert impostors <= suspects, (impostors, suspects)
             assert proc.poll() is None
@@ -401,7 +397,7 @@ def test_a_thousand_hostile_headers_names_and_bands(tmp_path: Path, record) -> N
 
     # -- names: not UTF-8, or with a newline: misnamed, stored so that they round-trip
     parser = NameParser()
-    db = Hdf5DB(tmp_path / "names.sqlite3")
+    db = open_index_at(tmp_path / "names.sqlite3")
     names: list[tuple[str, str]] = []
     for i in range(150):
         ts = unix_to_iso(T_BAD + int(rng.integers(0, 86400)))
@@ -410,17 +406,17 @@ def test_a_thousand_hostile_headers_names_and_bands(tmp_path: Path, record) -> N
     for i in range(100):
         ts = unix_to_iso(T_BAD + int(rng.integers(0, 86400)))
         names.append(("newline_name", "/data/" + hostile.newline_name(ts, i % 16, i)))
-    with db.tx("fuzz names"):
+    with db.transaction("fuzz names"):
         for _kind, path in names:
             fname = os.path.basename(path)
             assert parser.is_candidate(fname)
             with pytest.raises(MisnamedFileError):
                 parser.parse(path, fname)
             db.reject(path, "misnamed", "fuzz", 1, 1, None, 1.0)
-    stored = {r["path"]: r for r in db.rejected()}
+    stored = {r.path: r for r in db.rejected()}
     for kind, path in names:
         row = stored[path_text(path)]
-        exact = bytes(row["path_bytes"]) if row["path_bytes"] is not None else row["path"].encode()
+        exact = bytes(row.path_bytes) if row.path_bytes is not None else row.path.encode()
         assert os.fsdecode(exact) == path  # the exact name comes back
         tally(kind, "rejected (misnamed), name round-trips", into=HEADER_CLASSES)
     db.close()

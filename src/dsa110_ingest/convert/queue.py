@@ -28,6 +28,7 @@ from dsa110_ingest.convert import worker
 from dsa110_ingest.convert.executor import Executor, Handle, make_executor
 from dsa110_ingest.convert.request import ConversionRequest, InputFile
 from dsa110_ingest.db import IndexStore, ProductsStore, open_index, open_products
+from dsa110_ingest.db.records import FileRecord
 from dsa110_ingest.db.retry import busy_retry
 from dsa110_ingest.errors import ConversionError, DatabaseError, TransientConversionError
 
@@ -87,8 +88,8 @@ def build_request(
     )
 
 
-def _mean(rows: list[Any], key: str) -> float | None:
-    vals = [r[key] for r in rows if r[key] is not None]
+def _mean(rows: list[FileRecord], key: str) -> float | None:
+    vals = [getattr(r, key) for r in rows if getattr(r, key) is not None]
     return sum(vals) / len(vals) if vals else None
 
 

@@ -14,6 +14,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from dsa110_ingest.errors import DatabaseBusyError, DatabaseError, DatabaseReadOnlyError
 
 BUSY_TIMEOUT_S = 10.0
+# a private database that lives as long as its connection (fast unit tests)
+MEMORY = ":memory:"
 DB_FILE_MODE = 0o640
 DB_DIR_MODE = 0o750
 
@@ -60,6 +62,10 @@ def translate(e: sqlite3.Error, path: Path | str, doing: str) -> DatabaseError:
 def connect(
     path: Path | str, *, readonly: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S
 ) -> sqlite3.Connection:
+    if str(path) == MEMORY:
+        conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
     path = Path(path)
     if readonly:
         if not path.exists():
