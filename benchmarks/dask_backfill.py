@@ -31,8 +31,7 @@ from distributed import LocalCluster
 
 from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.convert.queue import Dispatcher
-from dsa110_ingest.db.hdf5 import Hdf5DB
-from dsa110_ingest.db.products import ProductsDB
+from dsa110_ingest.db import open_index, open_products
 from dsa110_ingest.simulate import SimParams, simulate
 
 TARGET = 1.7
@@ -70,12 +69,12 @@ def drain(cfg: Config, n_workers: int) -> tuple[float, int]:
             **{**cfg.convert.__dict__, "dask_scheduler": cluster.scheduler_address}
         )
         run_cfg = cfg.with_overrides(convert=conv)
-        with Hdf5DB(cfg.hdf5_db, readonly=True) as db:
+        with open_index(cfg, readonly=True) as db:
             total = db.jobs_open()
         d = Dispatcher(run_cfg)
         t0 = time.perf_counter()
         d.start()
-        with ProductsDB(cfg.products_db) as products:
+        with open_products(cfg) as products:
             while len(products.all_ms()) < total and d.alive():
                 time.sleep(0.05)
             wall = time.perf_counter() - t0
