@@ -169,8 +169,15 @@ def test_a_pre_seam_index_opens_and_migrates_unchanged(tmp_path: Path) -> None:
         "rejected_files.path_bytes",
         "conversion attempt token",
     ]
-    with open_index_at(p, readonly=True) as db:  # an old daemon's DB, read before migrating
+    # `status` beside an older daemon not yet restarted: read-only, nothing migrated
+    with open_index_at(p, readonly=True) as db:
         assert db.group("2025-10-02T00:00:00") is not None
+        assert [loc.node for loc in db.locations()] == [""]
+        hb = db.heartbeat("oldhost")
+        assert hb is not None and (hb.pid, hb.status) == (4242, {"ok": True})
+        assert [h.node for h in db.heartbeats()] == ["oldhost"]
+        c = db.dbapi_connection()
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 3
     with open_index_at(p) as db:
         c = db.dbapi_connection()
         assert c.execute("PRAGMA user_version").fetchone()[0] == len(INDEX_MIGRATIONS)

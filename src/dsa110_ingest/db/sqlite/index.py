@@ -34,7 +34,7 @@ from dsa110_ingest.db.records import (
     field_names,
 )
 from dsa110_ingest.db.sqlite.connection import backup, connect, transaction, translate
-from dsa110_ingest.db.sqlite.migrations import migrate
+from dsa110_ingest.db.sqlite.migrations import migrate, schema_version
 from dsa110_ingest.db.sqlite.schema import INDEX_MIGRATIONS
 from dsa110_ingest.db.store import IndexStore
 from dsa110_ingest.naming import path_bytes, path_text
@@ -55,6 +55,10 @@ _JOB_COLS = ", ".join(JOB_COLUMNS)
 _LOCATION_COLS = ", ".join(field_names(Location))
 _REJECTED_COLS = ", ".join(field_names(RejectedFile))
 _HEARTBEAT_COLS = "node, pid, hostname, started_at, updated_at, status"
+# a read-only open does not migrate: `status` of a DB that a not yet restarted older daemon
+# still runs reads the columns as they were (node '' / the host name), not an error
+_NODE_VERSION = 1 + [m.name for m in INDEX_MIGRATIONS].index("storage_locations.node")
+_HEARTBEAT_VERSION = 1 + [m.name for m in INDEX_MIGRATIONS].index("heartbeat per node")
 # SQLite has no LISTEN: a follower re-reads at most this often
 EVENT_POLL_S = 0.5
 
@@ -91,6 +95,18 @@ class SqliteIndexStore(IndexStore):
         self.name = str(self.path)
         self.conn = open_index_connection(self.path, readonly=readonly)
         self._span_cache: float | None = None
+        version = schema_version(self.conn)
+        self._location_cols = (
+            _LOCATION_COLS
+            if version >= _NODE_VERSION
+            else _LOCATION_COLS.replace(", node", ", '' AS node")
+        )
+        self._heartbeat_from = (
+            "heartbeat"
+            if version >= _HEARTBEAT_VERSION
+            else "(SELECT COALESCE(hostname, '') AS node, pid, hostname, started_at, "
+            "updated_at, status FROM heartbeat)"
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -132,7 +148,7 @@ class SqliteIndexStore(IndexStore):
             return int(cur.lastrowid or 0)
 
     def locations(self, node: str | None = None) -> list[Location]:
-        q = f"SELECT {_LOCATION_COLS} FROM storage_locations"
+        q = f"SELECT {self._location_cols} FROM storage_locations"
         args: tuple[str, ...] = ()
         if node is not None:
             q += " WHERE node = ?"
@@ -741,12 +757,14 @@ class SqliteIndexStore(IndexStore):
 
     def heartbeat(self, node: str) -> Heartbeat | None:
         row = self.conn.execute(
-            f"SELECT {_HEARTBEAT_COLS} FROM heartbeat WHERE node = ?", (node,)
+            f"SELECT {_HEARTBEAT_COLS} FROM {self._heartbeat_from} WHERE node = ?", (node,)
         ).fetchone()
         return None if row is None else _heartbeat(row)
 
     def heartbeats(self) -> list[Heartbeat]:
-        rows = self.conn.execute(f"SELECT {_HEARTBEAT_COLS} FROM heartbeat ORDER BY node")
+        rows = self.conn.execute(
+            f"SELECT {_HEARTBEAT_COLS} FROM {self._heartbeat_from} ORDER BY node"
+        )
         return [_heartbeat(r) for r in rows]
 
     # -- one daemon per node --------------------------------------------------------
