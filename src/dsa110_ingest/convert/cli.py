@@ -27,7 +27,7 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
         job = hdf5.job(group_id)
         if job is not None and job.state == "converted" and not force:
             print(
-                f"convert: {group_id} is already converted to {job['ms_path']} "
+                f"convert: {group_id} is already converted to {job.ms_path} "
                 "(use --force to convert again)",
                 file=sys.stderr,
             )
@@ -43,8 +43,8 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
         if hdf5.lease_job(group_id, owner, time.time(), lease_s) is None:
             held = hdf5.job(group_id)
             print(
-                f"convert: {group_id} is being converted by {held['lease_owner']} right now "
-                f"(lease for {max(0.0, (held['lease_expires_at'] or 0) - time.time()):.0f} s "
+                f"convert: {group_id} is being converted by {held.lease_owner} right now "
+                f"(lease for {max(0.0, (held.lease_expires_at or 0) - time.time()):.0f} s "
                 "more); wait for it to finish, then `convert --force` if needed",
                 file=sys.stderr,
             )
@@ -103,9 +103,7 @@ def retry(cfg: Config, group_id: str) -> int:
             return 1
         if not hdf5.retry_failed_job(group_id, time.time()):
             # as `convert` of a converted group: nothing to do is not an error
-            print(
-                f"retry: {group_id} is {job['state']}, not failed; nothing to do", file=sys.stderr
-            )
+            print(f"retry: {group_id} is {job.state}, not failed; nothing to do", file=sys.stderr)
             return 0
     from dsa110_ingest.service import daemon_status  # the service imports this module's peers
 
