@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,convert,dask]'
+	$(PY) -m pip install --quiet -e '.[dev,convert,dask,postgresql]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -20,6 +20,9 @@ from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.db import IndexStore, ProductsStore, open_index_at, open_products_at
 from dsa110_ingest.simulate import SimParams, plan_groups, simulate, write_file
 
+# a real PostgreSQL server for the postgresql backend's tests (fixtures pg_server, pg_uri...)
+pytest_plugins = ("tests.pg_server",)
+
 DATA = Path(__file__).parent / "data"
 SMALL = SimParams(nants=4, nchan=2, ntimes=2)
 # `dsa110-ingest simulate` options for the smallest valid files
