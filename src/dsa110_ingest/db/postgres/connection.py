@@ -43,17 +43,19 @@ def psycopg_module() -> Any:
 
 
 def describe(uri: str) -> str:
-    """The URI as people may see it: without a password."""
+    """The URI as people may see it: without a password (or any other secret option)."""
     psycopg = psycopg_module()
     try:
         parts = psycopg.conninfo.conninfo_to_dict(uri)
     except psycopg.ProgrammingError:
-        return "postgresql://(unparsable URI)"
-    host = parts.get("host") or "localhost"
-    port = f":{parts['port']}" if parts.get("port") else ""
+        return "postgresql://(an unparsable URI)"
     user = f"{parts['user']}@" if parts.get("user") else ""
-    where = f"{host}{port}" if not str(host).startswith("/") else f"socket {host}{port}"
-    return f"postgresql://{user}{where}/{parts.get('dbname', '')}"
+    host = str(parts.get("host") or "")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    db = parts.get("dbname", "")
+    if host.startswith("/"):  # a unix socket folder
+        return f"postgresql://{user}{port}/{db}?host={host}"
+    return f"postgresql://{user}{host}{port}/{db}"
 
 
 def translate(e: Exception, where: str, doing: str) -> DatabaseError:

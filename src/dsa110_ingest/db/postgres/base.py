@@ -1,0 +1,119 @@
+"""What both PostgreSQL stores share: the connection, its loss, statements, transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from dsa110_ingest.db.postgres.connection import (
+    connect,
+    describe,
+    psycopg_module,
+    transaction,
+    translate,
+)
+from dsa110_ingest.db.postgres.schema import PgMigration, check_store, migrate, schema_version
+from dsa110_ingest.errors import DatabaseError
+
+_WHAT = {"index": "an index", "products": "a products"}
+
+
+class PgConnection:
+    """One autocommit connection of a store, opened again when lost between
+    transactions (a server restart, a network cut): the loss itself is reported as busy,
+    which the callers that retry busy writes retry."""
+
+    def __init__(
+        self, uri: str, store: str, migrations: Sequence[PgMigration], *, readonly: bool
+    ) -> None:
+        self.uri = uri
+        self.name = describe(uri)
+        self.readonly = readonly
+        self._pg = psycopg_module()
+        self.conn = connect(uri, readonly=readonly)
+        self._in_tx = False
+        try:
+            if readonly:
+                check_store(self.conn, store, self.name)
+                if schema_version(self.conn) == 0:
+                    raise DatabaseError(
+                        f"database {self.name} has no {store} schema yet; run the daemon or "
+                        "`dsa110-ingest index-hdf5` first"
+                    )
+            else:
+                migrate(self.conn, store, migrations, self.name)
+        except self._pg.Error as e:
+            self.conn.close()
+            raise translate(e, self.name, "opening") from None
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def reconnected(self) -> None:
+        """Called after the connection was opened again (session state to restore)."""
+
+    def live(self) -> Any:
+        if not self.conn.closed and not self.conn.broken:
+            return self.conn
+        if self._in_tx:
+            raise translate(
+                self._pg.OperationalError("the connection was lost"), self.name, "a transaction"
+            )
+        self.conn = connect(self.uri, readonly=self.readonly)
+        self.reconnected()
+        return self.conn
+
+    def x(self, sql: str, args: Any = None) -> Any:
+        try:
+            return self.live().execute(sql, args)
+        except self._pg.Error as e:
+            raise translate(e, self.name, _doing(sql)) from None
+
+    def all(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        return list(self.x(sql, args).fetchall())
+
+    def first(self, sql: str, args: Any = None) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.x(sql, args).fetchone()
+        return row
+
+    def value(self, sql: str, args: Any = None) -> Any:
+        row = self.first(sql, args)
+        return None if row is None else row[0]
+
+    def executemany(self, sql: str, params: Sequence[Any], doing: str) -> None:
+        try:
+            # psycopg sends the whole batch in pipeline mode: one round trip, not one each
+            self.live().cursor().executemany(sql, params)
+        except self._pg.Error as e:
+            raise translate(e, self.name, doing) from None
+
+    @contextmanager
+    def transaction(self, doing: str) -> Iterator[None]:
+        conn = self.live()
+        self._in_tx = True
+        try:
+            with transaction(conn, self.name, doing):
+                yield
+        finally:
+            self._in_tx = False
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
+
+def _doing(sql: str) -> str:
+    """A statement's verb and table, for messages ("update groups")."""
+    words = sql.replace("(", " ").split()
+    verb = words[0].lower() if words else "a statement"
+    table = next(
+        (w for w in words[1:7] if w.isidentifier() and w.islower() and w not in _NOISE), ""
+    )
+    return f"{verb} {table}".strip()
+
+
+_NOISE = {"into", "from", "pg_advisory_xact_lock", "pg_notify", "k", "unnest"}
