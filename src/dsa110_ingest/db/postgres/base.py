@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ from dsa110_ingest.db.postgres.connection import (
     translate,
 )
 from dsa110_ingest.db.postgres.schema import PgMigration, check_store, migrate, schema_version
-from dsa110_ingest.errors import DatabaseError
+from dsa110_ingest.errors import SchemaMissingError
 
 _WHAT = {"index": "an index", "products": "a products"}
 
@@ -37,7 +37,7 @@ class PgConnection:
             if readonly:
                 check_store(self.conn, store, self.name)
                 if schema_version(self.conn) == 0:
-                    raise DatabaseError(
+                    raise SchemaMissingError(
                         f"database {self.name} has no {store} schema yet; run the daemon or "
                         "`dsa110-ingest index-hdf5` first"
                     )
@@ -84,10 +84,17 @@ class PgConnection:
         row = self.first(sql, args)
         return None if row is None else row[0]
 
-    def executemany(self, sql: str, params: Sequence[Any], doing: str) -> None:
+    def executemany(self, sql: str, params: Sequence[Any], doing: str) -> int:
+        """Run ``sql`` once per parameter set; returns the rows affected in all."""
+        cur = self.live().cursor()
+        # psycopg sends the whole batch in pipeline mode: one round trip, not one each
+        self.run(lambda: cur.executemany(sql, params), doing)
+        return max(0, int(cur.rowcount))
+
+    def run(self, call: Callable[[], Any], doing: str) -> Any:
+        """``call()`` with the driver's errors in the project's terms."""
         try:
-            # psycopg sends the whole batch in pipeline mode: one round trip, not one each
-            self.live().cursor().executemany(sql, params)
+            return call()
         except self._pg.Error as e:
             raise translate(e, self.name, doing) from None
 

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest.db.postgres import copy
 from dsa110_ingest.db.postgres.base import PgConnection
 from dsa110_ingest.db.postgres.connection import connect, psycopg_module, translate
 from dsa110_ingest.db.postgres.maintenance import dump_database, integrity_report
@@ -90,6 +91,12 @@ _CLAIMABLE = (
 
 def _heartbeat(row: Sequence[Any]) -> Heartbeat:
     return Heartbeat(*row[:5], status=json.loads(row[5] or "{}"))
+
+
+def _copy_tables() -> Any:
+    from dsa110_ingest.db import records
+
+    return records.INDEX_COPY_TABLES
 
 
 def window_buckets(lo: float, hi: float, width: float) -> list[int]:
@@ -219,6 +226,16 @@ class PostgresIndexStore(IndexStore):
         if not params:
             return
         self.c.executemany(_UPSERT_FILE, params, f"writing {len(params)} file rows")
+
+    # -- copying the whole index (``migrate --to``) -----------------------------------------
+    def export_rows(self, table: str, after: Any = None, limit: int = 1000) -> list[Any]:
+        return copy.export_rows(self.c, _copy_tables(), table, after, limit)
+
+    def rows_by_key(self, table: str, keys: Sequence[Any]) -> dict[Any, Any]:
+        return copy.rows_by_key(self.c, _copy_tables(), table, keys)
+
+    def import_rows(self, table: str, rows: Sequence[Any]) -> int:
+        return copy.import_rows(self.c, _copy_tables(), table, rows)
 
     def insert_file_if_new(self, row: Mapping[str, Any]) -> bool:
         cur = self.c.x(_INSERT_FILE_IF_NEW, {c: row.get(c) for c in FILE_COLUMNS})

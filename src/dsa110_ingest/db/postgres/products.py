@@ -7,11 +7,12 @@ legacy methods look and find nothing, and ``migrate`` reads legacy rows from SQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest.db.postgres import copy
 from dsa110_ingest.db.postgres.base import PgConnection
 from dsa110_ingest.db.postgres.maintenance import dump_database, integrity_report
 from dsa110_ingest.db.postgres.schema import PRODUCTS_MIGRATIONS, PRODUCTS_TABLES
@@ -25,6 +26,12 @@ _UPSERT = (
     # upstream's rule: an upsert never replaces a known value with NULL
     + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, ms_index.{c})" for c in MS_COLUMNS if c != "path")
 )
+
+
+def _copy_tables() -> Any:
+    from dsa110_ingest.db import records
+
+    return records.PRODUCTS_COPY_TABLES
 
 
 class PostgresProductsStore(ProductsStore):
@@ -72,6 +79,16 @@ class PostgresProductsStore(ProductsStore):
     def delete(self, path: str) -> None:
         with self.transaction(f"deleting row {path}"):
             self.c.x("DELETE FROM ms_index WHERE path = %s", (path,))
+
+    # -- copying the whole products DB (``migrate --to``) ----------------------------------
+    def export_rows(self, table: str, after: Any = None, limit: int = 1000) -> list[Any]:
+        return copy.export_rows(self.c, _copy_tables(), table, after, limit)
+
+    def rows_by_key(self, table: str, keys: Sequence[Any]) -> dict[Any, Any]:
+        return copy.rows_by_key(self.c, _copy_tables(), table, keys)
+
+    def import_rows(self, table: str, rows: Sequence[Any]) -> int:
+        return copy.import_rows(self.c, _copy_tables(), table, rows)
 
     def has_table(self, name: str) -> bool:
         return bool(self.c.value("SELECT to_regclass(%s) IS NOT NULL", (name,)))
