@@ -20,7 +20,7 @@ from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.db import IndexStore, ProductsStore, open_index_at, open_products_at
 from dsa110_ingest.simulate import SimParams, plan_groups, simulate, write_file
 
-# a real PostgreSQL server for the postgresql backend's tests (fixtures pg_server, pg_uri...)
+# a real PostgreSQL server for the postgresql backend's tests (fixtures pg_server, pg_dbs)
 pytest_plugins = ("tests.pg_server",)
 
 DATA = Path(__file__).parent / "data"
@@ -28,7 +28,7 @@ SMALL = SimParams(nants=4, nchan=2, ntimes=2)
 # `dsa110-ingest simulate` options for the smallest valid files
 TINY_SIM_ARGS = ("--nants", "2", "--nchan", "1", "--ntimes", "2")
 # every store backend the backend-neutral DB tests run on (one parametrized fixture)
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", "postgresql"]
 
 
 def store_target(request: pytest.FixtureRequest, backend: str, name: str) -> str | Path:
@@ -36,6 +36,11 @@ def store_target(request: pytest.FixtureRequest, backend: str, name: str) -> str
     if backend == "sqlite":
         tmp: Path = request.getfixturevalue("tmp_path")
         return tmp / f"{name}.sqlite3"
+    if backend == "postgresql":
+        # a real server (tests/pg_server.py); skipped, loudly, where it is not installed
+        from tests.pg_server import pg_target
+
+        return pg_target(request, name)
     raise AssertionError(f"no test database for backend {backend!r}; add it in store_target")
 
 

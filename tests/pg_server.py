@@ -357,3 +357,17 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def pg_target(request: pytest.FixtureRequest, name: str) -> str:
+    """The URI of a test's fresh ``name`` database (``store_target`` in conftest.py):
+    ``hdf5`` and ``products`` are the test's emptied pair, any other name a database of
+    its own cloned from the store's template (``products*``: products, else index)."""
+    if name in ("hdf5", "products"):
+        dbs: PgDatabases = request.getfixturevalue("pg_dbs")
+        return dbs.index if name == "hdf5" else dbs.products
+    server: PgServer = request.getfixturevalue("pg_server")
+    store = "products" if name.startswith("products") else "index"
+    db = server.create_database(f"t_{store}", TEMPLATES[store])
+    request.addfinalizer(lambda: server.drop_database(db))
+    return server.uri(db)
