@@ -125,7 +125,9 @@ def write_site(
     toml_extra: str = "",
     watch: str = "auto",
     convert: str | None = None,
+    databases: tuple[str | Path, str | Path] | None = None,
 ) -> Site:
+    """``databases``: (hdf5_db, products_db) to configure instead of the state_dir files."""
     incoming = root / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     locs = [f'[[storage_locations]]\nname = "incoming"\npath = "incoming"\nwatch = "{watch}"\n']
@@ -135,8 +137,10 @@ def write_site(
         extra[name] = root / name
         locs.append(f'[[storage_locations]]\nname = "{name}"\npath = "{name}"\nwatch = "{watch}"\n')
     conv = convert if convert is not None else "[convert]\nenabled = false\n"
+    dbs = f'hdf5_db = "{databases[0]}"\nproducts_db = "{databases[1]}"\n' if databases else ""
     text = (
         'state_dir = "state"\nlog_level = "debug"\n'
+        + dbs
         + "\n".join(locs)
         + "\n[watch]\nsettle_seconds = 0.5\npoll_interval_seconds = 0.25\n"
         + "incomplete_check_seconds = 0.2\n"
@@ -150,8 +154,19 @@ def write_site(
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return write_site(tmp_path)
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Site:
+    """A deployment on SQLite files; in a module marked ``store_backends``, once per
+    backend of STORE_BACKENDS (pytest_generate_tests below)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        return write_site(tmp_path)
+    dbs = (store_target(request, backend, "hdf5"), store_target(request, backend, "products"))
+    return write_site(tmp_path, databases=dbs)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "site" in metafunc.fixturenames and metafunc.definition.get_closest_marker("store_backends"):
+        metafunc.parametrize("site", STORE_BACKENDS, indirect=True)
 
 
 @pytest.fixture
