@@ -239,25 +239,31 @@ def migrate(conn: Any, store: str, migrations: Sequence[PgMigration], where: str
             f"database {where} has schema version {current}, newer than this program knows "
             f"({len(migrations)}); upgrade dsa110-ingest or point at the right database"
         )
+    if current == len(migrations):
+        return 0
     applied = 0
-    for version, m in enumerate(migrations, start=1):
-        if version <= current:
-            continue
-        with conn.transaction():
-            # another process may be migrating the same database: wait for it, then look again
-            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_MIGRATE,))
-            if schema_version(conn) >= version:
-                continue
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-            )
-            m.apply(conn)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
-                (version, m.name, time.time()),
-            )
-            applied += 1
+    # a session lock around the whole run, not a transaction lock inside each migration:
+    # the transaction that begins after the wait then sees the tables another process
+    # created meanwhile (a transaction already open keeps its catalog cache from before)
+    conn.execute("SELECT pg_advisory_lock(%s, 0)", (LOCK_MIGRATE,))
+    try:
+        for version, m in enumerate(migrations, start=1):
+            with conn.transaction():
+                if schema_version(conn) >= version:
+                    continue  # another process migrated while we waited
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                m.apply(conn)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                    (version, m.name, time.time()),
+                )
+                applied += 1
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock(%s, 0)", (LOCK_MIGRATE,))
     return applied
 
 
