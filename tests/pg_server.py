@@ -81,6 +81,14 @@ class PgServer:
     _counter: Iterator[int] = field(default_factory=itertools.count)
 
     @property
+    def version(self) -> str:
+        """e.g. ``15.18``"""
+        out = subprocess.run(
+            [str(self.bindir / "postgres"), "--version"], capture_output=True, text=True
+        ).stdout
+        return out.split()[-1] if out.strip() else "unknown"
+
+    @property
     def data(self) -> Path:
         return self.root / "data"
 

@@ -14,7 +14,7 @@ import pytest
 from dsa110_ingest.db import open_index_at, open_products_at
 from dsa110_ingest.db.postgres.schema import INDEX_MIGRATIONS, PRODUCTS_MIGRATIONS
 from dsa110_ingest.errors import DatabaseError, SchemaMissingError
-from tests.pg_server import PgDatabases, PgServer
+from tests.pg_server import TEMPLATES, PgDatabases, PgServer
 from tests.test_docs import _documented
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -74,16 +74,18 @@ def test_two_processes_migrating_a_new_database_apply_each_migration_once(
     assert _version(uri) == [(i + 1, m.name) for i, m in enumerate(INDEX_MIGRATIONS)]
 
 
-def test_a_newer_schema_is_refused(pg_dbs: PgDatabases) -> None:
+def test_a_newer_schema_is_refused(pg_server: PgServer) -> None:
     import psycopg
 
-    with psycopg.connect(pg_dbs.products, autocommit=True) as c:
+    # a database of its own: the shared pair keeps its schema between tests
+    uri = pg_server.uri(pg_server.create_database("newer", TEMPLATES["products"]))
+    with psycopg.connect(uri, autocommit=True) as c:
         c.execute(
             "INSERT INTO schema_migrations VALUES (%s, 'from the future', 0)",
             (len(PRODUCTS_MIGRATIONS) + 1,),
         )
     with pytest.raises(DatabaseError, match="newer than this program knows"):
-        open_products_at(pg_dbs.products)
+        open_products_at(uri)
 
 
 def test_each_store_refuses_the_others_database(pg_dbs: PgDatabases) -> None:

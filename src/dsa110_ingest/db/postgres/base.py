@@ -6,13 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dsa110_ingest.db.postgres.connection import (
-    connect,
-    describe,
-    psycopg_module,
-    transaction,
-    translate,
-)
+from dsa110_ingest.db.postgres.connection import connect, describe, psycopg_module, translate
 from dsa110_ingest.db.postgres.schema import PgMigration, check_store, migrate, schema_version
 from dsa110_ingest.errors import SchemaMissingError
 
@@ -33,6 +27,7 @@ class PgConnection:
         self._pg = psycopg_module()
         self.conn = connect(uri, readonly=readonly)
         self._in_tx = False
+        self._pipeline: Any = None
         try:
             if readonly:
                 check_store(self.conn, store, self.name)
@@ -68,28 +63,48 @@ class PgConnection:
         return self.conn
 
     def x(self, sql: str, args: Any = None) -> Any:
-        try:
-            return self.live().execute(sql, args)
-        except self._pg.Error as e:
-            raise translate(e, self.name, _doing(sql)) from None
+        """Send a statement. Inside a transaction it is pipelined: it goes out at once
+        but nobody waits for it until a later statement's rows (or ``count``) are read,
+        so a run of writes costs one round trip. The server still runs the statements
+        one after another, each with its own snapshot."""
+        return self.run(lambda: self.live().execute(sql, args), _doing(sql))
 
     def all(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        return list(self.x(sql, args).fetchall())
+        return self.run(lambda: list(self.live().execute(sql, args).fetchall()), _doing(sql))
 
     def first(self, sql: str, args: Any = None) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self.x(sql, args).fetchone()
+        row: tuple[Any, ...] | None = self.run(
+            lambda: self.live().execute(sql, args).fetchone(), _doing(sql)
+        )
         return row
 
     def value(self, sql: str, args: Any = None) -> Any:
         row = self.first(sql, args)
         return None if row is None else row[0]
 
+    def count(self, sql: str, args: Any = None) -> int:
+        """Run a write and return the rows it changed (waits for it, pipeline or not)."""
+
+        def go() -> int:
+            cur = self.live().execute(sql, args)
+            if self._pipeline is not None:
+                self._pipeline.sync()  # the row count arrives with the result
+            return max(0, int(cur.rowcount))
+
+        return int(self.run(go, _doing(sql)))
+
     def executemany(self, sql: str, params: Sequence[Any], doing: str) -> int:
-        """Run ``sql`` once per parameter set; returns the rows affected in all."""
-        cur = self.live().cursor()
-        # psycopg sends the whole batch in pipeline mode: one round trip, not one each
-        self.run(lambda: cur.executemany(sql, params), doing)
-        return max(0, int(cur.rowcount))
+        """Run ``sql`` once per parameter set (pipelined by psycopg: one round trip, not
+        one each); returns the rows affected in all."""
+
+        def go() -> int:
+            cur = self.live().cursor()
+            cur.executemany(sql, params)
+            if self._pipeline is not None:
+                self._pipeline.sync()
+            return max(0, int(cur.rowcount))
+
+        return int(self.run(go, doing))
 
     def run(self, call: Callable[[], Any], doing: str) -> Any:
         """``call()`` with the driver's errors in the project's terms."""
@@ -103,9 +118,14 @@ class PgConnection:
         conn = self.live()
         self._in_tx = True
         try:
-            with transaction(conn, self.name, doing):
+            # BEGIN, the writes and COMMIT ride along with the reads that need answers
+            with conn.pipeline() as pipeline, conn.transaction():
+                self._pipeline = pipeline
                 yield
+        except self._pg.Error as e:
+            raise translate(e, self.name, doing) from None
         finally:
+            self._pipeline = None
             self._in_tx = False
 
     @property

@@ -9,8 +9,6 @@ again on next use.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 from dsa110_ingest.errors import (
@@ -107,13 +105,3 @@ def connect(uri: str, *, readonly: bool = False, application: str = "dsa110-inge
             f"cannot connect to {describe(uri)}: {first}; check that the server runs, "
             "the URI (host or socket folder, port, database, user) and pg_hba.conf"
         ) from None
-
-
-@contextlib.contextmanager
-def transaction(conn: Any, where: str, doing: str) -> Iterator[None]:
-    psycopg = psycopg_module()
-    try:
-        with conn.transaction():
-            yield
-    except psycopg.Error as e:
-        raise translate(e, where, doing) from None

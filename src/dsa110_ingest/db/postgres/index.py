@@ -238,8 +238,7 @@ class PostgresIndexStore(IndexStore):
         return copy.import_rows(self.c, _copy_tables(), table, rows)
 
     def insert_file_if_new(self, row: Mapping[str, Any]) -> bool:
-        cur = self.c.x(_INSERT_FILE_IF_NEW, {c: row.get(c) for c in FILE_COLUMNS})
-        return bool(cur.rowcount == 1)
+        return self.c.count(_INSERT_FILE_IF_NEW, {c: row.get(c) for c in FILE_COLUMNS}) == 1
 
     def move_file(
         self, old: str, new: str, location_id: int, size: int, mtime: float, mtime_ns: int
@@ -255,11 +254,10 @@ class PostgresIndexStore(IndexStore):
         texts = [path_text(p) for p in paths]
         if not texts:
             return 0
-        cur = self.c.x(
+        return self.c.count(
             "UPDATE hdf5_file_index SET stored = 0 WHERE path = ANY(%s) AND stored = 1",
             (texts,),
         )
-        return int(cur.rowcount)
 
     def subband_taken(self, group_id: str, subband: int) -> bool:
         return (
@@ -691,12 +689,14 @@ class PostgresIndexStore(IndexStore):
 
     def renew_lease(self, group_id: str, owner: str, until: float) -> bool:
         with self.transaction("renewing a conversion lease"):
-            cur = self.c.x(
-                "UPDATE conversion_jobs SET lease_expires_at = %s WHERE group_id = %s AND "
-                "lease_owner = %s AND state = 'running'",
-                (until, group_id, owner),
+            return (
+                self.c.count(
+                    "UPDATE conversion_jobs SET lease_expires_at = %s WHERE group_id = %s AND "
+                    "lease_owner = %s AND state = 'running'",
+                    (until, group_id, owner),
+                )
+                == 1
             )
-            return bool(cur.rowcount == 1)
 
     def job(self, group_id: str) -> ConversionJob | None:
         row = self.c.first(
@@ -734,14 +734,16 @@ class PostgresIndexStore(IndexStore):
         if token:
             cond += " AND attempt_token = %s"
             args.append(token)
-        cur = self.c.x(
-            "UPDATE conversion_jobs SET state = %s, ms_path = COALESCE(%s, ms_path), "
-            "last_error = %s, next_attempt_at = %s, lease_owner = NULL, "
-            "lease_expires_at = NULL, attempts = GREATEST(0, attempts - %s), "
-            f"finished_at = %s, updated_at = %s WHERE group_id = %s{cond}",
-            args,
+        return (
+            self.c.count(
+                "UPDATE conversion_jobs SET state = %s, ms_path = COALESCE(%s, ms_path), "
+                "last_error = %s, next_attempt_at = %s, lease_owner = NULL, "
+                "lease_expires_at = NULL, attempts = GREATEST(0, attempts - %s), "
+                f"finished_at = %s, updated_at = %s WHERE group_id = %s{cond}",
+                args,
+            )
+            == 1
         )
-        return bool(cur.rowcount == 1)
 
     def release_job(self, group_id: str, owner: str, now: float) -> None:
         with self.transaction("releasing a conversion at shutdown"):
@@ -756,24 +758,29 @@ class PostgresIndexStore(IndexStore):
     def requeue_job(
         self, group_id: str, owner: str, token: str, now: float, error: str, next_attempt_at: float
     ) -> bool:
-        cur = self.c.x(
-            "UPDATE conversion_jobs SET state = 'pending', attempts = GREATEST(0, attempts - 1), "
-            "lease_owner = NULL, lease_expires_at = NULL, last_error = %s, "
-            "next_attempt_at = %s, updated_at = %s WHERE group_id = %s AND lease_owner = %s "
-            "AND attempt_token IS NOT DISTINCT FROM %s",
-            (error, next_attempt_at, now, group_id, owner, token or None),
+        return (
+            self.c.count(
+                "UPDATE conversion_jobs SET state = 'pending', "
+                "attempts = GREATEST(0, attempts - 1), lease_owner = NULL, "
+                "lease_expires_at = NULL, last_error = %s, "
+                "next_attempt_at = %s, updated_at = %s WHERE group_id = %s AND lease_owner = %s "
+                "AND attempt_token IS NOT DISTINCT FROM %s",
+                (error, next_attempt_at, now, group_id, owner, token or None),
+            )
+            == 1
         )
-        return bool(cur.rowcount == 1)
 
     def retry_failed_job(self, group_id: str, now: float) -> bool:
         with self.transaction("resetting a conversion"):
-            cur = self.c.x(
-                "UPDATE conversion_jobs SET state = 'pending', attempts = 0, "
-                "next_attempt_at = 0, last_error = NULL, updated_at = %s "
-                "WHERE group_id = %s AND state = 'failed'",
-                (now, group_id),
+            return (
+                self.c.count(
+                    "UPDATE conversion_jobs SET state = 'pending', attempts = 0, "
+                    "next_attempt_at = 0, last_error = NULL, updated_at = %s "
+                    "WHERE group_id = %s AND state = 'failed'",
+                    (now, group_id),
+                )
+                == 1
             )
-            return bool(cur.rowcount == 1)
 
     def troubled_jobs(self, limit: int = 50) -> list[ConversionJob]:
         rows = self.c.all(
