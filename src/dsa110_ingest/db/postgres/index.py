@@ -136,6 +136,8 @@ class PostgresIndexStore(IndexStore):
         self._pg = psycopg_module()
         self._listener: Any = None
         self._span_cache: float | None = None
+        # (ts, tolerance, groups) read by lock_time_window for the groups_near that follows
+        self._near: tuple[float, float, list[GroupSpan]] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:
@@ -153,8 +155,12 @@ class PostgresIndexStore(IndexStore):
 
     @contextmanager
     def transaction(self, doing: str = "writing") -> Iterator[None]:
-        with self.c.transaction(doing):
-            yield
+        self._near = None
+        try:
+            with self.c.transaction(doing):
+                yield
+        finally:
+            self._near = None
 
     # -- storage locations ----------------------------------------------------------------
     def ensure_location(
@@ -343,13 +349,21 @@ class PostgresIndexStore(IndexStore):
                 (need,),
             )
             held.update(need)
-            span = self.c.first(
-                "SELECT MIN(min_ts), MAX(max_ts) FROM groups WHERE max_ts >= %s AND min_ts <= %s",
-                (lo, hi),
-            )
-            if span is None or span[0] is None:
+            reached = [
+                GroupSpan(*r)
+                for r in self.c.all(
+                    "SELECT group_id, min_ts, max_ts, state FROM groups "
+                    "WHERE max_ts >= %s AND min_ts <= %s",
+                    (lo, hi),
+                )
+            ]
+            # read after every lock it needs was taken: groups_near, asked next for this
+            # window, is answered from it (one round trip less per file)
+            self._near = (ts, tolerance, reached)
+            if not reached:
                 return
-            lo, hi = min(lo, span[0]), max(hi, span[1])
+            lo = min(lo, *(g.min_ts for g in reached))
+            hi = max(hi, *(g.max_ts for g in reached))
         raise DatabaseError(
             f"database {self.name}: the groups around {ts} chain over more than "
             f"{_MAX_WIDEN} clustering windows; the groups table is damaged "
@@ -357,6 +371,10 @@ class PostgresIndexStore(IndexStore):
         )
 
     def groups_near(self, ts: float, tolerance: float) -> list[GroupSpan]:
+        near, self._near = self._near, None
+        if near is not None and near[:2] == (ts, tolerance) and self.c.in_transaction:
+            lo, hi = ts - tolerance, ts + tolerance
+            return [g for g in near[2] if g.max_ts >= lo and g.min_ts <= hi]
         rows = self.c.all(
             "SELECT group_id, min_ts, max_ts, state FROM groups "
             "WHERE max_ts >= %s AND min_ts <= %s",
