@@ -86,7 +86,9 @@ class PgServer:
         out = subprocess.run(
             [str(self.bindir / "postgres"), "--version"], capture_output=True, text=True
         ).stdout
-        return out.split()[-1] if out.strip() else "unknown"
+        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        words = out.split()
+        return words[2] if len(words) > 2 else "unknown"
 
     @property
     def data(self) -> Path:

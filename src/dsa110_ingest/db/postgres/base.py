@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dsa110_ingest.db.postgres.connection import connect, describe, psycopg_module, translate
-from dsa110_ingest.db.postgres.schema import PgMigration, check_store, migrate, schema_version
+from dsa110_ingest.db.postgres.schema import PgMigration, check_store, migrate
 from dsa110_ingest.errors import SchemaMissingError
 
 _WHAT = {"index": "an index", "products": "a products"}
@@ -30,8 +30,7 @@ class PgConnection:
         self._pipeline: Any = None
         try:
             if readonly:
-                check_store(self.conn, store, self.name)
-                if schema_version(self.conn) == 0:
+                if check_store(self.conn, store, self.name) == 0:
                     raise SchemaMissingError(
                         f"database {self.name} has no {store} schema yet; run the daemon or "
                         "`dsa110-ingest index-hdf5` first"

@@ -509,14 +509,14 @@ class PostgresIndexStore(IndexStore):
     def groups_overlapping(
         self, start_mjd: float, end_mjd: float, state: str | None = None
     ) -> list[Group]:
-        self._span_cache = None  # another node may have widened it
-        span = self._max_span()
-        # start_mjd is indexed; bounding it below by the longest group keeps a range scan
+        # start_mjd is indexed; bounding it below by the longest group (read in the same
+        # statement, fresh: another node may have widened it) keeps a range scan
         q = (
-            f"SELECT {_GROUP_COLS} FROM groups WHERE start_mjd >= %s AND start_mjd <= %s "
-            "AND end_mjd >= %s"
+            f"SELECT {_GROUP_COLS} FROM groups WHERE start_mjd >= %s - COALESCE((SELECT "
+            "CAST(value AS DOUBLE PRECISION) FROM meta WHERE key = 'max_group_span_mjd'), 0) "
+            "AND start_mjd <= %s AND end_mjd >= %s"
         )
-        args: list[Any] = [start_mjd - span - 1e-9, end_mjd, start_mjd]
+        args: list[Any] = [start_mjd - 1e-9, end_mjd, start_mjd]
         if state:
             q += " AND state = %s"
             args.append(state)

@@ -217,23 +217,28 @@ def schema_version(conn: Any) -> int:
     )
 
 
-def check_store(conn: Any, store: str, where: str) -> None:
-    """Refuse the other store's database (both settings pointing at one database)."""
+def check_store(conn: Any, store: str, where: str) -> int:
+    """Refuse the other store's database (both settings pointing at one database);
+    returns the schema version (0: no schema yet), read in the same round trip."""
     other = _FOREIGN_TABLE[store]
-    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (other,)).fetchone()[0]:
+    foreign, versioned = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL, to_regclass('schema_migrations') IS NOT NULL",
+        (other,),
+    ).fetchone()
+    if foreign:
         raise DatabaseError(
             f"{_SETTING[store]} = {where} is a database that holds {other}, the "
             f"{'products' if store == 'index' else 'index'} store's table: inputs and outputs "
             "live in two databases; point hdf5_db and products_db at two different databases"
         )
+    return schema_version(conn) if versioned else 0
 
 
 def migrate(conn: Any, store: str, migrations: Sequence[PgMigration], where: str) -> int:
     """Bring a database to the newest version; returns the number of migrations applied.
     ``conn`` is a psycopg connection in autocommit mode (each migration is its own
     transaction)."""
-    check_store(conn, store, where)
-    current = schema_version(conn)
+    current = check_store(conn, store, where)
     if current > len(migrations):
         raise DatabaseError(
             f"database {where} has schema version {current}, newer than this program knows "
