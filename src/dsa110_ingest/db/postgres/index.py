@@ -138,6 +138,8 @@ class PostgresIndexStore(IndexStore):
         self._span_cache: float | None = None
         # (ts, tolerance, groups) read by lock_time_window for the groups_near that follows
         self._near: tuple[float, float, list[GroupSpan]] | None = None
+        # (group id, its files) read inside the current transaction, until a file is written
+        self._files: tuple[str, list[FileRecord]] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:
@@ -155,12 +157,12 @@ class PostgresIndexStore(IndexStore):
 
     @contextmanager
     def transaction(self, doing: str = "writing") -> Iterator[None]:
-        self._near = None
+        self._near, self._files = None, None
         try:
             with self.c.transaction(doing):
                 yield
         finally:
-            self._near = None
+            self._near, self._files = None, None
 
     # -- storage locations ----------------------------------------------------------------
     def ensure_location(
@@ -223,9 +225,11 @@ class PostgresIndexStore(IndexStore):
         return [FileRecord(*r) for r in rows]
 
     def upsert_file(self, row: Mapping[str, Any]) -> None:
+        self._files = None  # file rows change
         self.c.x(_UPSERT_FILE, {c: row.get(c) for c in FILE_COLUMNS})
 
     def upsert_files(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self._files = None  # file rows change
         """*Inside a transaction.* Many :meth:`upsert_file` in one round trip (psycopg's
         ``executemany`` runs in pipeline mode)."""
         params = [{c: r.get(c) for c in FILE_COLUMNS} for r in rows]
@@ -241,14 +245,17 @@ class PostgresIndexStore(IndexStore):
         return copy.rows_by_key(self.c, _copy_tables(), table, keys)
 
     def import_rows(self, table: str, rows: Sequence[Any]) -> int:
+        self._files = None  # file rows change
         return copy.import_rows(self.c, _copy_tables(), table, rows)
 
     def insert_file_if_new(self, row: Mapping[str, Any]) -> bool:
+        self._files = None  # file rows change
         return self.c.count(_INSERT_FILE_IF_NEW, {c: row.get(c) for c in FILE_COLUMNS}) == 1
 
     def move_file(
         self, old: str, new: str, location_id: int, size: int, mtime: float, mtime_ns: int
     ) -> None:
+        self._files = None  # file rows change
         self.c.x("DELETE FROM rejected_files WHERE path = %s", (new,))
         self.c.x(
             "UPDATE hdf5_file_index SET path = %s, storage_location_id = %s, stored = 1, "
@@ -257,6 +264,7 @@ class PostgresIndexStore(IndexStore):
         )
 
     def mark_missing(self, paths: Iterable[str]) -> int:
+        self._files = None  # file rows change
         texts = [path_text(p) for p in paths]
         if not texts:
             return 0
@@ -276,6 +284,7 @@ class PostgresIndexStore(IndexStore):
         )
 
     def set_duplicate(self, path: str, dup: int) -> None:
+        self._files = None  # file rows change
         self.c.x("UPDATE hdf5_file_index SET is_duplicate = %s WHERE path = %s", (dup, path))
 
     def all_paths(self) -> set[str]:
@@ -392,6 +401,7 @@ class PostgresIndexStore(IndexStore):
         )
 
     def absorb_group(self, target: str, other: str) -> None:
+        self._files = None  # file rows change
         args = {"t": target, "o": other}
         self.c.x(
             "UPDATE groups SET first_seen_at = LEAST(groups.first_seen_at, o.first_seen_at), "
@@ -410,6 +420,7 @@ class PostgresIndexStore(IndexStore):
         self.c.x("DELETE FROM groups WHERE group_id = %(o)s", args)
 
     def rename_group(self, old: str, new: str) -> None:
+        self._files = None  # file rows change
         # the job follows through the foreign key's ON UPDATE CASCADE
         self.c.x("UPDATE groups SET group_id = %s WHERE group_id = %s", (new, old))
         self.c.x("UPDATE hdf5_file_index SET group_id = %s WHERE group_id = %s", (new, old))
@@ -498,13 +509,22 @@ class PostgresIndexStore(IndexStore):
         return [Group(*r) for r in rows]
 
     def group_files(self, group_id: str, *, members_only: bool = True) -> list[FileRecord]:
-        cond = " AND is_duplicate = 0" if members_only else ""
-        rows = self.c.all(
-            f"SELECT {_FILE_COLS} FROM hdf5_file_index WHERE group_id = %s{cond} "
-            "ORDER BY subband_num NULLS FIRST, is_duplicate, path",
-            (group_id,),
-        )
-        return [FileRecord(*r) for r in rows]
+        cached = self._files
+        if cached is not None and cached[0] == group_id and self.c.in_transaction:
+            files = cached[1]
+        else:
+            # all files, the members filtered out here: indexing one file asks for the
+            # members and then for all, with no file written between (one round trip)
+            files = [
+                FileRecord(*r)
+                for r in self.c.all(
+                    f"SELECT {_FILE_COLS} FROM hdf5_file_index WHERE group_id = %s "
+                    "ORDER BY subband_num NULLS FIRST, is_duplicate, path",
+                    (group_id,),
+                )
+            ]
+            self._files = (group_id, files) if self.c.in_transaction else None
+        return [f for f in files if not f.is_duplicate] if members_only else list(files)
 
     def groups_overlapping(
         self, start_mjd: float, end_mjd: float, state: str | None = None
