@@ -13,6 +13,7 @@ durable as in production: fsync and synchronous_commit on, as SQLite's synchrono
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def main() -> int:
     if find_bindir() is None:
         print("pg_backfill: no PostgreSQL binaries (initdb, pg_ctl, postgres); skipped")
         return 0
+    load_before = os.getloadavg()[0]
     server = start_server(durable=True)
     try:
         with tempfile.TemporaryDirectory() as d:
@@ -153,6 +155,7 @@ def main() -> int:
     finally:
         server.stop()
 
+    load_after = os.getloadavg()[0]
     fs, fp = n / min(t_sqlite), n / min(t_pg)
     ratio = fp / fs
     a_med, a_max = statistics.median(api) * 1e3, max(api) * 1e3
@@ -164,7 +167,9 @@ Backfill (`index_hdf5_files` of one folder: scan, header reads, clustering, even
 {n} simulated files ({n_groups} groups; 16 antennas, 48 channels, 24 integrations each)
 into a fresh index on each backend, page cache warm, best of {args.rounds} alternating
 rounds; PostgreSQL {server.version} on a local unix socket, fsync and synchronous_commit
-on (durable, as SQLite's `synchronous = FULL`); {machine()}.
+on (durable, as SQLite's `synchronous = FULL`); {machine()}; 1-minute load average
+{load_before:.1f} at the start, {load_after:.1f} at the end (other work on the machine: the
+absolute rates move with it, the ratio less so).
 
 | backend | files/s | ratio |
 |---|---:|---:|

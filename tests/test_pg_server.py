@@ -98,3 +98,35 @@ def test_server_of_a_killed_run_is_reaped(tmp_path: Path) -> None:
         p.wait(10)
     assert wait_gone(pid, timeout=60), f"postmaster {pid} outlived its killed starter"
     assert not Path(folder).exists()
+
+
+_NO_BINARIES_CONFTEST = """
+import tests.pg_server as server
+server.find_bindir = lambda: None  # as on a machine without PostgreSQL
+pytest_plugins = ("tests.pg_server",)
+"""
+
+
+def test_without_binaries_only_pg_tests_skip_loudly_unless_required(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(_NO_BINARIES_CONFTEST)
+    (tmp_path / "test_x.py").write_text(
+        "def test_on_pg(pg_dbs):\n    pass\n\n\ndef test_plain():\n    pass\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "DSA110_REQUIRE_POSTGRES"}
+    env["PYTHONPATH"] = str(root)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # hypothesis & co: not needed, slow to load
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull]
+    run = subprocess.run(
+        [*argv, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed, 1 skipped" in run.stdout
+    assert run.stdout.count("POSTGRESQL TESTS SKIPPED") >= 1
+    # CI sets DSA110_REQUIRE_POSTGRES=1: a missing server is a failed run, never a green skip
+    env["DSA110_REQUIRE_POSTGRES"] = "1"
+    ci = subprocess.run(
+        [*argv, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert ci.returncode != 0
+    assert "REQUIRED BUT MISSING" in ci.stdout
