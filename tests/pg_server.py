@@ -249,8 +249,11 @@ def start_server(*, durable: bool = False, options: tuple[str, ...] = ()) -> PgS
     bindir = find_bindir()
     if bindir is None:
         raise PgServerError(missing_message())
-    root = Path(tempfile.mkdtemp(prefix="dsa110-pg-"))
     as_user: list[str] = []
+    base = Path(tempfile.gettempdir())
+    if os.geteuid() == 0 and not _reachable_by_all(base):
+        base = Path("/tmp")  # TMPDIR under root's home: the postgres user cannot get there
+    root = Path(tempfile.mkdtemp(prefix="dsa110-pg-", dir=base))
     if os.geteuid() == 0:
         runuser = shutil.which("runuser")
         try:
@@ -276,6 +279,10 @@ def start_server(*, durable: bool = False, options: tuple[str, ...] = ()) -> PgS
         server.stop()
         raise
     return server
+
+
+def _reachable_by_all(folder: Path) -> bool:
+    return all(os.stat(p).st_mode & 0o001 for p in (folder, *folder.parents))
 
 
 def make_templates(server: PgServer) -> None:
