@@ -1,4 +1,4 @@
-"""The event outbox through the command line, on every store backend: `events` prints
+"""`dsa110-ingest events` on every store backend: it prints what another process committed,
 what another process committed, `--after` resumes, `--follow` wakes for new events (on
 PostgreSQL by LISTEN/NOTIFY)."""
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Site, wait_for
+from ..conftest import Site, wait_for
 
 # every `site` test here runs on each store backend (tests/conftest.py)
 pytestmark = pytest.mark.store_backends
