@@ -1,6 +1,6 @@
-"""`dsa110-ingest events` on every store backend: it prints what another process committed,
-what another process committed, `--after` resumes, `--follow` wakes for new events (on
-PostgreSQL by LISTEN/NOTIFY)."""
+"""`dsa110-ingest events` on every store backend: it prints what another process
+committed, `--after` resumes, `--follow` wakes for new events (on PostgreSQL by
+LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
