@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -114,6 +115,8 @@ class Config:
     log_file: Path | None = None
     events_jsonl: Path | None = None
     metrics_listen: str = ""
+    # this daemon's name in a shared index: its storage locations, heartbeat and lock
+    node: str = field(default_factory=socket.gethostname)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
@@ -210,6 +213,7 @@ def _build(
         "log_file",
         "events_jsonl",
         "metrics_listen",
+        "node",
     }
     unknown = set(raw) - top_known
     if unknown:
@@ -314,6 +318,7 @@ def _build(
         log_file=_opt_path("log_file"),
         events_jsonl=_opt_path("events_jsonl"),
         metrics_listen=_listen(_str("metrics_listen", ""), where),
+        node=_node(raw, where, sources),
         groups=grp,
         watch=parsed_sections["watch"],
         read=rd,
@@ -424,6 +429,22 @@ def _check_path_kinds(cfg: Config, where: str) -> None:
             raise ConfigError(
                 f"{src.get(key, where)}: `{key}` {p}: {p.parent} is a file, not a folder"
             )
+
+
+def _node(raw: Mapping[str, Any], where: str, sources: dict[str, str]) -> str:
+    """The node name: rows of a shared index carry it, so it must be one stable token."""
+    if "node" not in raw:
+        sources["node"] = "default (host name)"
+        return socket.gethostname()
+    v = raw["node"]
+    if not isinstance(v, str) or not v.strip() or v != v.strip() or not v.isprintable():
+        raise ConfigError(
+            f"{where}: `node` must be a non-empty printable name without surrounding "
+            f"spaces (e.g. the host name {socket.gethostname()!r}), got {v!r}"
+        )
+    if len(v) > 255:
+        raise ConfigError(f"{where}: `node` is {len(v)} characters long; keep it <= 255")
+    return v
 
 
 def _resolve(p: Path, base: Path) -> Path:
@@ -610,6 +631,7 @@ def describe(cfg: Config) -> list[tuple[str, Any, str]]:
         "log_file",
         "events_jsonl",
         "metrics_listen",
+        "node",
     ):
         value = getattr(cfg, key)
         if key in ("hdf5_db", "products_db"):
