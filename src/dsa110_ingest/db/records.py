@@ -369,3 +369,28 @@ class MsRecord:
 def field_names(cls: type) -> tuple[str, ...]:
     """The fields of a record class in order (what a backend selects for it)."""
     return tuple(f.name for f in fields(cls))
+
+
+# -- copying a whole store (``migrate --to``) --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MetaEntry:
+    """One ``meta`` row: a note the index keeps about itself (longest group span, ...)."""
+
+    key: str
+    value: str | None
+
+
+INDEX_COPY_TABLES: dict[str, tuple[type, str]] = {
+    "meta": (MetaEntry, "key"),
+    "storage_locations": (Location, "id"),
+    "groups": (Group, "group_id"),
+    "hdf5_file_index": (FileRecord, "path"),
+    "rejected_files": (RejectedFile, "path"),
+    "events": (Event, "id"),
+    "conversion_jobs": (ConversionJob, "group_id"),
+}
+"""The index tables a copy carries, in an order that satisfies their foreign keys:
+table -> (record class, key field). Heartbeats are not copied (they are a node's)."""
+
+PRODUCTS_COPY_TABLES: dict[str, tuple[type, str]] = {"ms_index": (MsRecord, "path")}
+"""The products tables a copy carries: table -> (record class, key field)."""
