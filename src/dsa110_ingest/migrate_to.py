@@ -33,13 +33,14 @@ from typing import Any
 from dsa110_ingest.db import (
     IndexStore,
     ProductsStore,
+    _redact,
     backend_of,
     open_index_at,
     open_products_at,
 )
 from dsa110_ingest.db.records import INDEX_COPY_TABLES, PRODUCTS_COPY_TABLES, Location
 from dsa110_ingest.db.store import Store
-from dsa110_ingest.errors import DatabaseError, MigrationError
+from dsa110_ingest.errors import DatabaseError, MigrationError, SchemaMissingError
 from dsa110_ingest.runtime import EventIdFloor, StateLock
 
 BATCH_ROWS = 2000
@@ -281,6 +282,31 @@ def _readable(path: Path, opener: Callable[..., Any]) -> Iterator[Any]:
         yield s
 
 
+class _NoTables:
+    """A destination database without tables yet, as a dry run sees it: no rows."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def rows_by_key(self, table: str, keys: Any) -> dict[Any, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def _destination(target: str, opener: Callable[..., Any]) -> Iterator[Any]:
+    """The destination, read-only (a dry run creates nothing, not even the tables)."""
+    try:
+        store = opener(target, readonly=True)
+    except SchemaMissingError:
+        yield _NoTables(f"{_redact(target)} (no tables yet: all would be created)")
+        return
+    with store:
+        yield store
+
+
 def _kill_after(n: int | None) -> Callable[[int], None]:
     """Fault injection for the tests: a real SIGKILL once ``n`` rows of a table are in."""
 
@@ -332,8 +358,12 @@ def run_copy(
                 f"{source_products} still holds upstream's hdf5_file_index; run "
                 "`dsa110-ingest migrate` (without --to) first, then copy"
             )
-        dst_i = stack.enter_context(open_index_at(to_index, readonly=dry_run))
-        dst_p = stack.enter_context(open_products_at(to_products, readonly=dry_run))
+        if dry_run:
+            dst_i = stack.enter_context(_destination(to_index, open_index_at))
+            dst_p = stack.enter_context(_destination(to_products, open_products_at))
+        else:
+            dst_i = stack.enter_context(open_index_at(to_index))
+            dst_p = stack.enter_context(open_products_at(to_products))
         return copy_stores(
             src_i,
             src_p,

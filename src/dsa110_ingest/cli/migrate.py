@@ -51,7 +51,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--products-to",
         metavar="URI",
-        help="with --to: the products' PostgreSQL database (default: the --to one)",
+        help="with --to: the products' (ms_index) PostgreSQL database, another database "
+        "than --to's",
     )
     s.add_argument(
         "--node",
@@ -118,13 +119,19 @@ def _run_copy(cfg: Config, args: argparse.Namespace) -> int:
 
     if args.keep_legacy or args.no_queue or args.stop_after:
         raise MigrationError("--keep-legacy, --no-queue and --stop-after do not go with --to")
+    if not args.products_to:
+        raise MigrationError(
+            "--to needs --products-to URI too: the products (ms_index) go to a database of "
+            "their own, e.g. --to postgresql://dsa110@db/dsa110_index --products-to "
+            "postgresql://dsa110@db/dsa110_products"
+        )
     products = abs_path(args.products_db) if args.products_db else Path(cfg.products_db)
     hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else Path(cfg.hdf5_db)
     rep = run_copy(
         hdf5,
         products,
         args.to,
-        args.products_to or args.to,
+        args.products_to,
         node=args.node or cfg.node,
         dry_run=args.dry_run,
         batch_rows=args.batch_rows,
