@@ -15,6 +15,7 @@ import pytest
 from dsa110_ingest.db import open_index_at
 
 from .conftest import Site, wait_for, write_site
+from .pg_server import PgDatabases
 
 
 def with_node(site: Site, node: str, extra: str = "") -> Site:
@@ -98,20 +99,32 @@ def test_status_of_a_fresh_deployment_names_this_node(tmp_path: Path) -> None:
 
 
 # -- PostgreSQL: nodes on different hosts see each other through the index ----------------
-def pg_site(root: Path, uri: str, node: str, location: str) -> Site:
-    site = write_site(root)
+def pg_site(root: Path, dbs: PgDatabases, node: str, location: str, convert: str = "") -> Site:
+    """A node's deployment on the shared PostgreSQL index: its own state dir and folder."""
+    site = write_site(root, convert=convert or None)
     (root / location).mkdir(exist_ok=True)
     text = site.config_path.read_text().replace('path = "incoming"', f'path = "{location}"')
     site.config_path.write_text(
-        f'node = "{node}"\nhdf5_db = "{uri}"\nproducts_db = "{uri}"\n' + text
+        f'node = "{node}"\nhdf5_db = "{dbs.index}"\nproducts_db = "{dbs.products}"\n' + text
     )
     return Site(root, site.config_path, root / location)
 
 
-def test_one_daemon_per_node_name_across_hosts(tmp_path: Path, pg_uri: str, daemon_factory) -> None:
+def node_lock_free(uri: str, node: str) -> bool:
+    """Whether no live session holds ``node``'s lock (taken and given back at once)."""
+    with open_index_at(uri, readonly=True) as db:
+        if db.try_lock_node(node):
+            db.unlock_node(node)
+            return True
+        return False
+
+
+def test_one_daemon_per_node_name_across_hosts(
+    tmp_path: Path, pg_dbs: PgDatabases, daemon_factory
+) -> None:
     # two state dirs (two "hosts"): only the index can tell that the name is taken
-    a = pg_site(tmp_path / "a", pg_uri, "ingest-a", "in-a")
-    a2 = pg_site(tmp_path / "a2", pg_uri, "ingest-a", "in-a2")
+    a = pg_site(tmp_path / "a", pg_dbs, "ingest-a", "in-a")
+    a2 = pg_site(tmp_path / "a2", pg_dbs, "ingest-a", "in-a2")
     d = daemon_factory(a)
     d.wait_ready(60)
     p = a2.cli("run", check=False, timeout=60)
@@ -121,16 +134,17 @@ def test_one_daemon_per_node_name_across_hosts(tmp_path: Path, pg_uri: str, daem
     # SIGKILL: the server drops the dead session's lock, the name is free again
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
+    wait_for(lambda: node_lock_free(pg_dbs.index, "ingest-a"), 30)
     d2 = daemon_factory(a2)
     d2.wait_ready(60)
     assert d2.stop() == 0
 
 
 def test_status_sees_every_node_through_the_index(
-    tmp_path: Path, pg_uri: str, daemon_factory
+    tmp_path: Path, pg_dbs: PgDatabases, daemon_factory
 ) -> None:
-    a = pg_site(tmp_path / "a", pg_uri, "ingest-a", "in-a")
-    b = pg_site(tmp_path / "b", pg_uri, "ingest-b", "in-b")
+    a = pg_site(tmp_path / "a", pg_dbs, "ingest-a", "in-a")
+    b = pg_site(tmp_path / "b", pg_dbs, "ingest-b", "in-b")
     da, db_ = daemon_factory(a), daemon_factory(b)
     da.wait_ready(60)
     db_.wait_ready(60)
