@@ -12,10 +12,11 @@ import pytest
 
 from dsa110_ingest.db import open_index_at, open_products_at
 from dsa110_ingest.db.records import INDEX_COPY_TABLES, PRODUCTS_COPY_TABLES
-from dsa110_ingest.errors import MigrationError
+from dsa110_ingest.errors import DatabaseError, MigrationError
 from dsa110_ingest.migrate_to import copy_stores
 
 from .conftest import Site, converter_script, write_site
+from .pg_server import PgDatabases, PgServer
 
 
 def _all(store: Any, table: str) -> list[Any]:
@@ -153,3 +154,104 @@ def test_a_different_row_in_the_destination_is_named_and_fails(stores: tuple[Any
     # everything else was copied; the conflicting row was left as it was
     assert di.group(first.group_id).n_subbands == 1
     assert len(_all(di, "hdf5_file_index")) == 63
+
+
+# -- the command, into a real PostgreSQL server ----------------------------------------------
+@pytest.fixture
+def empty_pg(pg_server: PgServer) -> Iterator[PgDatabases]:
+    """Two databases with no tables at all, as a DBA creates them."""
+    names = [pg_server.create_database(f"mig_{s}", None) for s in ("index", "products")]
+    try:
+        yield PgDatabases(*(pg_server.uri(n) for n in names))
+    finally:
+        for n in names:
+            pg_server.drop_database(n)
+
+
+def _copy_cli(site: Site, dbs: PgDatabases, *extra: str, check: bool = True) -> Any:
+    return site.cli(
+        "migrate", "--to", dbs.index, "--products-to", dbs.products, *extra, check=check
+    )
+
+
+def _pg_rows(dbs: PgDatabases) -> dict[str, list[Any]]:
+    with (
+        open_index_at(dbs.index, readonly=True) as di,
+        open_products_at(dbs.products, readonly=True) as dp,
+    ):
+        out = {t: _all(di, t) for t in INDEX_COPY_TABLES}
+        out["ms_index"] = _all(dp, "ms_index")
+        return out
+
+
+def test_migrate_to_postgresql_dry_run_copy_rerun(
+    deployment: Site, empty_pg: PgDatabases, tmp_path: Path
+) -> None:
+    dbs = empty_pg
+    dry = _copy_cli(deployment, dbs, "--dry-run")
+    assert "would copy 63" in dry.stderr and "dry run, nothing changed" in dry.stderr
+    assert "no tables yet" in dry.stderr
+    with pytest.raises(DatabaseError, match="no index schema yet"):
+        open_index_at(dbs.index, readonly=True)  # not even the tables were created
+
+    done = _copy_cli(deployment, dbs)
+    assert "hdf5_file_index: 63 row(s); copied 63" in done.stderr
+    assert "verified: all" in done.stderr
+    state = deployment.root / "state"
+    with (
+        open_index_at(state / "hdf5.sqlite3", readonly=True) as si,
+        open_products_at(state / "products.sqlite3", readonly=True) as sp,
+    ):
+        src = {t: _all(si, t) for t in INDEX_COPY_TABLES}
+        src["ms_index"] = _all(sp, "ms_index")
+        high = si.event_id_high()
+    got = _pg_rows(dbs)
+    for table in INDEX_COPY_TABLES:
+        # PostgreSQL orders text its own way: compare as sets of rows
+        assert sorted(map(repr, got[table])) == sorted(map(repr, src[table])), table
+    assert sorted(map(repr, got["ms_index"])) == sorted(map(repr, src["ms_index"]))
+
+    again = _copy_cli(deployment, dbs)
+    assert "copied 0," in again.stderr and "copied 1" not in again.stderr
+    assert "verified: all" in again.stderr
+
+    # the node starts on PostgreSQL where SQLite left off: nothing re-read, no new event
+    text = deployment.config_path.read_text()
+    text = text.replace('state_dir = "state"', f'state_dir = "{tmp_path / "pg-state"}"')
+    text = text.replace('path = "incoming"', f'path = "{deployment.incoming}"')
+    cfg = tmp_path / "pg.toml"
+    cfg.write_text(f'hdf5_db = "{dbs.index}"\nproducts_db = "{dbs.products}"\n' + text)
+    rescan = Site(tmp_path, cfg, deployment.incoming).cli("run", "--rescan")
+    assert (
+        # 63 files and the rejected one
+        '"indexed": 0' in rescan.stderr and '"unchanged": 64' in rescan.stderr
+    )
+    with open_index_at(dbs.index) as di:
+        assert [e.id for e in _all(di, "events")] == [e.id for e in src["events"]]
+        assert len(_all(di, "hdf5_file_index")) == 63
+        with di.transaction():
+            assert di.add_event("group.complete", None, {}, 0.0) > high
+
+
+def test_migrate_to_killed_half_way_resumes(deployment: Site, empty_pg: PgDatabases) -> None:
+    dbs = empty_pg
+    killed = _copy_cli(deployment, dbs, "--batch-rows", "10", "--stop-after-rows", "20",
+                       check=False)  # fmt: skip
+    assert killed.returncode == -9  # SIGKILLed itself once 20 rows of a table were in
+    partial = _pg_rows(dbs)
+    assert 0 < sum(len(v) for v in partial.values()) < 200
+    done = _copy_cli(deployment, dbs, "--batch-rows", "10")
+    assert "verified: all" in done.stderr
+    assert len(_pg_rows(dbs)["hdf5_file_index"]) == 63
+
+
+def test_migrate_to_refuses_beside_a_running_daemon_and_needs_products_to(
+    deployment: Site, empty_pg: PgDatabases, daemon_factory
+) -> None:
+    p = deployment.cli("migrate", "--to", empty_pg.index, check=False)
+    assert p.returncode == 1 and "--to needs --products-to" in p.stderr
+    d = daemon_factory(deployment, "--no-convert")
+    d.wait_ready(60)
+    p = _copy_cli(deployment, empty_pg, check=False)
+    assert p.returncode == 1 and f"another dsa110-ingest (pid {d.proc.pid})" in p.stderr
+    assert d.stop() == 0
