@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,20 @@ def _nested(a: str, b: str) -> bool:
     """The same folder, or one inside the other."""
     a, b = a.rstrip(os.sep) + os.sep, b.rstrip(os.sep) + os.sep
     return a.startswith(b) or b.startswith(a)
+
+
+def under(path: str, roots: Iterable[str]) -> bool:
+    """Whether ``path`` lies inside one of the folders ``roots``."""
+    return any(path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def this_nodes_paths(store: IndexStore, cfg: Config) -> Callable[[str], bool]:
+    """Which indexed paths this node can judge from its own disks: on a SQLite index
+    (one node) every path, on a shared one those inside this node's locations."""
+    if backend_of(cfg.hdf5_db) == "sqlite":
+        return lambda p: True
+    roots = [loc.path for loc in store.locations(cfg.node)]
+    return lambda p: under(p, roots)
 
 
 def check_locations(store: IndexStore, cfg: Config) -> None:
