@@ -49,6 +49,16 @@ def test_a_location_of_another_node_is_refused_naming_both(tmp_path: Path, neste
         assert [(loc.name, loc.node) for loc in db.locations()] == [("bulk", "ingest-b")]
 
 
+def test_doctor_fails_a_location_of_another_node(tmp_path: Path) -> None:
+    site = with_node(write_site(tmp_path), "ingest-a")
+    with open_index_at(site.root / "state" / "hdf5.sqlite3") as db:
+        db.ensure_location("bulk", os.path.realpath(site.incoming), "incoming", node="ingest-b")
+    p = site.cli("doctor", check=False)
+    assert p.returncode == 1
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("FAIL  node:")]
+    assert "node 'ingest-b'" in line and "node 'ingest-a'" in line
+
+
 def test_a_location_without_a_node_is_taken_over(tmp_path: Path, sim_groups) -> None:
     site = with_node(write_site(tmp_path), "ingest-a")
     with open_index_at(site.root / "state" / "hdf5.sqlite3") as db:
@@ -138,6 +148,17 @@ def test_one_daemon_per_node_name_across_hosts(
     d2 = daemon_factory(a2)
     d2.wait_ready(60)
     assert d2.stop() == 0
+
+
+def test_doctor_and_status_on_a_postgresql_index(tmp_path: Path, pg_dbs: PgDatabases) -> None:
+    a = pg_site(tmp_path / "a", pg_dbs, "ingest-a", "in-a")
+    p = a.cli("doctor", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "OK    hdf5 db path: postgresql://" in p.stdout
+    assert "OK    node: 'ingest-a'" in p.stdout
+    st = a.cli_json("status", "--json")
+    assert st["hdf5_db"].startswith("postgresql://") and st["node"] == "ingest-a"
+    assert [(n["node"], n["state"]) for n in st["nodes"]] == [("ingest-a", "stopped")]
 
 
 def test_status_sees_every_node_through_the_index(

@@ -8,7 +8,7 @@ from typing import Any
 
 from dsa110_ingest import __version__
 from dsa110_ingest.cli._common import print_json
-from dsa110_ingest.config import Config
+from dsa110_ingest.config import Config, redact_db
 from dsa110_ingest.db.records import Heartbeat
 from dsa110_ingest.nodes import node_state, node_states
 
@@ -54,8 +54,8 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     st: dict[str, Any] = {
         "version": __version__,
-        "hdf5_db": str(cfg.hdf5_db),
-        "products_db": str(cfg.products_db),
+        "hdf5_db": redact_db(cfg.hdf5_db),
+        "products_db": redact_db(cfg.products_db),
         "node": cfg.node,
         "daemon": None,
         "heartbeat": None,
