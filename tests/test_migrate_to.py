@@ -255,3 +255,32 @@ def test_migrate_to_refuses_beside_a_running_daemon_and_needs_products_to(
     p = _copy_cli(deployment, empty_pg, check=False)
     assert p.returncode == 1 and f"another dsa110-ingest (pid {d.proc.pid})" in p.stderr
     assert d.stop() == 0
+
+
+def test_migrate_to_from_an_index_of_an_older_version_changes_no_source_byte(
+    tmp_path: Path, empty_pg: PgDatabases
+) -> None:
+    """A node still on the pre-seam schema (v3: no node column, one heartbeat row) is
+    read from a migrated throw-away copy: its files are not touched, not even migrated."""
+    import sqlite3
+
+    site = write_site(tmp_path / "old")
+    state = site.root / "state"
+    state.mkdir()
+    data = Path(__file__).parent / "data"
+    for dump, name in (("pre_seam_hdf5.sql", "hdf5.sqlite3"),
+                       ("pre_seam_products.sql", "products.sqlite3")):  # fmt: skip
+        text = (data / dump).read_text()
+        c = sqlite3.connect(state / name)
+        c.executescript(text)
+        c.execute(f"PRAGMA user_version = {text.split('PRAGMA user_version = ')[1].split()[0]}")
+        c.close()
+    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    dry = _copy_cli(site, empty_pg, "--dry-run", "--node", "old-host")
+    assert "storage_locations: 1 row(s); would copy 1" in dry.stderr
+    done = _copy_cli(site, empty_pg, "--node", "old-host")
+    assert "verified: all" in done.stderr
+    assert {p.name: p.read_bytes() for p in state.iterdir() if p.suffix != ".lock"} == before
+    got = _pg_rows(empty_pg)
+    assert [loc.node for loc in got["storage_locations"]] == ["old-host"]
+    assert len(got["hdf5_file_index"]) == 2 and len(got["ms_index"]) == 1

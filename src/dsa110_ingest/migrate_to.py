@@ -271,15 +271,19 @@ def _readable(path: Path, opener: Callable[..., Any]) -> Iterator[Any]:
         with opener(path, readonly=True) as s:
             for table in tables:
                 s.export_rows(table, None, 1)
+        current = True
     except DatabaseError:
-        with tempfile.TemporaryDirectory() as d, opener(path, readonly=True) as s:
-            scratch = Path(d) / path.name
-            s.backup_to(scratch)
-            with opener(scratch) as copy:
-                yield copy
+        current = False
+    if current:
+        with opener(path, readonly=True) as s:
+            yield s
         return
-    with opener(path, readonly=True) as s:
-        yield s
+    with tempfile.TemporaryDirectory() as d:
+        scratch = Path(d) / path.name
+        with opener(path, readonly=True) as s:
+            s.backup_to(scratch)
+        with opener(scratch) as copy:
+            yield copy
 
 
 class _NoTables:
@@ -348,11 +352,9 @@ def run_copy(
             lock = StateLock(source_index)
             lock.acquire("migrate --to")
             stack.callback(lock.release)
-            src_i = stack.enter_context(open_index_at(source_index))
-            src_p = stack.enter_context(open_products_at(source_products))
-        else:
-            src_i = stack.enter_context(_readable(source_index, open_index_at))
-            src_p = stack.enter_context(_readable(source_products, open_products_at))
+        # read-only either way: the SQLite files are never changed
+        src_i = stack.enter_context(_readable(source_index, open_index_at))
+        src_p = stack.enter_context(_readable(source_products, open_products_at))
         if src_p.has_table("hdf5_file_index"):
             raise MigrationError(
                 f"{source_products} still holds upstream's hdf5_file_index; run "

@@ -9,13 +9,25 @@ column needs nothing here.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from dsa110_ingest.db.records import copy_record, copy_spec, copy_values
+from dsa110_ingest.db.sqlite.connection import translate
 
 # well under SQLite's limit of host parameters in one statement
 _CHUNK = 500
+
+
+@contextmanager
+def _errors(conn: sqlite3.Connection, doing: str) -> Iterator[None]:
+    """sqlite3's errors as the project's (a file of an older schema lacks a column)."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        where = next((r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"), "")
+        raise translate(e, where, doing) from None
 
 
 def export_rows(
@@ -31,7 +43,8 @@ def export_rows(
     if after is not None:
         q += f" WHERE {key} > ?"
         args = (after,)
-    rows = conn.execute(f"{q} ORDER BY {key} LIMIT ?", (*args, limit))
+    with _errors(conn, f"reading {table}"):
+        rows = conn.execute(f"{q} ORDER BY {key} LIMIT ?", (*args, limit)).fetchall()
     return [copy_record(cls, r) for r in rows]
 
 
@@ -69,6 +82,7 @@ def import_rows(
         f"ON CONFLICT({key}) DO NOTHING"
     )
     n = 0
-    for rec in rows:
-        n += conn.execute(sql, copy_values(rec)).rowcount
+    with _errors(conn, f"copying rows into {table}"):
+        for rec in rows:
+            n += conn.execute(sql, copy_values(rec)).rowcount
     return n
