@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,convert,dask]'
+	$(PY) -m pip install --quiet -e '.[dev,convert,dask,postgresql]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/live_latency.py
 	$(PY) benchmarks/convert_group.py
 	$(PY) benchmarks/dask_backfill.py
+	$(PY) benchmarks/pg_backfill.py
 
 # one group at real DSA-110 size (117 antennas, 16 x 48 channels, 4 pols: ~4 GiB in, ~6 GiB
 # out), both backends; too big for CI. The pyuvdata side needs ~19 GB and runs only when

@@ -20,12 +20,15 @@ from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.db import IndexStore, ProductsStore, open_index_at, open_products_at
 from dsa110_ingest.simulate import SimParams, plan_groups, simulate, write_file
 
+# a real PostgreSQL server for the postgresql backend's tests (fixtures pg_server, pg_dbs)
+pytest_plugins = ("tests.pg_server",)
+
 DATA = Path(__file__).parent / "data"
 SMALL = SimParams(nants=4, nchan=2, ntimes=2)
 # `dsa110-ingest simulate` options for the smallest valid files
 TINY_SIM_ARGS = ("--nants", "2", "--nchan", "1", "--ntimes", "2")
 # every store backend the backend-neutral DB tests run on (one parametrized fixture)
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", "postgresql"]
 
 
 def store_target(request: pytest.FixtureRequest, backend: str, name: str) -> str | Path:
@@ -33,6 +36,11 @@ def store_target(request: pytest.FixtureRequest, backend: str, name: str) -> str
     if backend == "sqlite":
         tmp: Path = request.getfixturevalue("tmp_path")
         return tmp / f"{name}.sqlite3"
+    if backend == "postgresql":
+        # a real server (tests/pg_server.py); skipped, loudly, where it is not installed
+        from tests.pg_server import pg_target
+
+        return pg_target(request, name)
     raise AssertionError(f"no test database for backend {backend!r}; add it in store_target")
 
 
@@ -117,7 +125,9 @@ def write_site(
     toml_extra: str = "",
     watch: str = "auto",
     convert: str | None = None,
+    databases: tuple[str | Path, str | Path] | None = None,
 ) -> Site:
+    """``databases``: (hdf5_db, products_db) to configure instead of the state_dir files."""
     incoming = root / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     locs = [f'[[storage_locations]]\nname = "incoming"\npath = "incoming"\nwatch = "{watch}"\n']
@@ -127,8 +137,10 @@ def write_site(
         extra[name] = root / name
         locs.append(f'[[storage_locations]]\nname = "{name}"\npath = "{name}"\nwatch = "{watch}"\n')
     conv = convert if convert is not None else "[convert]\nenabled = false\n"
+    dbs = f'hdf5_db = "{databases[0]}"\nproducts_db = "{databases[1]}"\n' if databases else ""
     text = (
         'state_dir = "state"\nlog_level = "debug"\n'
+        + dbs
         + "\n".join(locs)
         + "\n[watch]\nsettle_seconds = 0.5\npoll_interval_seconds = 0.25\n"
         + "incomplete_check_seconds = 0.2\n"
@@ -142,8 +154,19 @@ def write_site(
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return write_site(tmp_path)
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Site:
+    """A deployment on SQLite files; in a module marked ``store_backends``, once per
+    backend of STORE_BACKENDS (pytest_generate_tests below)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        return write_site(tmp_path)
+    dbs = (store_target(request, backend, "hdf5"), store_target(request, backend, "products"))
+    return write_site(tmp_path, databases=dbs)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "site" in metafunc.fixturenames and metafunc.definition.get_closest_marker("store_backends"):
+        metafunc.parametrize("site", STORE_BACKENDS, indirect=True)
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ from dsa110_ingest.errors import InputFolderError
 
 from .conftest import Site
 
+# every `site` test here runs on each store backend (tests/conftest.py)
+pytestmark = pytest.mark.store_backends
+
 
 def test_public_api(site: Site, sim_groups) -> None:
     sim_groups(site.incoming, n=3, missing=())
@@ -32,6 +35,11 @@ def test_public_api(site: Site, sim_groups) -> None:
 
 def test_default_paths_come_from_the_config(site: Site) -> None:
     cfg = site.cfg
+    if isinstance(cfg.hdf5_db, str):  # a PostgreSQL site: the URIs, as configured
+        toml = site.config_path.read_text()
+        for got in (api.get_hdf5_db_path(cfg), api.get_products_db_path(cfg)):
+            assert isinstance(got, str) and got.startswith("postgresql://") and got in toml
+        return
     assert api.get_hdf5_db_path(cfg) == site.root / "state" / "hdf5.sqlite3"
     assert api.get_products_db_path(cfg) == site.root / "state" / "products.sqlite3"
 

@@ -205,3 +205,22 @@ def test_metrics_listen_from_the_command_line_is_checked_too(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="metrics_listen"):
         cfg.with_overrides(metrics_listen="127.0.0.1:70000")
     assert cfg.with_overrides(metrics_listen="[::1]:11010").metrics_listen == "[::1]:11010"
+
+
+def test_node_defaults_to_the_host_name(tmp_path: Path) -> None:
+    import socket
+
+    cfg = load_config(env={"HOME": str(tmp_path)})
+    assert cfg.node == socket.gethostname()
+    assert cfg.sources["node"] == "default (host name)"
+    f = tmp_path / "c.toml"
+    f.write_text('node = "ingest-2"\n')
+    assert load_config(f, env={}).node == "ingest-2"
+
+
+@pytest.mark.parametrize("value", ['""', '"  "', '" a"', '"a\\tb"', '"a\\nb"', "3"])
+def test_bad_node_names_the_key(tmp_path: Path, value: str) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(f"node = {value}\n")
+    with pytest.raises(ConfigError, match="`node` must be a non-empty printable name"):
+        load_config(f, env={})

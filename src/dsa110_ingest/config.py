@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -103,8 +105,9 @@ class ConvertConfig:
 @dataclass(frozen=True)
 class Config:
     state_dir: Path
-    hdf5_db: Path
-    products_db: Path
+    # a SQLite file, or a libpq URI (str) selecting PostgreSQL: see is_db_uri
+    hdf5_db: Path | str
+    products_db: Path | str
     storage_locations: tuple[StorageLocation, ...] = ()
     pattern: str = DEFAULT_PATTERN
     log_level: str = "info"
@@ -112,6 +115,8 @@ class Config:
     log_file: Path | None = None
     events_jsonl: Path | None = None
     metrics_listen: str = ""
+    # this daemon's name in a shared index: its storage locations, heartbeat and lock
+    node: str = field(default_factory=socket.gethostname)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
@@ -208,6 +213,7 @@ def _build(
         "log_file",
         "events_jsonl",
         "metrics_listen",
+        "node",
     }
     unknown = set(raw) - top_known
     if unknown:
@@ -230,10 +236,14 @@ def _build(
         state_dir, sources["state_dir"] = default_state_dir(env)
         state_dir = state_dir.expanduser().absolute()
 
-    def _db(key: str, envname: str, default_name: str) -> Path:
+    def _db(key: str, envname: str, default_name: str) -> Path | str:
         if env.get(envname):
             sources[key] = f"env {envname}"
+            if is_db_uri(env[envname]):
+                return env[envname]
             return _resolve(Path(env[envname]), state_dir)
+        if is_db_uri(raw.get(key)):
+            return str(raw[key])
         p = Path(_str(key, default_name)).expanduser()
         if key not in raw:
             sources[key] = "default (state_dir)"
@@ -308,6 +318,7 @@ def _build(
         log_file=_opt_path("log_file"),
         events_jsonl=_opt_path("events_jsonl"),
         metrics_listen=_listen(_str("metrics_listen", ""), where),
+        node=_node(raw, where, sources),
         groups=grp,
         watch=parsed_sections["watch"],
         read=rd,
@@ -407,6 +418,8 @@ def _check_path_kinds(cfg: Config, where: str) -> None:
             )
     for key in ("hdf5_db", "products_db", "events_jsonl", "log_file"):
         p = getattr(cfg, key)
+        if isinstance(p, str):
+            continue  # a database URI: nothing on this host's disk to check
         if p is not None and p.is_dir():
             raise ConfigError(
                 f"{src.get(key, where)}: `{key}` {p} is a folder; it must name a file, "
@@ -418,13 +431,57 @@ def _check_path_kinds(cfg: Config, where: str) -> None:
             )
 
 
+def _node(raw: Mapping[str, Any], where: str, sources: dict[str, str]) -> str:
+    """The node name: rows of a shared index carry it, so it must be one stable token."""
+    if "node" not in raw:
+        sources["node"] = "default (host name)"
+        return socket.gethostname()
+    v = raw["node"]
+    if not isinstance(v, str) or not v.strip() or v != v.strip() or not v.isprintable():
+        raise ConfigError(
+            f"{where}: `node` must be a non-empty printable name without surrounding "
+            f"spaces (e.g. the host name {socket.gethostname()!r}), got {v!r}"
+        )
+    if len(v) > 255:
+        raise ConfigError(f"{where}: `node` is {len(v)} characters long; keep it <= 255")
+    return v
+
+
 def _resolve(p: Path, base: Path) -> Path:
     """Absolute and normalised: no `..` left for a prefix check to be fooled by."""
     p = p.expanduser()
     return Path(os.path.normpath((p if p.is_absolute() else base / p).absolute()))
 
 
+def is_db_uri(value: object) -> bool:
+    """A libpq URI (``postgresql://`` or ``postgres://``, unix sockets included as
+    ``postgresql:///db?host=/run/postgresql``): kept as written, never made a path."""
+    return isinstance(value, str) and value.lower().startswith(("postgresql://", "postgres://"))
+
+
+def redact_db(value: Path | str) -> str:
+    """A database setting for people to read: a URI without its password."""
+    s = str(value)
+    if not is_db_uri(s):
+        return s
+    head, rest = s.split("://", 1)
+    netloc, sep, tail = rest.partition("/")
+    if "@" in netloc:
+        cred, host = netloc.rsplit("@", 1)
+        netloc = f"{cred.split(':', 1)[0]}@{host}"
+    tail = re.sub(r"(?i)(^|[?&])password=[^&]*&?", r"\1", tail).rstrip("?&")
+    return f"{head}://{netloc}{sep}{tail}"
+
+
 def _check_distinct_dbs(cfg: Config) -> None:
+    a, b = cfg.hdf5_db, cfg.products_db
+    if isinstance(a, str) or isinstance(b, str):
+        if a == b:
+            raise ConfigError(
+                f"hdf5_db and products_db both point at {redact_db(a)}: inputs and outputs "
+                "must live in two databases; give each its own database name"
+            )
+        return
     if os.path.normpath(cfg.hdf5_db) == os.path.normpath(cfg.products_db):
         raise ConfigError(
             f"hdf5_db and products_db both point at {cfg.hdf5_db}: inputs and outputs must "
@@ -574,8 +631,12 @@ def describe(cfg: Config) -> list[tuple[str, Any, str]]:
         "log_file",
         "events_jsonl",
         "metrics_listen",
+        "node",
     ):
-        rows.append((key, getattr(cfg, key), cfg.sources.get(key, "default")))
+        value = getattr(cfg, key)
+        if key in ("hdf5_db", "products_db"):
+            value = redact_db(value) if isinstance(value, str) else value
+        rows.append((key, value, cfg.sources.get(key, "default")))
     for i, loc in enumerate(cfg.storage_locations):
         for f in fields(StorageLocation):
             rows.append(

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsa110_ingest.config import Config
+from dsa110_ingest.config import Config, redact_db
 from dsa110_ingest.convert.backends import check_available
-from dsa110_ingest.db import open_index_at, open_products_at
+from dsa110_ingest.db import backend_of, index_exists, open_index_at, open_products_at
 from dsa110_ingest.db.store import Store
 from dsa110_ingest.errors import ConfigError, IngestError
 from dsa110_ingest.ingest.watcher import choose_mode, mount_of, needs_polling
@@ -39,7 +39,15 @@ def _read_int(path: str) -> int | None:
         return None
 
 
-def check_db_path(label: str, path: Path, mounts: str) -> Iterator[Check]:
+def _on_disk(target: Path | str) -> bool:
+    """A SQLite file (checked on this host's disk), not a server database's URI."""
+    return backend_of(target) == "sqlite"
+
+
+def check_db_path(label: str, path: Path | str, mounts: str) -> Iterator[Check]:
+    if not isinstance(path, Path):
+        yield Check("OK", label, f"{redact_db(path)} (PostgreSQL server)")
+        return
     if not path.is_absolute():
         yield Check("FAIL", label, f"{path} is relative; make it absolute in the config")
         return
@@ -60,8 +68,8 @@ def check_db_path(label: str, path: Path, mounts: str) -> Iterator[Check]:
         yield Check("OK", label, f"{path} ({fstype})")
 
 
-def check_integrity(label: str, path: Path, opener: Callable[..., Store]) -> Iterator[Check]:
-    if not path.exists():
+def check_integrity(label: str, path: Path | str, opener: Callable[..., Store]) -> Iterator[Check]:
+    if _on_disk(path) and not Path(path).exists():
         yield Check("WARN", label, f"{path} does not exist yet (created at first start)")
         return
     try:
@@ -87,7 +95,7 @@ def stray_databases(cfg: Config, cwd: Path) -> list[Path]:
         cfg.state_dir / "state",
     ]
     places += [p / "state" for p in (cwd / "src").glob("*") if p.is_dir()]
-    real = {cfg.hdf5_db.resolve(), cfg.products_db.resolve()}
+    real = {Path(p).resolve() for p in (cfg.hdf5_db, cfg.products_db) if _on_disk(p)}
     found = []
     for d in places:
         for name in DB_NAMES:
@@ -110,11 +118,13 @@ def check_config(cfg: Config, ctx: Context) -> Iterator[Check]:
 def check_db_paths(cfg: Config, ctx: Context) -> Iterator[Check]:
     yield from check_db_path("hdf5 db path", cfg.hdf5_db, ctx.mounts)
     yield from check_db_path("products db path", cfg.products_db, ctx.mounts)
-    yield Check("OK", "databases distinct", f"{cfg.hdf5_db} != {cfg.products_db}")
+    yield Check(
+        "OK", "databases distinct", f"{redact_db(cfg.hdf5_db)} != {redact_db(cfg.products_db)}"
+    )
 
 
 def check_legacy_table(cfg: Config, ctx: Context) -> Iterator[Check]:
-    if not cfg.products_db.exists():
+    if not _on_disk(cfg.products_db) or not Path(cfg.products_db).exists():
         return
     try:
         with open_products_at(cfg.products_db, readonly=True) as p:
@@ -282,9 +292,13 @@ def check_integrity_both(cfg: Config, ctx: Context) -> Iterator[Check]:
 def check_daemon(cfg: Config, ctx: Context) -> Iterator[Check]:
     from dsa110_ingest.service import daemon_status
 
-    if not cfg.hdf5_db.exists():
+    if not index_exists(cfg):
         return
-    d = daemon_status(cfg)
+    try:
+        d = daemon_status(cfg)
+    except IngestError as e:  # a server database without tables yet, unreachable ...
+        yield Check("WARN", "daemon", f"unknown: {e}")
+        return
     age = d["heartbeat_age_seconds"]
     seen = "no heartbeat" if age is None else f"last heartbeat {age:.0f} s ago"
     if d["state"] == "running":
@@ -295,6 +309,23 @@ def check_daemon(cfg: Config, ctx: Context) -> Iterator[Check]:
             "daemon",
             f"{d['state']} ({seen}); is the service running? systemctl status dsa110-ingest",
         )
+
+
+def check_node(cfg: Config, ctx: Context) -> Iterator[Check]:
+    """No configured location is another node's in the index (the daemon would refuse)."""
+    from dsa110_ingest.nodes import NodeConflictError, check_locations
+
+    if not index_exists(cfg):
+        return
+    try:
+        with open_index_at(cfg.hdf5_db, readonly=True) as db:
+            check_locations(db, cfg)
+    except NodeConflictError as e:
+        yield Check("FAIL", "node", str(e))
+        return
+    except IngestError:
+        return  # unreadable: the integrity check says why
+    yield Check("OK", "node", f"{cfg.node!r}: no configured location belongs to another node")
 
 
 CHECKS: tuple[Callable[[Config, Context], Iterable[Check]], ...] = (
@@ -308,6 +339,7 @@ CHECKS: tuple[Callable[[Config, Context], Iterable[Check]], ...] = (
     check_executor,
     check_output_disk,
     check_integrity_both,
+    check_node,
     check_daemon,
 )
 

@@ -27,6 +27,11 @@ class DatabaseReadOnlyError(DatabaseError):
     """The database file or its folder is not writable."""
 
 
+class SchemaMissingError(DatabaseError):
+    """A server database opened read-only holds no dsa110-ingest tables yet (nothing has
+    created them): to a reader it is empty."""
+
+
 class UVH5Error(IngestError):
     """A subband file cannot be indexed. ``reason`` is a short stable code for the DB."""
 

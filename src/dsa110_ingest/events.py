@@ -39,9 +39,12 @@ def event_dict(row: Event) -> dict[str, Any]:
 
 
 def follow(
-    db: IndexStore, after_id: int = 0, poll_s: float = 0.2, stop: Any = None
+    db: IndexStore, after_id: int = 0, wait_s: float = 5.0, stop: Any = None
 ) -> Iterator[dict[str, Any]]:
-    """Yield events as they are committed (the DB is the source of truth, not a pipe)."""
+    """Yield events as they are committed (the DB is the source of truth, not a pipe).
+
+    Between reads the store waits for the next commit (PostgreSQL: LISTEN/NOTIFY;
+    SQLite: its own short poll); ``wait_s`` only bounds how long ``stop`` goes unasked."""
     last = after_id
     while stop is None or not stop():
         rows = db.events_after(last)
@@ -49,7 +52,7 @@ def follow(
             last = r.id
             yield event_dict(r)
         if not rows:
-            db.wait_for_events(last, poll_s)
+            db.wait_for_events(last, wait_s)
 
 
 class JsonlMirror:

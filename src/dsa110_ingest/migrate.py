@@ -332,4 +332,4 @@ def run_migration(
 
 def _register(cfg: Config, hdf5: IndexStore) -> None:
     for loc in cfg.storage_locations:
-        hdf5.ensure_location(loc.name, str(loc.path), loc.role, loc.description)
+        hdf5.ensure_location(loc.name, str(loc.path), loc.role, loc.description, node=cfg.node)

@@ -35,6 +35,7 @@ from dsa110_ingest.events import JsonlMirror
 from dsa110_ingest.ingest.indexer import BatchResult, Indexer
 from dsa110_ingest.ingest.watcher import DELETED, MOVED, FileEvent, Watcher
 from dsa110_ingest.metrics import Metrics, package_version
+from dsa110_ingest.nodes import STALE_AFTER_S, acquire_node, check_locations, node_state, state_path
 from dsa110_ingest.runtime import EventIdFloor, MountWatch, StateLock, affects, ensure_dir
 from dsa110_ingest.sdnotify import Notifier
 
@@ -105,7 +106,7 @@ class Service:
         self.mirror = JsonlMirror(cfg.events_jsonl) if cfg.events_jsonl else None
         self.queue: queue.Queue[FileEvent] = queue.Queue()
         self._deferred: dict[str, _Deferred] = {}
-        self.lock = StateLock(cfg.hdf5_db)
+        self.lock = StateLock(state_path(cfg))
         self.floor: EventIdFloor | None = None
         self.mounts: MountWatch | None = None
         self._db_ident: tuple[int, int] | None = None
@@ -142,7 +143,7 @@ class Service:
             )
         try:
             ensure_dir(self.cfg.state_dir)
-            ensure_dir(self.cfg.hdf5_db.parent)
+            ensure_dir(state_path(self.cfg).parent)
         except OSError as e:
             raise IngestError(
                 f"cannot create state_dir {self.cfg.state_dir}: {e.strerror}; make its parent "
@@ -157,9 +158,13 @@ class Service:
                 f"{self.lock.path.parent} writable by this user (the daemon's state lives there)"
             ) from None
         self.db = open_index(self.cfg)
-        st = os.stat(self.cfg.hdf5_db)
-        self._db_ident = (st.st_dev, st.st_ino)
-        self.floor = EventIdFloor(self.cfg.hdf5_db)
+        # one daemon per node name on a shared index; only this node's locations
+        acquire_node(self.db, self.cfg)
+        check_locations(self.db, self.cfg)
+        if state_path(self.cfg) == self.cfg.hdf5_db:  # a SQLite file: watch its identity
+            st = os.stat(self.cfg.hdf5_db)
+            self._db_ident = (st.st_dev, st.st_ino)
+        self.floor = EventIdFloor(state_path(self.cfg))
         if self.db.raise_event_id_floor(self.floor.value):
             log.warning(
                 "events.id_floor_restored",
@@ -322,9 +327,10 @@ class Service:
         db_ok = True
         now = self.clock()
         try:
-            host = socket.gethostname()
-            # node: the host name until the config names nodes (issue 13, several nodes)
-            self.db.write_heartbeat(host, os.getpid(), host, self.started_at, now, self._status())
+            self.db.write_heartbeat(
+                self.cfg.node, os.getpid(), socket.gethostname(), self.started_at, now,
+                self._status(),
+            )  # fmt: skip
             self.metrics.heartbeat.set(now)
         except DatabaseError as e:
             db_ok = False
@@ -375,6 +381,8 @@ class Service:
     def _db_lost(self) -> str | None:
         """The DB file at the configured path is gone or another one: we would write into
         an unlinked file that nobody else sees."""
+        if self._db_ident is None:
+            return None  # a server database: its own connection errors say it
         try:
             st = os.stat(self.cfg.hdf5_db)
         except FileNotFoundError:
@@ -774,43 +782,20 @@ class Service:
         return not (d.failed or d.waiting_on_node)
 
 
-# a heartbeat older than this (6 missed beats) makes a daemon that holds the lock "stale"
-STALE_AFTER_S = 30.0
-
-
 def daemon_status(cfg: Config, now: float | None = None) -> dict[str, Any]:
-    """running / stale / stopped, for `status` and scripts: the lock says whether a daemon
-    process is alive on this DB (it dies with the process, so no pid guessing), the
-    heartbeat's age whether it still works."""
+    """running / stale / stopped of this node's daemon, for `status` and scripts: its
+    lock says whether a daemon process is alive (the lock dies with the process, so no
+    pid guessing), the heartbeat's age whether it still works (nodes.node_state)."""
     now = time.time() if now is None else now
-    try:
-        holder = StateLock(cfg.hdf5_db).holder()
-    except OSError:
-        holder = None  # lock file unreadable to this user: fall back to the pid below
-    hb = None
-    if index_exists(cfg):
-        with open_index(cfg, readonly=True) as db:
-            hb = db.heartbeat(socket.gethostname())
-    age = None if hb is None or hb.updated_at is None else max(0.0, now - hb.updated_at)
-    pid = holder or (hb.pid if hb is not None else None)
-    if holder is None and pid and hb is not None and hb.hostname == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-            holder = pid  # alive, lock not visible to us
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            holder = pid  # alive, owned by another user
-    if holder is None:
-        state = "stopped"
-    elif age is not None and age <= STALE_AFTER_S:
-        state = "running"
+    if not index_exists(cfg):
+        st = node_state(None, cfg, cfg.node, None, now)
     else:
-        state = "stale"
+        with open_index(cfg, readonly=True) as db:
+            st = node_state(db, cfg, cfg.node, db.heartbeat(cfg.node), now)
     return {
-        "state": state,
-        "pid": pid if holder is not None else None,
-        "heartbeat_age_seconds": None if age is None else round(age, 1),
+        "state": st["state"],
+        "pid": st["pid"],
+        "heartbeat_age_seconds": st["heartbeat_age_seconds"],
         "stale_after_seconds": STALE_AFTER_S,
         "version": package_version(),
     }

@@ -17,6 +17,9 @@ from dsa110_ingest.times import iso_to_unix
 
 from ..conftest import SMALL, Site, write_file, write_site
 
+# every `site` test here runs on each store backend (tests/conftest.py)
+pytestmark = pytest.mark.store_backends
+
 
 def _indexer(
     site: Site, clock: Callable[[], float] | None = None, mono: Callable[[], float] | None = None

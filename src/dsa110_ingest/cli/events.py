@@ -29,10 +29,13 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    from dsa110_ingest.db import open_index
+    from dsa110_ingest.db import backend_of, open_index
     from dsa110_ingest.events import event_dict, follow
 
-    with open_index(cfg, readonly=not args.follow) as db:
+    # a SQLite follower may start before the daemon (it creates the file); a server
+    # database is only read: a role with SELECT alone can follow
+    readonly = not args.follow or backend_of(cfg.hdf5_db) != "sqlite"
+    with open_index(cfg, readonly=readonly) as db:
         if args.follow:
             for e in follow(db, args.after):
                 print(json.dumps(e, sort_keys=True), flush=True)

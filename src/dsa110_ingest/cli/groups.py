@@ -65,15 +65,15 @@ def group_json(r: Any, files: list[Any], ms_status: str | None) -> dict[str, Any
     }
 
 
-def _ms_statuses(products_db: Path, paths: list[str]) -> dict[str, str | None]:
+def _ms_statuses(products_db: Path | str, paths: list[str]) -> dict[str, str | None]:
     """ms_index status of each MS path. A path without a row (`prune --delete-rows`)
     counts as missing only when it is not on disk either."""
-    from dsa110_ingest.db import open_products_at
+    from dsa110_ingest.db import backend_of, open_products_at
 
     def unrecorded(p: str) -> str | None:
         return "converted" if os.path.exists(p) else None
 
-    if not products_db.exists():
+    if backend_of(products_db) == "sqlite" and not Path(products_db).exists():
         return {p: unrecorded(p) for p in paths}
     with open_products_at(products_db, readonly=True) as products:
         return {p: (row.status if (row := products.ms(p)) else unrecorded(p)) for p in paths}

@@ -1,23 +1,29 @@
-"""``dsa110-ingest migrate``: move ``hdf5_file_index`` out of a legacy products DB."""
+"""``dsa110-ingest migrate``: move ``hdf5_file_index`` out of a legacy products DB; with
+``--to URI``, copy the SQLite index and products DB into PostgreSQL."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from dsa110_ingest.cli._common import EXIT_OK, abs_path
 from dsa110_ingest.config import Config
 from dsa110_ingest.errors import MigrationError
 
 NAME = "migrate"
-HELP = "move hdf5_file_index out of a legacy products DB"
+HELP = "move hdf5_file_index out of a legacy products DB, or copy to PostgreSQL (--to)"
 DESCRIPTION = (
     "Copies the legacy table into the HDF5 DB, verifies every row, then drops "
-    "it from the products DB. Backups first; a rerun after a crash is safe."
+    "it from the products DB. Backups first; a rerun after a crash is safe. "
+    "With --to postgresql://...: copies the SQLite index and products DB into "
+    "PostgreSQL (ids kept), verifies every row; a rerun copies only what is missing."
 )
 EXIT_CODES = {
-    0: "migrated, verified and (unless --keep-legacy) dropped; or nothing to migrate",
-    1: "the migration failed or did not verify; nothing was changed",
+    0: "migrated, verified and (unless --keep-legacy) dropped; or nothing to migrate; "
+    "with --to: copied (or nothing left to copy) and verified",
+    1: "the migration failed or did not verify; nothing was changed; with --to: the copy "
+    "stopped or did not verify (the source is never changed; a rerun resumes)",
 }
 
 
@@ -37,6 +43,23 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not queue complete, never-converted old groups for conversion",
     )
+    s.add_argument(
+        "--to",
+        metavar="URI",
+        help="copy the (SQLite) index and products DB into this PostgreSQL database",
+    )
+    s.add_argument(
+        "--products-to",
+        metavar="URI",
+        help="with --to: the products' (ms_index) PostgreSQL database, another database "
+        "than --to's",
+    )
+    s.add_argument(
+        "--node",
+        help="with --to: the node that owns the copied storage locations (default: `node`)",
+    )
+    s.add_argument("--batch-rows", type=int, default=2000, help=argparse.SUPPRESS)
+    s.add_argument("--stop-after-rows", type=int, help=argparse.SUPPRESS)
     # tests only: SIGKILL itself at that point, to prove a rerun ends in the same state
     s.add_argument(
         "--stop-after", choices=["backup", "insert", "commit", "drop"], help=argparse.SUPPRESS
@@ -44,6 +67,10 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    if args.to:
+        return _run_copy(cfg, args)
+    if args.products_to or args.node:
+        raise MigrationError("--products-to and --node go with --to URI")
     from dsa110_ingest.migrate import run_migration
 
     products = abs_path(args.products_db) if args.products_db else cfg.products_db
@@ -84,4 +111,40 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             "(--keep-legacy)",
             file=sys.stderr,
         )
+    return EXIT_OK
+
+
+def _run_copy(cfg: Config, args: argparse.Namespace) -> int:
+    from dsa110_ingest.migrate_to import run_copy
+
+    if args.keep_legacy or args.no_queue or args.stop_after:
+        raise MigrationError("--keep-legacy, --no-queue and --stop-after do not go with --to")
+    if not args.products_to:
+        raise MigrationError(
+            "--to needs --products-to URI too: the products (ms_index) go to a database of "
+            "their own, e.g. --to postgresql://dsa110@db/dsa110_index --products-to "
+            "postgresql://dsa110@db/dsa110_products"
+        )
+    products = abs_path(args.products_db) if args.products_db else Path(cfg.products_db)
+    hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else Path(cfg.hdf5_db)
+    rep = run_copy(
+        hdf5,
+        products,
+        args.to,
+        args.products_to,
+        node=args.node or cfg.node,
+        dry_run=args.dry_run,
+        batch_rows=args.batch_rows,
+        stop_after_rows=args.stop_after_rows,
+    )
+    for line in rep.lines(args.dry_run):
+        print(f"migrate --to: {line}", file=sys.stderr)
+    if args.dry_run:
+        if rep.conflicts:
+            print(
+                f"migrate --to: {rep.conflicts} destination row(s) differ from the source: "
+                "a real run would stop on them (copy into an empty database)",
+                file=sys.stderr,
+            )
+        print("migrate --to: dry run, nothing changed", file=sys.stderr)
     return EXIT_OK

@@ -6,9 +6,11 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from dsa110_ingest.config import Config
-from dsa110_ingest.db import open_index, open_products
+from dsa110_ingest.db import backend_of, open_index, open_products
+from dsa110_ingest.nodes import this_nodes_paths, under
 
 NAME = "prune"
 HELP = "mark vanished subband files and Measurement Sets (never deletes data)"
@@ -33,7 +35,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 def run(cfg: Config, args: argparse.Namespace) -> int:
     verb = "would mark" if args.dry_run else "marked"
     with open_index(cfg, readonly=args.dry_run) as hdf5:
-        gone = [p for p in hdf5.stored_paths() if not os.path.exists(p)]
+        # on a shared index, another node's files are not on this host's disks
+        mine = this_nodes_paths(hdf5, cfg)
+        gone = [p for p in hdf5.stored_paths() if mine(p) and not os.path.exists(p)]
         for p in gone:
             print(f"prune: file gone: {p}")
         if gone and not args.dry_run:
@@ -41,10 +45,12 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
                 hdf5.mark_missing(gone)
     print(f"prune: {verb} {len(gone)} vanished subband file(s) stored = 0", file=sys.stderr)
 
-    if not cfg.products_db.exists():
+    if backend_of(cfg.products_db) == "sqlite" and not Path(cfg.products_db).exists():
         return 0
     with open_products(cfg, readonly=args.dry_run) as products:
         rows = [r for r in products.all_ms() if r.status != "missing" or args.delete_rows]
+        if backend_of(cfg.products_db) != "sqlite":  # shared: only this node's output_dir
+            rows = [r for r in rows if under(r.path, [str(cfg.convert.output_dir)])]
         missing = [r.path for r in rows if not os.path.exists(r.path)]
         now = time.time()
         for p in missing:

@@ -69,9 +69,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 def _failed_conversions(cfg: Config) -> int:
     """Groups whose conversion gave up, from the DB: the rescan's own report only prints."""
-    from dsa110_ingest.db import open_index
+    from dsa110_ingest.db import index_exists, open_index
 
-    if not cfg.hdf5_db.exists():
+    if not index_exists(cfg):
         return 0
     with open_index(cfg, readonly=True) as db:
         return int(db.state_counts()[1].get("failed", 0))

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import time
 from typing import Any
 
 from dsa110_ingest import __version__
 from dsa110_ingest.cli._common import print_json
-from dsa110_ingest.config import Config
+from dsa110_ingest.config import Config, redact_db
+from dsa110_ingest.db.records import Heartbeat
+from dsa110_ingest.nodes import node_state, node_states
 
 NAME = "status"
-HELP = "daemon running/stale/stopped, file/group/conversion counts, rejected files"
+HELP = "daemon running/stale/stopped (every node's), file/group/conversion counts, rejected files"
 DESCRIPTION = (
-    "Exits 0 while the daemon runs, 3 when it is stopped, 4 when it is "
-    "stale, so it works as a check in scripts and monitoring."
+    "Exits 0 while this node's daemon runs, 3 when it is stopped, 4 when it is "
+    "stale, so it works as a check in scripts and monitoring. On an index shared by "
+    "several nodes it lists every node's daemon too."
 )
 EXIT_STOPPED = 3  # as LSB init scripts' `status`: program is not running
 EXIT_STALE = 4  # LSB "status unknown": a process is there but silent
@@ -32,19 +34,36 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
 
+def _heartbeat_dict(hb: Heartbeat | None, now: float) -> dict[str, Any] | None:
+    if hb is None:
+        return None
+    return {
+        "pid": hb.pid,
+        "hostname": hb.hostname,
+        "updated_at": hb.updated_at,
+        "age_seconds": None if hb.updated_at is None else round(now - hb.updated_at, 1),
+        "status": hb.status,
+    }
+
+
 def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
     from dsa110_ingest.db import index_exists, open_index
+    from dsa110_ingest.metrics import package_version
     from dsa110_ingest.service import daemon_status
 
     now = time.time() if now is None else now
     st: dict[str, Any] = {
         "version": __version__,
-        "hdf5_db": str(cfg.hdf5_db),
-        "products_db": str(cfg.products_db),
-        "daemon": daemon_status(cfg, now),
+        "hdf5_db": redact_db(cfg.hdf5_db),
+        "products_db": redact_db(cfg.products_db),
+        "node": cfg.node,
+        "daemon": None,
         "heartbeat": None,
+        "nodes": [],
     }
     if not index_exists(cfg):
+        st["daemon"] = daemon_status(cfg, now)
+        st["nodes"] = [node_state(None, cfg, cfg.node, None, now) | {"heartbeat": None}]
         st.update(
             files={}, groups={}, conversions={}, events={}, rejected_files=[], conversion_errors=[]
         )
@@ -64,21 +83,24 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
             {k: getattr(r, k) for k in ("group_id", "state", "attempts", "last_error")}
             for r in db.troubled_jobs()
         ]
-        hb = db.heartbeat(socket.gethostname())
-    if hb is not None:
-        st["heartbeat"] = {
-            "pid": hb.pid,
-            "hostname": hb.hostname,
-            "updated_at": hb.updated_at,
-            "age_seconds": round(now - hb.updated_at, 1),
-            "status": hb.status,
-        }
+        beats = {hb.node: hb for hb in db.heartbeats()}
+        for ns in node_states(db, cfg, now):
+            ns["heartbeat"] = _heartbeat_dict(beats.get(ns["node"]), now)
+            st["nodes"].append(ns)
+    mine = next(n for n in st["nodes"] if n["this_node"])
+    st["heartbeat"] = mine["heartbeat"]
+    st["daemon"] = {
+        "state": mine["state"],
+        "pid": mine["pid"],
+        "heartbeat_age_seconds": mine["heartbeat_age_seconds"],
+        "stale_after_seconds": mine["stale_after_seconds"],
+        "version": package_version(),
+    }
     return st
 
 
-def describe_daemon(st: dict[str, Any]) -> str:
-    """One line for a person: the state and what it rests on."""
-    d, hb = st["daemon"], st["heartbeat"]
+def describe_node(d: dict[str, Any], hb: dict[str, Any] | None) -> str:
+    """One line for a person: a node's state and what it rests on."""
     age = d["heartbeat_age_seconds"]
     if d["state"] == "running":
         return f"running: pid {d['pid']}, last heartbeat {age:.0f} s ago"
@@ -93,6 +115,11 @@ def describe_daemon(st: dict[str, Any]) -> str:
     if hb is None:
         return "stopped: has never run against this database"
     return f"stopped: pid {hb['pid']} on {hb['hostname']} is gone (last heartbeat {age:.0f} s ago)"
+
+
+def describe_daemon(st: dict[str, Any]) -> str:
+    """This node's daemon in one line."""
+    return describe_node(st["daemon"], st["heartbeat"])
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -111,6 +138,15 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         f"daemon:      {describe_daemon(st)}"
         + (f" (version {daemon_version})" if daemon_version else "")
     )
+    others = [n for n in st["nodes"] if not n["this_node"]]
+    if others:
+        # a shared index: every node's daemon, this one first
+        width = max(len(n["node"]) for n in st["nodes"])
+        print(f"nodes:       {len(st['nodes'])}")
+        for n in sorted(st["nodes"], key=lambda n: (not n["this_node"], n["node"])):
+            where = f" on {n['hostname']}" if n["hostname"] and n["state"] != "stopped" else ""
+            mark = " (this node)" if n["this_node"] else ""
+            print(f"  {n['node']:{width}}  {describe_node(n, n['heartbeat'])}{where}{mark}")
     ex = (st["heartbeat"] or {}).get("status", {}).get("executor")
     if ex:
         print("executor:    " + describe_executor(ex))

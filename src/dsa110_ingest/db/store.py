@@ -84,6 +84,25 @@ class Store(abc.ABC):
         """A consistent copy of the live database written to ``dest`` (a local file in
         the backend's own dump format; SQLite: a database file)."""
 
+    # -- copying a whole store into another backend (``migrate --to``) ------------------
+    # ``table`` is a key of records.INDEX_COPY_TABLES / PRODUCTS_COPY_TABLES; rows are the
+    # record class named there, keyed by the field named there.
+    @abc.abstractmethod
+    def export_rows(self, table: str, after: Any = None, limit: int = 1000) -> list[Any]:
+        """Rows of ``table`` whose key is greater than ``after`` (None: from the first),
+        by key, at most ``limit``: keyset paging through a table of any size."""
+
+    @abc.abstractmethod
+    def rows_by_key(self, table: str, keys: Sequence[Any]) -> dict[Any, Any]:
+        """The rows of ``table`` whose key is one of ``keys``, by key (absent: absent)."""
+
+    @abc.abstractmethod
+    def import_rows(self, table: str, rows: Sequence[Any]) -> int:
+        """*Inside a transaction.* Insert the rows with their keys and ids as they are,
+        leaving alone every row whose key already exists; returns how many were inserted.
+        Id counters (``events.id``, ``storage_locations.id``) end at or above the largest
+        id imported, so the next event or location never collides with a copied one."""
+
 
 class IndexStore(Store):
     """The input database. Method names are those the pipeline calls."""

@@ -100,13 +100,18 @@ class Indexer:
         outer: list[tuple[int, str]] = []
         for loc in within:
             real = os.path.realpath(loc.path)
-            outer.append((self.db.ensure_location(loc.name, real, loc.role, loc.description), real))
+            lid = self.db.ensure_location(
+                loc.name, real, loc.role, loc.description, node=self.cfg.node
+            )
+            outer.append((lid, real))
         for loc in (*self.cfg.storage_locations, *extra):
             loc = dataclasses.replace(loc, path=Path(os.path.realpath(loc.path)))
             real = str(loc.path)
             home = next((i for i, r in outer if real == r or real.startswith(r + os.sep)), None)
             if home is None:
-                home = self.db.ensure_location(loc.name, real, loc.role, loc.description)
+                home = self.db.ensure_location(
+                    loc.name, real, loc.role, loc.description, node=self.cfg.node
+                )
             self.locations.append((home, loc))
         self.roots = tuple(str(loc.path) for _, loc in self.locations) + tuple(r for _, r in outer)
 

@@ -18,6 +18,7 @@ from typing import Any
 from dsa110_ingest.db.records import (
     FILE_COLUMNS,
     GROUP_COLUMNS,
+    INDEX_COPY_TABLES,
     JOB_COLUMNS,
     ConversionJob,
     Event,
@@ -33,6 +34,7 @@ from dsa110_ingest.db.records import (
     RejectedFile,
     field_names,
 )
+from dsa110_ingest.db.sqlite import copy
 from dsa110_ingest.db.sqlite.connection import backup, connect, transaction, translate
 from dsa110_ingest.db.sqlite.migrations import migrate, schema_version
 from dsa110_ingest.db.sqlite.schema import INDEX_MIGRATIONS
@@ -766,6 +768,16 @@ class SqliteIndexStore(IndexStore):
             f"SELECT {_HEARTBEAT_COLS} FROM {self._heartbeat_from} ORDER BY node"
         )
         return [_heartbeat(r) for r in rows]
+
+    # -- copying the whole index (migrate --to) -------------------------------------
+    def export_rows(self, table: str, after: Any = None, limit: int = 1000) -> list[Any]:
+        return copy.export_rows(self.conn, INDEX_COPY_TABLES, table, after, limit)
+
+    def rows_by_key(self, table: str, keys: Sequence[Any]) -> dict[Any, Any]:
+        return copy.rows_by_key(self.conn, INDEX_COPY_TABLES, table, keys)
+
+    def import_rows(self, table: str, rows: Sequence[Any]) -> int:
+        return copy.import_rows(self.conn, INDEX_COPY_TABLES, table, rows)
 
     # -- one daemon per node --------------------------------------------------------
     def try_lock_node(self, node: str) -> bool:

@@ -4,12 +4,13 @@ legacy one upstream left there, read once by ``migrate``)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dsa110_ingest.db.records import MS_COLUMNS, MsRecord
+from dsa110_ingest.db.records import MS_COLUMNS, PRODUCTS_COPY_TABLES, MsRecord
+from dsa110_ingest.db.sqlite import copy
 from dsa110_ingest.db.sqlite.connection import backup, connect, transaction, translate
 from dsa110_ingest.db.sqlite.migrations import migrate
 from dsa110_ingest.db.sqlite.schema import PRODUCTS_MIGRATIONS
@@ -46,6 +47,15 @@ class SqliteProductsStore(ProductsStore):
 
     def dbapi_connection(self) -> sqlite3.Connection:
         return self.conn
+
+    def export_rows(self, table: str, after: Any = None, limit: int = 1000) -> list[Any]:
+        return copy.export_rows(self.conn, PRODUCTS_COPY_TABLES, table, after, limit)
+
+    def rows_by_key(self, table: str, keys: Sequence[Any]) -> dict[Any, Any]:
+        return copy.rows_by_key(self.conn, PRODUCTS_COPY_TABLES, table, keys)
+
+    def import_rows(self, table: str, rows: Sequence[Any]) -> int:
+        return copy.import_rows(self.conn, PRODUCTS_COPY_TABLES, table, rows)
 
     def upsert_ms(self, row: Mapping[str, Any]) -> None:
         with self.transaction(f"recording MS {row.get('path')}"):
