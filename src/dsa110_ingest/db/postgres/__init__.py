@@ -8,12 +8,11 @@ the schema and the locks, docs/scale-out.md when and how to use it.
 
 from __future__ import annotations
 
-from dsa110_ingest.db.postgres.connection import psycopg_module
+# an ImportError here (no driver) lets the factory name the database and the extra
+import psycopg  # noqa: F401
 
-psycopg_module()  # a clear ConfigError naming the extra, before anything else fails
-
-from dsa110_ingest.db.postgres.index import PostgresIndexStore  # noqa: E402
-from dsa110_ingest.db.postgres.products import PostgresProductsStore  # noqa: E402
+from dsa110_ingest.db.postgres.index import PostgresIndexStore
+from dsa110_ingest.db.postgres.products import PostgresProductsStore
 
 __all__ = ["PostgresIndexStore", "PostgresProductsStore", "open_index", "open_products"]
 
