@@ -2,52 +2,132 @@
 
     DSA110_TRACE=trace.jsonl python benchmarks/_traced_daemon.py run
 
-Writes one JSON line per batch the run loop indexes: when each file's event was seen by
-the watcher, when the loop took the batch, each header read, and each transaction split
-into BEGIN, body (file row, grouping, group transition, event) and COMMIT (the fsync).
-Only wrappers are added; no code path of the daemon changes.
+Writes one JSON line per batch the run loop indexes, following each file through every
+hand-over: the inotify read that carried its finishing event (kernel -> watchdog), the
+watchdog emitter turning it into an event, our handler (``seen``), the run loop taking
+the batch, the stat and unchanged check, the header read (a round trip to the reader
+process), and each transaction split into BEGIN, body and COMMIT (the fsync). Also one
+line per span of other work on the daemon's threads longer than 1 ms (heartbeat,
+reconcile, group expiry, mount and location checks, the event id floor, the garbage
+collector), so that a slow file can be matched with what stalled it. Only wrappers are
+added; no code path of the daemon changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import json
 import os
 import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from watchdog.observers import inotify as wd_inotify
+from watchdog.observers import inotify_c as wd_inotify_c
+
 from dsa110_ingest import cli, service
 from dsa110_ingest.db.sqlite import index as hdf5_db
-from dsa110_ingest.ingest import indexer, reader
+from dsa110_ingest.ingest import indexer, reader, watcher
 
 _out = open(os.environ["DSA110_TRACE"], "a", buffering=1)  # noqa: SIM115
+_lock = threading.Lock()
 _cur: dict[str, Any] = {}
+# basename -> when the inotify read carrying its last finishing event returned
+_kernel: dict[str, float] = {}
+# path -> when watchdog's emitter thread built the event for it
+_grouped: dict[str, float] = {}
+_FINISHING = (
+    wd_inotify_c.InotifyConstants.IN_CLOSE_WRITE
+    | wd_inotify_c.InotifyConstants.IN_MOVED_TO
+    | wd_inotify_c.InotifyConstants.IN_CREATE
+)
 
+
+def _write(rec: dict[str, Any]) -> None:
+    with _lock:
+        _out.write(json.dumps(rec) + "\n")
+
+
+def _span(what: str, t0: float, t1: float) -> None:
+    if t1 - t0 >= 0.001:
+        _write({"k": "span", "what": what, "t0": t0, "t1": t1, "thread": threading.get_ident()})
+
+
+def _timed(what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.time()
+        try:
+            return fn(*a, **kw)
+        finally:
+            _span(what, t0, time.time())
+
+    return wrapper
+
+
+# -- watchdog: kernel read, and the emitter's hand-over ---------------------------------
+_orig_read_events = wd_inotify_c.InotifyFD.read_events
+
+
+def _read_events(self: Any, *a: Any, **kw: Any) -> Any:
+    events = _orig_read_events(self, *a, **kw)
+    t = time.time()
+    for e in events:
+        if e.mask & _FINISHING and e.name:
+            _kernel[os.fsdecode(e.name)] = t
+    return events
+
+
+_orig_build = wd_inotify.InotifyEmitter.build_and_queue_event
+
+
+def _build(self: Any, event: Any, *, full_events: bool = False) -> None:
+    t = time.time()
+    pev = event if isinstance(event, wd_inotify.PathedInotifyEvent) else event[1]
+    if pev.ev.mask & _FINISHING:
+        _grouped[os.fsdecode(pev.path)] = t
+    _orig_build(self, event, full_events=full_events)
+
+
+# -- the run loop's batch ---------------------------------------------------------------
 _orig_index = service.Service._index
-_orig_read = reader.read_for_index
+_orig_read_many = reader.HeaderReader.read_many
 _orig_tx = hdf5_db.transaction
 _orig_complete = indexer.Indexer._complete
 
 
 def _index(self: service.Service, items: list) -> None:
+    start = time.time()
+    paths = [it.path for it in items]
     _cur.clear()
-    _cur.update(start=time.time(), seen={it.path: it.seen_at for it in items}, read={}, tx=[])
-    _cur["complete"] = 0.0
+    _cur.update(
+        k="batch",
+        start=start,
+        seen={it.path: it.seen_at for it in items},
+        kernel={p: _kernel.pop(os.path.basename(p), None) for p in paths},
+        grouped={p: _grouped.pop(p, None) for p in paths},
+        read={},
+        tx=[],
+        complete=0.0,
+    )
     _orig_index(self, items)
     _cur["end"] = time.time()
-    _out.write(json.dumps(_cur) + "\n")
+    _write(dict(_cur))
+    _cur.clear()
 
 
-def _read(path: str, locking: str, lock_wait_s: float) -> Any:
+def _read_many(self: reader.HeaderReader, paths: Sequence[str]) -> Iterator[Any]:
     t0 = time.time()
-    r = _orig_read(path, locking, lock_wait_s)
-    if "read" in _cur:
-        _cur["read"][path] = (t0, time.time())
-    return r
+    for p, r in zip(paths, _orig_read_many(self, paths), strict=True):
+        if "read" in _cur:
+            _cur["read"][p] = (t0, time.time())
+        yield r
 
 
 @contextlib.contextmanager
@@ -64,8 +144,11 @@ def _tx(conn: sqlite3.Connection, path: Path | str, doing: str) -> Iterator[None
         return
     t2 = time.time()
     cm.__exit__(None, None, None)
+    t3 = time.time()
     if "tx" in _cur:
-        _cur["tx"].append((doing, t0, t1, t2, time.time()))
+        _cur["tx"].append((doing, t0, t1, t2, t3))
+    else:
+        _span(f"tx: {doing}", t0, t3)
 
 
 def _complete(self: indexer.Indexer, *args: Any) -> None:
@@ -75,10 +158,34 @@ def _complete(self: indexer.Indexer, *args: Any) -> None:
         _cur["complete"] += time.perf_counter() - t0
 
 
+_gc_t0: dict[int, float] = {}
+
+
+def _gc(phase: str, info: dict[str, Any]) -> None:
+    tid = threading.get_ident()
+    if phase == "start":
+        _gc_t0[tid] = time.time()
+    elif tid in _gc_t0:
+        _span(f"gc gen{info.get('generation')}", _gc_t0.pop(tid), time.time())
+
+
+wd_inotify_c.InotifyFD.read_events = _read_events  # type: ignore[method-assign]
+wd_inotify.InotifyEmitter.build_and_queue_event = _build  # type: ignore[method-assign]
 service.Service._index = _index  # type: ignore[method-assign]
-reader.read_for_index = _read
+reader.HeaderReader.read_many = _read_many  # type: ignore[method-assign,assignment]
 hdf5_db.transaction = _tx
 indexer.Indexer._complete = _complete  # type: ignore[method-assign]
+for _cls, _name in [
+    (service.Service, "_health_and_ping"),
+    (service.Service, "_reconcile"),
+    (service.Service, "_check_mounts"),
+    (service.Service, "_note_event_ids"),
+    (service.Service, "_retry_deferred"),
+    (indexer.Indexer, "expire_groups"),
+    (watcher.Watcher, "check_locations"),
+]:
+    setattr(_cls, _name, _timed(_name, getattr(_cls, _name)))
+gc.callbacks.append(_gc)
 
 if __name__ == "__main__":
     raise SystemExit(cli.main(sys.argv[1:]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import queue
 import signal
@@ -177,6 +178,7 @@ class Service:
         self.indexer = Indexer(self.db, self.cfg, clock=self.clock)
         self.indexer.convert_enabled = self.cfg.convert.enabled
         self.indexer.reader.on_wait = self.notifier.watchdog  # hung reads: still alive
+        self.indexer.reader.start()  # warm: the first live file does not wait for it
         self.indexer.register_locations()
 
     def _start_dispatcher(self) -> None:
@@ -223,6 +225,7 @@ class Service:
             # one or the other (or both: indexing is idempotent), never by neither
             self.watcher.start()
             self._reconcile("start-up", progress=self._progress_reporter(startup=True))
+            gc.freeze()  # start-up's objects leave the collector: no full-GC stalls of files
             self._start_dispatcher()
             self.notifier.ready(self._status_line())
             self._ready = True
