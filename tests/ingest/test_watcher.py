@@ -15,18 +15,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from watchdog.observers.inotify import PathedInotifyEvent
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
 
 from dsa110_ingest.config import StorageLocation
+from dsa110_ingest.ingest import watcher as watcher_mod
 from dsa110_ingest.ingest.watcher import (
     DELETED,
     READY,
     FileEvent,
     Watcher,
+    _PromptQueue,
     finished_link,
     open_for_writing,
 )
@@ -263,6 +268,102 @@ def test_mv_out_of_the_folder_is_a_deletion(watched: Watched) -> None:
         DEADLINE_S,
         lambda: f"no deletion event: {watched.seen}",
     )
+
+
+# -- move pairing never stalls the watcher ---------------------------------------------------
+HOLD_S = 120.0  # far past DEADLINE_S: a consumer that sat out a hold fails the test
+
+
+def _moved(mask: int, name: bytes, cookie: int = 7) -> PathedInotifyEvent:
+    return PathedInotifyEvent(InotifyEvent(1, mask, cookie, name), b"/in/" + name)
+
+
+def _get_soon(q: _PromptQueue) -> object:
+    """q.get() in a thread; what it returned within DEADLINE_S (AssertionError if none)."""
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(q.get()), daemon=True)
+    t.start()
+    t.join(DEADLINE_S)
+    if not got:
+        q.close()
+        raise AssertionError(f"the consumer was held back for more than {DEADLINE_S:g} s")
+    return got[0]
+
+
+def test_a_move_paired_while_the_consumer_waits_is_handed_over_at_once() -> None:
+    # watchdog's own queue sleeps out the whole hold once it has seen the IN_MOVED_FROM at
+    # its head, even after the IN_MOVED_TO paired it away: every rename inside the folder
+    # could stall the events behind it by that much (0.5 s in watchdog)
+    q = _PromptQueue(file_s=HOLD_S, dir_s=HOLD_S)
+    src = _moved(InotifyConstants.IN_MOVED_FROM, b"x.tmp")
+    dest = _moved(InotifyConstants.IN_MOVED_TO, b"x")
+    q.put(src, delay=True)
+    got: list[object] = []
+    consumer = threading.Thread(target=lambda: got.append(q.get()), daemon=True)
+    consumer.start()
+    # the consumer has seen the IN_MOVED_FROM at the head and waits (CPython's Condition)
+    wait_for(lambda: q._not_empty._waiters, DEADLINE_S, "the consumer never waited")  # type: ignore[attr-defined]
+    # what watchdog's grouper does when the IN_MOVED_TO comes
+    assert q.remove(lambda e: e is src) is src
+    q.put((src, dest))
+    consumer.join(DEADLINE_S)
+    assert got == [(src, dest)]
+
+
+def test_an_unpaired_file_move_waits_only_the_file_hold() -> None:
+    q = _PromptQueue(file_s=0.0, dir_s=HOLD_S)
+    out = _moved(InotifyConstants.IN_MOVED_FROM, b"moved-out")  # its partner never comes
+    after = _moved(InotifyConstants.IN_CLOSE_WRITE, b"next", cookie=0)
+    q.put(out, delay=True)
+    q.put(after)
+    assert _get_soon(q) is out
+    assert _get_soon(q) is after
+
+
+def test_an_unpaired_directory_move_is_held_for_its_partner() -> None:
+    # watchdog moves the watches below a directory only when it sees the pair
+    q = _PromptQueue(file_s=0.0, dir_s=HOLD_S)
+    d = _moved(InotifyConstants.IN_MOVED_FROM | InotifyConstants.IN_ISDIR, b"sub")
+    q.put(d, delay=True)
+    got: list[object] = []
+    consumer = threading.Thread(target=lambda: got.append(q.get()), daemon=True)
+    consumer.start()
+    consumer.join(0.5)
+    assert got == [] and consumer.is_alive()
+    q.close()  # stopping the watcher ends the wait
+    consumer.join(DEADLINE_S)
+    assert got == [None]
+
+
+def test_files_behind_a_rename_in_the_folder_are_not_held_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with a hold longer than the deadline, only a consumer woken by the pairing passes
+    monkeypatch.setattr(watcher_mod, "FILE_MOVE_PAIR_S", HOLD_S)
+    w = Watched(tmp_path, "inotify")
+    try:
+        tmp = w.inbox / (file_name(T0, 0) + ".tmp")
+        write_subband_file(tmp, T0, 0, SMALL)
+        final = tmp.with_name(file_name(T0, 0))
+        os.rename(tmp, final)
+        assert w.event_for(final).kind == READY
+        behind = _made(w.inbox, 1)
+        assert w.event_for(behind).kind == READY
+    finally:
+        w.w.stop()
+
+
+def test_the_kernel_is_asked_only_for_events_the_handler_uses(watched: Watched) -> None:
+    # every read of a file (the daemon's own header reads among them) would otherwise send
+    # IN_OPEN and IN_CLOSE_NOWRITE through three watchdog threads for nothing
+    (obs,) = watched.w.observers.values()
+    (emitter,) = obs.emitters
+    mask = emitter._inotify.event_mask  # type: ignore[attr-defined]
+    c = InotifyConstants
+    assert not mask & (c.IN_OPEN | c.IN_CLOSE_NOWRITE)
+    for needed in (c.IN_CLOSE_WRITE, c.IN_MOVED_TO, c.IN_MOVED_FROM, c.IN_CREATE, c.IN_DELETE):
+        assert mask & needed
+    assert mask & c.IN_MODIFY  # a writer that never closes: the settle clock restarts
 
 
 # -- how a hard link is judged --------------------------------------------------------------

@@ -274,7 +274,7 @@ class _PromptQueue(DelayedQueue[Grouped]):
     the pairing wakes it at once, and a file's move waits FILE_MOVE_PAIR_S for a partner.
     """
 
-    def __init__(self, file_s: float = FILE_MOVE_PAIR_S, dir_s: float = DIR_MOVE_PAIR_S) -> None:
+    def __init__(self, file_s: float, dir_s: float) -> None:
         super().__init__(dir_s)
         self.file_s = file_s
 
@@ -312,7 +312,7 @@ class _PromptQueue(DelayedQueue[Grouped]):
 class _PromptGrouper(InotifyMoveEventGrouper):
     def __init__(self) -> None:
         super().__init__()
-        self._queue = _PromptQueue()
+        self._queue = _PromptQueue(FILE_MOVE_PAIR_S, DIR_MOVE_PAIR_S)
 
 
 @dataclass
