@@ -320,7 +320,7 @@ def breakdown(
     for line in trace.read_text().splitlines():
         b = json.loads(line)
         if b["k"] == "span":
-            other.setdefault(b["what"].split(":")[0], []).append(b["t1"] - b["t0"])
+            other.setdefault(b["what"], []).append(b["t1"] - b["t0"])
             continue
         txs = [t for t in b["tx"] if t[0].startswith("indexing")]
         for p, seen in b["seen"].items():
