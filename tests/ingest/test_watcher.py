@@ -25,13 +25,13 @@ from watchdog.observers.inotify import PathedInotifyEvent
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
 
 from dsa110_ingest.config import StorageLocation
-from dsa110_ingest.ingest import watcher as watcher_mod
+from dsa110_ingest.ingest import prompt_inotify
+from dsa110_ingest.ingest.prompt_inotify import _PromptQueue
 from dsa110_ingest.ingest.watcher import (
     DELETED,
     READY,
     FileEvent,
     Watcher,
-    _PromptQueue,
     finished_link,
     open_for_writing,
 )
@@ -339,7 +339,7 @@ def test_files_behind_a_rename_in_the_folder_are_not_held_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # with a hold longer than the deadline, only a consumer woken by the pairing passes
-    monkeypatch.setattr(watcher_mod, "FILE_MOVE_PAIR_S", HOLD_S)
+    monkeypatch.setattr(prompt_inotify, "FILE_MOVE_PAIR_S", HOLD_S)
     w = Watched(tmp_path, "inotify")
     try:
         tmp = w.inbox / (file_name(T0, 0) + ".tmp")
