@@ -12,6 +12,7 @@ tests/convert/test_native_astrometry.py (UVWs to micrometres).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,17 @@ def _iers_files() -> tuple[Path, Path]:
     return Path(astropy_iers_data.IERS_A_FILE), Path(astropy_iers_data.IERS_B_FILE)
 
 
+@functools.cache
+def _iers_lines() -> tuple[list[str], list[str]]:
+    """The lines of finals2000A (one a day) and of the C04 series (one a day after its
+    header), read once per process."""
+    a_file, b_file = _iers_files()
+    a_lines = a_file.read_text().splitlines()
+    with b_file.open() as fh:
+        b_lines = [ln for ln in fh if ln[:1].isdigit()]
+    return a_lines, b_lines
+
+
 def _float(s: str) -> float:
     s = s.strip()
     return float(s) if s else math.nan
@@ -72,8 +84,7 @@ def earth_orientation_days(first_mjd: int, last_mjd: int) -> EarthOrientation:
     the finals2000A B columns, else its A (predicted) columns. Days outside the files
     take the nearest tabulated day, as astropy does at the ends of its table.
     """
-    a_file, b_file = _iers_files()
-    a_lines = a_file.read_text().splitlines()
+    a_lines, b_lines = _iers_lines()
     a0 = int(float(a_lines[0][7:15]))
     rows = []
     for mjd in range(first_mjd, last_mjd + 1):
@@ -91,9 +102,7 @@ def earth_orientation_days(first_mjd: int, last_mjd: int) -> EarthOrientation:
     table = np.array(rows, dtype=np.float64)
     has_b = table[:, 4].astype(bool)
     if has_b.any():
-        # C04 rows of the wanted days (one line a day after the header)
-        with b_file.open() as fh:
-            lines = [ln for ln in fh if ln[:1].isdigit()]
+        lines = b_lines
         b0 = int(float(lines[0].split()[4]))
         for i in np.flatnonzero(has_b):
             k = int(table[i, 0]) - b0

@@ -10,7 +10,7 @@ import numpy as np
 
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend
-from dsa110_ingest.convert.native import kernel, msfile, reader
+from dsa110_ingest.convert.native import fused, kernel, msfile, reader
 from dsa110_ingest.convert.native.group import GroupPlan, plan_group
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
@@ -73,8 +73,10 @@ def write_ms(
     block_bytes: int = BLOCK_BYTES,
     tile_bytes: int = msfile.TILE_BYTES,
     read_ahead: int = 2,
+    fused_kernel: bool = True,
 ) -> dict[str, Any]:
-    """Write the MS of ``group`` at ``path`` (which must not exist)."""
+    """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``
+    False uses the numpy kernel (the reference) even where numba is available."""
     try:
         from pyuvdata import utils
     except ImportError as e:
@@ -114,6 +116,8 @@ def write_ms(
     w_min = np.full((n_rows, n_pol), np.inf, np.float32)
     w_max = np.full((n_rows, n_pol), -np.inf, np.float32)
 
+    use_fused = fused_kernel and fused.available()
+    buffers = fused.Buffers()
     ms = msfile.create_main(path, n_rows, n_chan, n_pol, tiling, extra_data_cols)
     try:
         _main_columns(ms, uv)
@@ -133,10 +137,7 @@ def write_ms(
                     f"promises ({nc}, {n_pol}); the file is inconsistent: replace it"
                 )
             rows = slice(blk.start, blk.stop)
-            d, fl, ns = kernel.ms_block(
-                vis,
-                blk.flags,
-                blk.nsamples,
+            args = dict(
                 delta_w_m=delta_w[rows],
                 freqs_hz=sb.freq_hz,  # the file's channel order
                 descending=sb.descending,
@@ -144,19 +145,26 @@ def write_ms(
                 conj_rows=None if flip is None else flip[rows],
                 conj_pol_order=conj_pol_order,
             )
+            if use_fused:
+                d, fl, ns = fused.ms_block(
+                    vis, blk.flags, blk.nsamples, **args,
+                    w_min=w_min[rows], w_max=w_max[rows], buffers=buffers,
+                )  # fmt: skip
+            else:
+                d, fl, ns = kernel.ms_block(vis, blk.flags, blk.nsamples, **args)
+                lo, hi = ns.min(), ns.max()
+                if lo == hi:  # the usual block: one weight everywhere (a cheap flat reduce)
+                    np.minimum(w_min[rows], lo, out=w_min[rows])
+                    np.maximum(w_max[rows], hi, out=w_max[rows])
+                else:
+                    np.minimum(w_min[rows], ns.min(axis=1), out=w_min[rows])
+                    np.maximum(w_max[rows], ns.max(axis=1), out=w_max[rows])
             blc = [sb.chan_start, 0]
             trc = [sb.chan_start + nc - 1, n_pol - 1]
             nrow = blk.stop - blk.start
             ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=nrow)
-            lo, hi = ns.min(), ns.max()
-            if lo == hi:  # the usual block: one weight everywhere (a cheap flat reduce)
-                np.minimum(w_min[rows], lo, out=w_min[rows])
-                np.maximum(w_max[rows], hi, out=w_max[rows])
-            else:
-                np.minimum(w_min[rows], ns.min(axis=1), out=w_min[rows])
-                np.maximum(w_max[rows], ns.max(axis=1), out=w_max[rows])
         weight = w_min.astype(np.float64)
         uneven = (w_min != w_max).any(axis=1)
         for lo in range(0, n_rows, block_rows):

@@ -111,20 +111,31 @@ def _site(uv: Any) -> astrometry.Site:
 _ERFA_UVDATA: type | None = None
 
 
+def _erfa_lsts(uv: Any, **_: object) -> None:
+    jd, inv = np.unique(uv.time_array, return_inverse=True)
+    uv.lst_array = astrometry.lst(astrometry.Times.from_jd(jd), _site(uv))[inv]
+
+
 def _erfa_uvdata() -> type:
     """``UVData`` whose LSTs come from :func:`astrometry.lst` (pyuvdata's ERFA formula)
-    instead of astropy ``Time`` objects and a parse of the IERS tables."""
+    instead of astropy ``Time`` objects and a parse of the IERS tables (seconds in every
+    fresh worker). pyuvdata reads a UVH5 file through its ``UVH5`` subclass, which sets
+    the LSTs while reading the header: that class gets the same method."""
     global _ERFA_UVDATA
     if _ERFA_UVDATA is None:
         from pyuvdata import UVData
+        from pyuvdata.uvdata.uvh5 import UVH5
+
+        class ErfaUVH5(UVH5):  # type: ignore[misc]
+            set_lsts_from_time_array = _erfa_lsts
 
         class ErfaUVData(UVData):  # type: ignore[misc]
-            def set_lsts_from_time_array(  # type: ignore[override]
-                self, *, background: bool = False, astrometry_library: str | None = None
-            ) -> None:
-                jd, inv = np.unique(self.time_array, return_inverse=True)
-                times = astrometry.Times.from_jd(jd)
-                self.lst_array = astrometry.lst(times, _site(self))[inv]
+            set_lsts_from_time_array = _erfa_lsts
+
+            def read_uvh5(self, filename: str, **kwargs: Any) -> None:
+                obj = ErfaUVH5()
+                obj.read_uvh5(filename, **kwargs)
+                self._convert_from_filetype(obj)
 
         _ERFA_UVDATA = ErfaUVData
     return _ERFA_UVDATA
