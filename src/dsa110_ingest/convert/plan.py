@@ -48,6 +48,10 @@ API (stable; other writers build on it):
 * :func:`verify_ms` checks a written MS against the plan (raises permanent errors).
 * :meth:`ConversionPlan.summary` is the JSON a command backend and the ``group.converted``
   payload get.
+
+The recipe is spread over four modules, all reachable from here: this one (the plan),
+``headers`` (reading headers, pointing, time grid), ``phasing`` (the pyuvdata side:
+``read_aligned``, ``combine``, ``apply_phasing``, ``meridian_icrs``) and ``verify``.
 """
 
 from __future__ import annotations
