@@ -158,12 +158,17 @@ def block_bytes_bound(nchan: int, npols: int, block_rows: int, depth: int = 2) -
     return (depth + 2) * block_rows * per_row + block_rows * nchan * (16 + npols * 13)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
+def group_args(ap: argparse.ArgumentParser) -> None:
+    """The simulated group's size (shared with benchmarks/convert_profile.py)."""
     ap.add_argument("--nants", type=int, default=64)
     ap.add_argument("--nchan", type=int, default=32)
     ap.add_argument("--ntimes", type=int, default=24)
     ap.add_argument("--npols", type=int, default=2)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    group_args(ap)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="real DSA-110 size; see make bench-full")
     ap.add_argument(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: I001
-from convert_group import make_group
+from convert_group import group_args, make_group
 
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.simulate import SimParams
@@ -78,10 +78,7 @@ print(json.dumps(out))
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nants", type=int, default=64)
-    ap.add_argument("--nchan", type=int, default=32)
-    ap.add_argument("--ntimes", type=int, default=24)
-    ap.add_argument("--npols", type=int, default=2)
+    group_args(ap)
     args = ap.parse_args()
     p = SimParams(nants=args.nants, nchan=args.nchan, ntimes=args.ntimes, npols=args.npols)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
