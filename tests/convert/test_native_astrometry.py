@@ -103,3 +103,13 @@ def test_group_metadata_is_what_pyuvdata_phase_gives(
     assert got.phase_center_catalog == ref.phase_center_catalog
     np.testing.assert_array_equal(got.phase_center_id_array, ref.phase_center_id_array)
     np.testing.assert_array_equal(got.time_array, ref.time_array)
+
+
+def test_a_date_past_the_iers_tables_uses_the_last_day_and_says_so() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        eo = astrometry.earth_orientation_days(99000, 99001)  # the year 2129
+    assert np.all(np.isfinite(eo.ut1_utc)) and np.all(np.isfinite(eo.pm_x))
+    assert eo.mjd[0] == eo.mjd[1] < 99000
+    assert any(e["event"] == "convert.iers_out_of_range" for e in logs)

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import structlog
 
 from dsa110_ingest.errors import TransientConversionError
+
+log = structlog.get_logger("dsa110_ingest.convert")
 
 MJD_ZERO = 2400000.5
 ARCSEC = math.pi / (180.0 * 3600.0)
@@ -93,6 +96,15 @@ def earth_orientation_days(first_mjd: int, last_mjd: int) -> EarthOrientation:
         while k > 0 and (not line[58:68].strip() or not line[16].strip()):
             k -= 1  # the future rows at the end hold dates only: use the last predicted
             line = a_lines[k].ljust(185)
+        if a0 + k != mjd:
+            log.warning(
+                "convert.iers_out_of_range",
+                mjd=mjd,
+                table_mjd=a0 + k,
+                hint="the IERS tables of astropy-iers-data do not cover this date; UVWs "
+                "use the nearest day's Earth orientation (mm-level errors): "
+                "pip install -U astropy-iers-data",
+            )
         ut1, pmx, pmy = _float(line[154:165]), _float(line[134:144]), _float(line[144:154])
         if not math.isfinite(ut1):
             ut1 = _float(line[58:68])
