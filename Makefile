@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/index_throughput.py
 	$(PY) benchmarks/live_latency.py
 	$(PY) benchmarks/convert_group.py
+	$(PY) benchmarks/convert_profile.py
 	$(PY) benchmarks/dask_backfill.py
 	$(PY) benchmarks/pg_backfill.py
 

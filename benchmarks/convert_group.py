@@ -54,10 +54,12 @@ from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.native import backend
 from dsa110_ingest.convert.request import ConversionRequest
 req = ConversionRequest.from_json(json.loads(sys.stdin.read()))
-tile, ahead = int(sys.argv[1]), int(sys.argv[2])
+tile, ahead, fused = int(sys.argv[1]), int(sys.argv[2]), bool(int(sys.argv[3]))
 group = backend.plan_group(recipe.plan_for_request(req))
 t0, c0 = time.perf_counter(), time.process_time()
-info = backend.write_ms(group, Path(req.output), tile_bytes=tile, read_ahead=ahead)
+info = backend.write_ms(
+    group, Path(req.output), tile_bytes=tile, read_ahead=ahead, fused_kernel=fused
+)
 print(json.dumps({"write_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
                   "tile": info["tile_shape"]}))
 """
@@ -71,10 +73,12 @@ class Run:
     rss_mib: float
     out: str = ""
     cpu: float = 0.0  # user + system seconds: what the run costs a shared, busy machine
+    load: float = 0.0  # 1-minute load average when the run started (2 cores: 2.0 = full)
 
 
 def run(argv: list[str], stdin: bytes = b"") -> Run:
     """Wall seconds and peak RSS of one child process."""
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     p = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -88,7 +92,7 @@ def run(argv: list[str], stdin: bytes = b"") -> Run:
     wall = time.perf_counter() - t0
     if status != 0:
         raise RuntimeError(f"{argv[:3]} failed:\n{out}\n{err[-3000:]}")
-    return Run(wall, ru.ru_maxrss / 1024, out, ru.ru_utime + ru.ru_stime)
+    return Run(wall, ru.ru_maxrss / 1024, out, ru.ru_utime + ru.ru_stime, load)
 
 
 def tree_bytes(path: Path) -> int:
@@ -154,12 +158,17 @@ def block_bytes_bound(nchan: int, npols: int, block_rows: int, depth: int = 2) -
     return (depth + 2) * block_rows * per_row + block_rows * nchan * (16 + npols * 13)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
+def group_args(ap: argparse.ArgumentParser) -> None:
+    """The simulated group's size (shared with benchmarks/convert_profile.py)."""
     ap.add_argument("--nants", type=int, default=64)
     ap.add_argument("--nchan", type=int, default=32)
     ap.add_argument("--ntimes", type=int, default=24)
     ap.add_argument("--npols", type=int, default=2)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    group_args(ap)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="real DSA-110 size; see make bench-full")
     ap.add_argument(
@@ -192,6 +201,9 @@ def group_benchmark(args: argparse.Namespace) -> int:
         # once, untimed, so no variant is charged for it; this also warms the page cache
         run([sys.executable, "-c", RECIPE, *by_freq, str(root / "warm.ms")])
         shutil.rmtree(root / "warm.ms")
+        # the native writer's numba kernel is cached on disk the same way
+        worker(inputs, root / "warm.ms", "native")
+        shutil.rmtree(root / "warm.ms")
         res: dict[str, list[Run]] = {"n": [], "a": [], "b": []}
         ms_bytes = 0
         orders = [("n", "a", "b"), ("a", "b", "n"), ("b", "n", "a")]
@@ -205,27 +217,29 @@ def group_benchmark(args: argparse.Namespace) -> int:
                 if key == "n":
                     ms_bytes = tree_bytes(out)
                 shutil.rmtree(out, ignore_errors=True)
+        floor_load = os.getloadavg()[0]
         floors = [io_floor(inputs, ms_bytes, root / "floor.bin") for _ in range(3)]
         floor = statistics.median(floors)
 
         # tiles and read-ahead, in process (plan excluded: the same for every variant)
-        tiles: list[tuple[str, int, int, float, float]] = []
-        for tile, ahead in (
-            (64 << 10, 2),
-            (256 << 10, 2),
-            (1 << 20, 2),
-            (4 << 20, 2),
-            (256 << 10, 0),
+        tiles: list[tuple[str, int, int, int, float, float]] = []
+        for tile, ahead, fused in (
+            (64 << 10, 2, 1),
+            (256 << 10, 2, 1),
+            (1 << 20, 2, 1),
+            (4 << 20, 2, 1),
+            (256 << 10, 0, 1),
+            (256 << 10, 2, 0),
         ):
             out = root / "t.ms"
             req = ConversionRequest("g", tuple(inputs), str(out), "native")
             r = run(
-                [sys.executable, "-c", WRITER, str(tile), str(ahead)],
+                [sys.executable, "-c", WRITER, str(tile), str(ahead), str(fused)],
                 json.dumps(req.to_json()).encode(),
             )
             info = json.loads(r.out.strip().splitlines()[-1])
             shape = "x".join(map(str, info["tile"]))
-            tiles.append((shape, tile, ahead, info["write_s"], info["cpu_s"]))
+            tiles.append((shape, tile, ahead, fused, info["write_s"], info["cpu_s"]))
             shutil.rmtree(out)
 
         # memory bound: the native writer at a tiny, this and a larger group
@@ -239,6 +253,7 @@ def group_benchmark(args: argparse.Namespace) -> int:
             shutil.rmtree(root / "in")
 
     t = {k: statistics.median(x.wall for x in v) for k, v in res.items()}
+    ld = {k: statistics.median(x.load for x in v) for k, v in res.items()}
     c = {k: statistics.median(x.cpu for x in v) for k, v in res.items()}
     m = {k: max(x.rss_mib for x in v) for k, v in res.items()}
     base = sizes[0][1].rss_mib
@@ -267,15 +282,16 @@ def group_benchmark(args: argparse.Namespace) -> int:
     def row(label: str, k: str) -> str:
         return (
             f"| {label} | {t[k]:.2f} | {t[k] / t['a']:.3f} | {c[k]:.2f} | {c[k] / c['a']:.3f} "
-            f"| {m[k]:.0f} | {m[k] / m['a']:.3f} |"
+            f"| {m[k]:.0f} | {m[k] / m['a']:.3f} | {ld[k]:.1f} |"
         )
 
     tile_rows_md = "\n".join(
         f"| {shape} | {tile >> 10} KiB | {'thread, 2 ahead' if ahead else 'none'} "
-        f"| {s:.2f} | {cpu:.2f} |"
-        for shape, tile, ahead, s, cpu in tiles
+        f"| {'numba, one pass' if fused else 'numpy'} | {s:.2f} | {cpu:.2f} |"
+        for shape, tile, ahead, fused, s, cpu in tiles
     )
     fr, tr, cr = floor / t["a"], t["n"] / t["a"], c["n"] / c["a"]
+    cf, fl = c["n"] / floor, floor_load
     body = f"""## Conversion of one group (`benchmarks/convert_group.py`)
 
 One simulated group: {p.nants} antennas ({p.nants * (p.nants + 1) // 2} baselines with
@@ -283,19 +299,23 @@ autos), {p.ntimes} integrations, 16 x {p.nchan} channels, {p.npols} polarisation
 {size_mib:.0f} MiB of UVH5, {ms_bytes / MIB:.0f} MiB of MS. Each conversion in a fresh
 process (the daemon's worker: plan, write, validate, rename), median wall time and largest
 peak RSS of {args.repeat} runs (variant order rotated, after one untimed warm-up run that
-fills pyuvdata's numba cache and the page cache); {machine()}.
+fills pyuvdata's numba cache and the page cache, and one of the native worker, whose numba
+kernel is cached the same way); {machine()}. "load" is the 1-minute load average when
+each run started (median; this machine has 2 cores shared with other work: at a load of
+8 a run gets about a quarter of a core, so wall times stretch and CPU seconds are the
+steadier figure).
 
-| variant | wall s | ratio | CPU s | ratio | peak RSS MiB | ratio |
-|---|---:|---:|---:|---:|---:|---:|
+| variant | wall s | ratio | CPU s | ratio | peak RSS MiB | ratio | load |
+|---|---:|---:|---:|---:|---:|---:|---:|
 {row('(n) worker, backend "native" (streaming writer)', "n")}
 {row('(a) worker, backend "pyuvdata" (the reference recipe)', "a")}
 {row('(b) plain pyuvdata: sorted, `axis="freq"`, phase, `write_ms`', "b")}
-| I/O floor: read inputs once + write the MS's bytes | {floor:.2f} | {fr:.3f} | | | | |
+| I/O floor: read inputs once + write the MS's bytes | {floor:.2f} | {fr:.3f} | | | | | {fl:.1f} |
 
 | target | result |
 |---|---|
 | native wall <= 0.33x the pyuvdata recipe | {tr:.3f}x: {verdict(ok["time"])} (CPU: {cr:.3f}x) |
-| native wall <= 4x the I/O floor | {t["n"] / floor:.2f}x: {verdict(ok["floor"])} |
+| native wall <= 4x the I/O floor | {t["n"] / floor:.2f}x: {verdict(ok["floor"])} (CPU: {cf:.2f}x) |
 | native peak RSS <= 0.5x the pyuvdata recipe | {m["n"] / m["a"]:.3f}x: {verdict(ok["rss"])} |
 | native peak RSS within its bound at every size below | {verdict(ok["bound"])} |
 
@@ -317,8 +337,8 @@ antennas only through the per-row metadata:
 excluded; DATA, FLAG and WEIGHT_SPECTRUM tiles span one subband's channels, so each tile is
 written once; CPU above wall means the reader thread overlapped the writer):
 
-| tile shape (pols x chans x rows) | DATA tile | read-ahead | write s | CPU s |
-|---|---:|---|---:|---:|
+| tile shape (pols x chans x rows) | DATA tile | read-ahead | kernel | write s | CPU s |
+|---|---:|---|---|---:|---:|
 {tile_rows_md}
 
 Upstream took 78-151 s for a real group (~5 GB MS).

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsa110_ingest.convert.native import kernel, msfile, reader
+from dsa110_ingest.convert.native import fused, kernel, msfile, reader
 from dsa110_ingest.errors import ConversionError, PermanentConversionError
 from dsa110_ingest.simulate import SimParams, write_subband_file
 
@@ -146,3 +146,50 @@ def test_tiles_cover_one_subband_and_fit_small_tables() -> None:
     assert t.chans == 48 and t.pols == 4 and t.rows * 48 * 4 * 8 <= 256 << 10
     assert msfile.choose_tiling(2, [6, 4, 6], 1 << 20).chans == 2
     assert msfile.choose_tiling(2, [4] * 16, 1 << 20, max_rows=30).rows == 30
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_rows=st.integers(1, 9),
+    n_chan=st.integers(1, 7),
+    four_pols=st.booleans(),
+    descending=st.booleans(),
+    even=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_kernel_is_the_numpy_kernel(
+    n_rows: int, n_chan: int, four_pols: bool, descending: bool, even: bool, seed: int
+) -> None:
+    """The one-pass numba kernel the writer uses: the same DATA, FLAG and WEIGHT_SPECTRUM
+    as the numpy reference, and the per-row weight extremes over the block's channels."""
+    if not fused.available():
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(seed)
+    n_pol = 4 if four_pols else 2
+    shape = (n_rows, n_chan, n_pol)
+    vis = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    flags = rng.random(shape) < 0.3
+    nsa = rng.choice([0.0, 0.5, 1.0, 2.0], size=shape).astype(np.float32)
+    step = 1e5 if even else rng.uniform(5e4, 2e5, n_chan)
+    freqs = 1.4e9 + np.cumsum(np.broadcast_to(step, (n_chan,)))
+    if descending:
+        freqs = freqs[::-1].copy()
+    pol_order = np.array([0, 2, 3, 1]) if four_pols else np.array([1, 0])
+    conj_pol_order = np.array([0, 1, 3, 2]) if four_pols else np.array([0, 1])
+    kw = dict(
+        delta_w_m=rng.uniform(-300, 300, n_rows),
+        freqs_hz=freqs,
+        descending=descending,
+        pol_order=pol_order,
+        conj_rows=rng.random(n_rows) < 0.5,
+        conj_pol_order=conj_pol_order,
+    )
+    want = kernel.ms_block(vis.copy(), flags.copy(), nsa.copy(), **kw)  # type: ignore[arg-type]
+    w_min = np.full((n_rows, n_pol), np.inf, np.float32)
+    w_max = np.full((n_rows, n_pol), -np.inf, np.float32)
+    got = fused.ms_block(vis, flags, nsa, **kw, w_min=w_min, w_max=w_max, buffers=fused.Buffers())  # type: ignore[arg-type]
+    np.testing.assert_allclose(got[0], want[0], rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(w_min, want[2].min(axis=1))
+    np.testing.assert_array_equal(w_max, want[2].max(axis=1))

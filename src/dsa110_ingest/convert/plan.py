@@ -48,37 +48,43 @@ API (stable; other writers build on it):
 * :func:`verify_ms` checks a written MS against the plan (raises permanent errors).
 * :meth:`ConversionPlan.summary` is the JSON a command backend and the ``group.converted``
   payload get.
+
+The recipe is spread over four modules, all reachable from here: this one (the plan),
+``headers`` (reading headers, pointing, time grid), ``phasing`` (the pyuvdata side:
+``read_aligned``, ``combine``, ``apply_phasing``, ``meridian_icrs``) and ``verify``.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
-import structlog
 
-from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
+from dsa110_ingest.convert.headers import (
+    SECONDS_PER_DAY,
+    FileHeader,
+    pointing,
+    read_file_header,
+    time_grid,
+)
+from dsa110_ingest.convert.phasing import (  # noqa: F401 -- the recipe's API, see above
+    apply_phasing,
+    combine,
+    meridian_icrs,
+    phased_metadata,
+    read_aligned,
+)
+from dsa110_ingest.convert.verify import CASA_MOUNTS, verify_ms  # noqa: F401
+from dsa110_ingest.errors import PermanentConversionError
 
 if TYPE_CHECKING:
-    from pyuvdata import UVData
-
     from dsa110_ingest.convert.request import ConversionRequest
 
-log = structlog.get_logger("dsa110_ingest.convert")
-
 PHASINGS = ("meridian", "meridian_mid")
-SECONDS_PER_DAY = 86400.0
-# two subbands "agree" on the pointing within this: far below any beam, far above
-# float32 round-off of a radian value
-DEC_AGREE_RAD = math.radians(1.0 / 3600.0)
-# MOUNT values CASA's measures understand (ANTENNA.MOUNT); anything else becomes alt-az
-CASA_MOUNTS = ("alt-az", "equatorial", "X-Y", "orbiting", "bizarre")
 
 
 @dataclass(frozen=True)
@@ -241,93 +247,6 @@ class ConversionPlan:
         }
 
 
-# -- reading headers --------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Header:
-    path: str
-    subband: int
-    freq_hz: np.ndarray
-    time_jd: np.ndarray  # per row
-    ant1: np.ndarray
-    ant2: np.ndarray
-    integration_s: float
-    pointing_dec_rad: float | None
-    lat_deg: float
-    lon_deg: float
-    alt_m: float
-    telescope_name: str
-    pols: tuple[int, ...]
-
-
-def _read_header(path: str, subband: int) -> _Header:
-    def bad(what: str) -> PermanentConversionError:
-        return PermanentConversionError(
-            f"sb{subband:02d} ({path}): {what}; the file cannot be converted as it is "
-            "(replace it, or remove it and convert the group without it)"
-        )
-
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise PermanentConversionError(
-            f"sb{subband:02d}: {path} is gone; restore it, then `dsa110-ingest retry`"
-        ) from None
-    except OSError as e:
-        raise bad(f"not a readable HDF5 file ({e})") from None
-    with f:
-        h = f.get("Header")
-        if not isinstance(h, h5py.Group):
-            raise bad("no Header group")
-
-        def arr(key: str) -> np.ndarray:
-            ds = h.get(key)
-            if not isinstance(ds, h5py.Dataset):
-                raise bad(f"Header/{key} is missing")
-            return np.asarray(ds[()])
-
-        def text(key: str, default: str) -> str:
-            ds = h.get(key)
-            if not isinstance(ds, h5py.Dataset):
-                return default
-            v = ds[()]
-            return (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)).strip()
-
-        freq = arr("freq_array").reshape(-1).astype(np.float64)
-        times = arr("time_array").reshape(-1).astype(np.float64)
-        ant1 = arr("ant_1_array").reshape(-1).astype(np.int64)
-        ant2 = arr("ant_2_array").reshape(-1).astype(np.int64)
-        integ = arr("integration_time").reshape(-1).astype(np.float64)
-        pols = tuple(int(p) for p in arr("polarization_array").reshape(-1))
-        if not (times.size == ant1.size == ant2.size == integ.size) or times.size == 0:
-            raise bad("time_array, ant_1_array, ant_2_array and integration_time differ in length")
-        if freq.size == 0 or not np.all(np.isfinite(freq)):
-            raise bad("freq_array is empty or not finite")
-        if not np.all(np.isfinite(times)) or not np.all(integ > 0):
-            raise bad("time_array is not finite or integration_time is not positive")
-        dec: float | None = None
-        ek = h.get("extra_keywords")
-        if isinstance(ek, h5py.Group) and isinstance(ek.get("phase_center_dec"), h5py.Dataset):
-            v = np.asarray(ek["phase_center_dec"][()]).reshape(-1)
-            if v.size != 1 or not np.isfinite(v[0]) or abs(float(v[0])) > math.pi / 2:
-                raise bad(f"extra_keywords/phase_center_dec = {v!r} is not a declination in rad")
-            dec = float(v[0])
-        return _Header(
-            path=path,
-            subband=subband,
-            freq_hz=freq,
-            time_jd=times,
-            ant1=ant1,
-            ant2=ant2,
-            integration_s=float(np.median(integ)),
-            pointing_dec_rad=dec,
-            lat_deg=float(arr("latitude").reshape(-1)[0]),
-            lon_deg=float(arr("longitude").reshape(-1)[0]),
-            alt_m=float(arr("altitude").reshape(-1)[0]),
-            telescope_name=text("telescope_name", "unknown"),
-            pols=pols,
-        )
-
-
 # -- the plan -----------------------------------------------------------------------------
 def make_plan(
     files: list[tuple[str, int]],
@@ -349,7 +268,7 @@ def make_plan(
         raise PermanentConversionError(f"unknown phasing {phasing!r}; use one of {PHASINGS}")
     if not files:
         raise PermanentConversionError(f"group {group_id}: no files to convert")
-    heads = [_read_header(p, sb) for p, sb in files]
+    heads = [read_file_header(p, sb) for p, sb in files]
     heads.sort(key=lambda h: float(h.freq_hz.min()))
 
     # channel order and frequency overlap
@@ -381,7 +300,7 @@ def make_plan(
         )
 
     # baselines: every subband must have the same set
-    def bl_keys(h: _Header) -> np.ndarray:
+    def bl_keys(h: FileHeader) -> np.ndarray:
         return h.ant1 * (1 << 20) + h.ant2
 
     ref_bls = np.unique(bl_keys(heads[0]))
@@ -397,7 +316,7 @@ def make_plan(
 
     integration_s = min(h.integration_s for h in heads)
     tol_s = time_tolerance_s if time_tolerance_s else integration_s / 2.0
-    grid, per_sb_index = _time_grid(heads, tol_s, min_time_overlap, group_id)
+    grid, per_sb_index = time_grid(heads, tol_s, min_time_overlap, group_id)
 
     subplans: list[SubbandPlan] = []
     chan = 0
@@ -430,7 +349,7 @@ def make_plan(
         )
         chan += h.freq_hz.size
 
-    dec, source = _pointing(heads, pointing_dec_deg, group_id)
+    dec, source = pointing(heads, pointing_dec_deg, group_id)
     name = telescope_name or heads[0].telescope_name
     return ConversionPlan(
         group_id=group_id,
@@ -462,304 +381,3 @@ def plan_for_request(req: ConversionRequest) -> ConversionPlan:
         min_time_overlap=req.min_time_overlap,
         telescope_name=req.telescope_name,
     )
-
-
-def _pointing(heads: list[_Header], override_deg: float | None, group_id: str) -> tuple[float, str]:
-    if override_deg is not None and not math.isnan(override_deg):
-        return math.radians(override_deg), "config"
-    decs = [h.pointing_dec_rad for h in heads]
-    have = [d for d in decs if d is not None]
-    if not have:
-        lat = heads[0].lat_deg
-        log.warning(
-            "convert.pointing_fallback",
-            group_id=group_id,
-            dec_deg=lat,
-            hint="the files carry no Header/extra_keywords/phase_center_dec: phased to the "
-            "meridian at the site latitude (zenith); set [convert] pointing_dec_deg if wrong",
-        )
-        return math.radians(lat), "fallback"
-    ref = have[0]
-    if len(have) != len(decs) or any(abs(d - ref) > DEC_AGREE_RAD for d in have):
-        listing = ", ".join(
-            f"sb{h.subband:02d}="
-            + ("none" if h.pointing_dec_rad is None else f"{math.degrees(h.pointing_dec_rad):.4f}")
-            for h in heads
-        )
-        raise PermanentConversionError(
-            f"group {group_id}: subbands disagree on the pointing declination "
-            f"(extra_keywords/phase_center_dec, deg: {listing}); fix the files, or set "
-            "[convert] pointing_dec_deg and `dsa110-ingest retry` the group"
-        )
-    return float(np.median(have)), "file"
-
-
-def _time_grid(
-    heads: list[_Header], tol_s: float, min_overlap: float, group_id: str
-) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """The MS's integration grid and, per subband, (distinct times, grid index of each)."""
-    tol = tol_s / SECONDS_PER_DAY
-    uniq = [np.unique(h.time_jd) for h in heads]
-    allt = np.concatenate(uniq)
-    owner = np.concatenate([np.full(u.size, k) for k, u in enumerate(uniq)])
-    order = np.argsort(allt, kind="stable")
-    cluster = np.empty(allt.size, dtype=np.int64)
-    cid, first, members = -1, -math.inf, set[int]()
-    for j in order:
-        t, k = allt[j], int(owner[j])
-        # same integration: within the tolerance of the cluster's first time and not a
-        # second time of one subband (a subband's own integrations are distinct)
-        if t - first >= tol or k in members:
-            cid += 1
-            first, members = t, set()
-        members.add(k)
-        cluster[j] = cid
-    n = cid + 1
-    grid = np.array([float(np.median(allt[cluster == c])) for c in range(n)])
-    counts = np.bincount(cluster, minlength=n)
-
-    # the span most subbands cover; a subband mostly outside it is another observation
-    major = np.flatnonzero(counts * 2 > len(heads))
-    per_sb: list[tuple[np.ndarray, np.ndarray]] = []
-    start = 0
-    for u in uniq:
-        per_sb.append((u, cluster[start : start + u.size]))
-        start += u.size
-    if major.size == 0:
-        lo, hi = math.inf, -math.inf
-    else:
-        lo, hi = grid[major[0]] - tol, grid[major[-1]] + tol
-    strays = []
-    for h, (u, _) in zip(heads, per_sb, strict=True):
-        inside = float(np.mean((u >= lo) & (u <= hi)))
-        if inside < min_overlap:
-            ref = grid[major[0]] if major.size else float(np.median(allt))
-            strays.append(
-                f"sb{h.subband:02d} ({h.path}) starts {(u[0] - ref) * SECONDS_PER_DAY:+.1f} s "
-                f"from the group ({inside:.0%} of its integrations overlap)"
-            )
-    if strays:
-        raise PermanentConversionError(
-            f"group {group_id}: time ranges do not overlap: {'; '.join(strays)} "
-            f"(needs at least [convert] min_time_overlap = {min_overlap:g}); such a file "
-            "belongs to another observation: move it out and `dsa110-ingest retry` the group"
-        )
-    return grid, per_sb
-
-
-# -- coordinates ---------------------------------------------------------------------------
-def meridian_icrs(
-    times_jd: np.ndarray, dec_rad: float, lat_deg: float, lon_deg: float, alt_m: float
-) -> list[tuple[float, float]]:
-    """ICRS (ra, dec) in radians of hour angle 0, declination ``dec_rad`` (HADec as
-    observed at the site, no refraction) at each UTC time (JD).
-
-    SOFA/ERFA's observed -> ICRS transform (``atoc13``, what astropy uses underneath)
-    with UT1 - UTC and polar motion taken as zero: within ~1 arcsec of astropy's
-    ``HADec -> ICRS`` with full IERS tables (tests/convert/test_plan.py checks it), but
-    in milliseconds instead of the seconds astropy spends parsing IERS tables in every
-    worker process, and never online. The FIELD table records exactly these centres."""
-    try:
-        import erfa
-    except ImportError as e:
-        raise TransientConversionError(
-            "computing phase centres needs pyerfa (with the extra 'convert'): "
-            "pip install 'dsa110-ingest[convert]'"
-        ) from e
-    jd = np.atleast_1d(np.asarray(times_jd, dtype=np.float64))
-    day = np.floor(jd)
-    ra, dec = erfa.atoc13(
-        "H",
-        np.zeros(jd.size),
-        np.full(jd.size, dec_rad),
-        day,
-        jd - day,
-        0.0,  # UT1 - UTC
-        math.radians(lon_deg),
-        math.radians(lat_deg),
-        alt_m,
-        0.0,  # polar motion x
-        0.0,  # polar motion y
-        0.0,  # pressure: no refraction
-        0.0,
-        0.0,
-        0.0,
-    )
-    return [(float(r), float(d)) for r, d in zip(ra, dec, strict=True)]
-
-
-# -- pyuvdata side: reading, combining, phasing --------------------------------------------
-def _uvdata() -> type[UVData]:
-    try:
-        from pyuvdata import UVData
-    except ImportError as e:
-        raise TransientConversionError(
-            "backend 'pyuvdata' needs the extra 'convert': pip install 'dsa110-ingest[convert]'"
-        ) from e
-    return UVData
-
-
-def read_aligned(plan: ConversionPlan, k: int, *, read_data: bool = True) -> UVData:
-    """Subband ``k`` of the plan (ascending frequency) as a ``UVData`` whose rows are the
-    MS's rows (``plan.n_rows``, integration-major), times on the grid, channels ascending.
-    Rows the file lacks are copies of the baseline's metadata, flagged with zero weight."""
-    sb = plan.subbands[k]
-    uv = _uvdata()()
-    with warnings.catch_warnings():
-        # the files carry the site's location; pyuvdata's telescope lookup would go online
-        warnings.simplefilter("ignore")
-        try:
-            uv.read(sb.path, file_type="uvh5", read_data=read_data, run_check=False)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise PermanentConversionError(f"{sb.name}: pyuvdata cannot read it: {e}") from e
-    if uv.Nblts != sb.row_index.size:
-        raise PermanentConversionError(
-            f"{sb.name}: pyuvdata reads {uv.Nblts} rows, the header has {sb.row_index.size}"
-        )
-    # source row of every MS row: the file row mapped there, else any row of the baseline
-    src = np.full(plan.n_rows, -1, dtype=np.int64)
-    src[sb.row_index] = np.arange(sb.row_index.size)
-    padded = src < 0
-    if padded.any():
-        first_of_bl = np.full(plan.n_baselines, -1, dtype=np.int64)
-        bl_of_row = sb.row_index % plan.n_baselines
-        first_of_bl[bl_of_row[::-1]] = np.arange(sb.row_index.size)[::-1]
-        src[padded] = first_of_bl[np.flatnonzero(padded) % plan.n_baselines]
-    _take_rows(uv, src)
-    uv.time_array = np.repeat(plan.grid_jd, plan.n_baselines)
-    uv.Ntimes = plan.n_integrations
-    uv.set_lsts_from_time_array()
-    # apparent coordinates of the (unprojected) centre follow the new times
-    uv._set_app_coords_helper()
-    if read_data and padded.any():
-        uv.data_array[padded] = 0
-        uv.flag_array[padded] = True
-        uv.nsample_array[padded] = 0
-    if sb.descending:
-        uv.reorder_freqs(channel_order="freq", run_check=False)
-    return uv
-
-
-def _take_rows(uv: UVData, idx: np.ndarray) -> None:
-    """Index every baseline-time parameter of ``uv`` by ``idx`` (repeats allowed)."""
-    for attr in uv:
-        param = getattr(uv, attr)
-        form = getattr(param, "form", None)
-        if param.value is None or not isinstance(form, tuple) or "Nblts" not in form:
-            continue
-        param.value = np.take(np.asarray(param.value), idx, axis=form.index("Nblts"))
-    uv.Nblts = int(idx.size)
-    uv.Nbls = int(np.unique(uv.baseline_array).size)
-
-
-def combine(parts: list[UVData]) -> UVData:
-    """Subbands from :func:`read_aligned`, in plan order, as one object along frequency.
-    Their rows are the same (grid x baselines); per-row metadata (drift-scan UVWs,
-    integration times, apparent coordinates) are taken from the first, since phasing
-    recomputes UVWs from the antenna positions anyway."""
-    first = parts[0]
-    per_row = [
-        attr
-        for attr in first
-        if isinstance(getattr(getattr(first, attr), "form", None), tuple)
-        and "Nblts" in getattr(first, attr).form
-        and attr not in ("_data_array", "_flag_array", "_nsample_array")
-    ]
-    for p in parts[1:]:
-        for attr in per_row:
-            getattr(p, attr).value = getattr(first, attr).value
-    if len(parts) == 1:
-        return first
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = first.fast_concat(parts[1:], axis="freq", inplace=False, run_check=False)
-    assert out is not None
-    return out
-
-
-def apply_phasing(uv: UVData, plan: ConversionPlan) -> list[PhaseCentre]:
-    """Phase ``uv`` (rows as in :func:`read_aligned`) to the plan's centres; UVWs are
-    recomputed from antenna positions. Works with and without data loaded."""
-    centres = plan.phase_centres()
-    rows_int = np.arange(uv.Nblts) // plan.n_baselines
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for c in centres:
-            mask = np.isin(rows_int, c.integrations)
-            uv.phase(
-                lon=c.ra_rad,
-                lat=c.dec_rad,
-                epoch="J2000",
-                phase_frame="icrs",
-                cat_type="sidereal",
-                cat_name=c.name,
-                select_mask=None if mask.all() else mask,
-                use_ant_pos=True,
-            )
-    return centres
-
-
-def phased_metadata(plan: ConversionPlan) -> UVData:
-    """The whole group as one metadata-only ``UVData``: MS rows and channels, phased.
-    Its ``uvw_array`` is the MS's UVW column; its phase-centre catalog the FIELD table."""
-    uv = combine([read_aligned(plan, k, read_data=False) for k in range(len(plan.subbands))])
-    apply_phasing(uv, plan)
-    uv.telescope.name = plan.telescope_name
-    return uv
-
-
-# -- verification --------------------------------------------------------------------------
-def verify_ms(path: Path, plan: ConversionPlan) -> None:
-    """Check a written MS against the plan before it is renamed into place: rows =
-    baselines x integrations, channels ascending and as planned, one FIELD per phase
-    centre with the planned names, DATA shape (rows, channels, pols), valid MOUNT, and
-    DATA not all zero. Raises :class:`PermanentConversionError` saying what is wrong."""
-    try:
-        from casacore.tables import table
-    except ImportError as e:
-        raise TransientConversionError(
-            "verifying a Measurement Set needs python-casacore (the extra 'convert')"
-        ) from e
-
-    def fail(what: str) -> PermanentConversionError:
-        return PermanentConversionError(f"the written MS {path} failed verification: {what}")
-
-    try:
-        with table(str(path / "SPECTRAL_WINDOW"), ack=False) as spw:
-            freqs = np.concatenate([np.asarray(r).reshape(-1) for r in spw.getcol("CHAN_FREQ")])
-        with table(str(path / "FIELD"), ack=False) as fld:
-            names = list(fld.getcol("NAME"))
-        with table(str(path / "ANTENNA"), ack=False) as ant:
-            mounts = set(ant.getcol("MOUNT"))
-        with table(str(path), ack=False) as main:
-            nrows = main.nrows()
-    except Exception as e:  # casacore raises bare RuntimeError for any damage
-        raise fail(f"not a readable Measurement Set: {e}") from e
-    # the cheap checks first: reading DATA of rows nobody wrote can crash casacore
-    if nrows != plan.n_rows:
-        raise fail(
-            f"{nrows} rows, expected {plan.n_baselines} baselines x {plan.n_integrations} "
-            f"integrations = {plan.n_rows}"
-        )
-    if freqs.size != plan.n_channels or np.any(np.diff(freqs) <= 0):
-        raise fail(f"{freqs.size} channels (expected {plan.n_channels}), or not ascending")
-    if not np.allclose(freqs, plan.freq_hz, rtol=0, atol=1.0):
-        raise fail("channel frequencies differ from the files'")
-    if names != plan.field_names():
-        raise fail(f"FIELD names {names[:3]}... != {plan.field_names()[:3]}...")
-    if bad := {m for m in mounts if m not in CASA_MOUNTS}:
-        raise fail(f"ANTENNA.MOUNT {sorted(bad)} is not one CASA knows {CASA_MOUNTS}")
-    want = (plan.n_channels, plan.n_pols)
-    try:
-        with table(str(path), ack=False) as main:
-            for start in range(0, nrows, 4096):
-                block = main.getcol("DATA", startrow=start, nrow=min(4096, nrows - start))
-                if block.shape[1:] != want:
-                    raise fail(f"DATA cells are {block.shape[1:]}, expected {want}")
-                if np.any(block != 0):
-                    return
-    except PermanentConversionError:
-        raise
-    except Exception as e:  # casacore raises bare RuntimeError for any damage
-        raise fail(f"DATA is not readable: {e}") from e
-    raise fail("DATA is all zero")

@@ -3,107 +3,21 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend
-from dsa110_ingest.convert.native import jit, kernel, msfile, reader
+from dsa110_ingest.convert.native import fused, kernel, msfile, reader
+from dsa110_ingest.convert.native.group import GroupPlan, plan_group
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
 
 # Rows per block: a multiple of the tile's rows, sized so that one block of one subband
 # (vis + flags + nsamples and the few temporaries of the kernel) stays near this many bytes.
 BLOCK_BYTES = 16 << 20
-
-
-@dataclass
-class GroupPlan:
-    """What the writer needs, computed once per group from metadata only.
-
-    ``uv`` is pyuvdata's metadata-only object of the group built and phased by the recipe
-    (convert/plan.py): rows in MS order, channels ascending. ``w_old`` is the w each row
-    was projected with before phasing (0 for unprojected drift-scan rows): the data's
-    rotation is ``exp(-2j pi (w_new - w_old) f / c)``. ``row_maps[k]`` takes MS rows to
-    rows of subband k's file (-1: the file lacks it); ``None`` when they coincide.
-    """
-
-    plan: recipe.ConversionPlan
-    uv: Any
-    w_old: np.ndarray
-    row_maps: list[np.ndarray | None]
-    centres: list[recipe.PhaseCentre]
-
-
-def _row_map(row_index: np.ndarray, n_rows: int) -> np.ndarray | None:
-    if row_index.size == n_rows and np.array_equal(row_index, np.arange(n_rows)):
-        return None
-    rows = np.full(n_rows, -1, dtype=np.int64)
-    rows[row_index] = np.arange(row_index.size)
-    return rows
-
-
-def _freq_params(sb: recipe.SubbandPlan, default_spw: int) -> tuple[np.ndarray, np.ndarray]:
-    """Channel widths and spw ids of one file, in the MS's (ascending) channel order."""
-    with h5py.File(sb.path, "r") as f:
-        h = f["Header"]
-        width = np.broadcast_to(
-            np.asarray(h["channel_width"][()], dtype=np.float64).reshape(-1), (sb.n_channels,)
-        )
-        spw = (
-            np.asarray(h["flex_spw_id_array"][()]).reshape(-1)
-            if "flex_spw_id_array" in h
-            else np.full(sb.n_channels, default_spw)
-        )
-    if sb.descending:
-        width, spw = width[::-1], spw[::-1]
-    return np.array(width), np.array(spw)
-
-
-def _extend_freq_axis(uv: Any, plan: recipe.ConversionPlan) -> None:
-    """Give subband 0's metadata-only object the whole group's channels.
-
-    What ``plan.combine`` (pyuvdata's ``fast_concat`` along frequency) makes of the 16
-    metadata-only objects, without reading 15 more: everything but the frequency axis is
-    taken from the first subband there too.
-    """
-    default_spw = int(np.asarray(uv.spw_array).reshape(-1)[0])
-    widths, spws = [np.asarray(uv.channel_width, dtype=np.float64)], [uv.flex_spw_id_array]
-    for sb in plan.subbands[1:]:
-        w, s = _freq_params(sb, default_spw)
-        widths.append(w)
-        spws.append(s)
-    uv.freq_array = plan.freq_hz.astype(np.float64)
-    uv.channel_width = np.concatenate(widths)
-    uv.flex_spw_id_array = np.concatenate(spws).astype(uv.flex_spw_id_array.dtype)
-    uv.Nfreqs = int(uv.freq_array.size)
-    first = np.sort(np.unique(uv.flex_spw_id_array, return_index=True)[1])
-    uv.spw_array = uv.flex_spw_id_array[first]
-    uv.Nspws = int(uv.spw_array.size)
-    uv.history += " Combined data along frequency axis using pyuvdata."
-
-
-def plan_group(plan: recipe.ConversionPlan) -> GroupPlan:
-    """The recipe's metadata for the whole group, phased, and each file's row mapping.
-
-    The same steps as ``plan.phased_metadata`` (read aligned, combine, phase), with the
-    pre-phasing w kept: it is the w the file's data are projected with. Only the first
-    subband is read through pyuvdata; the others add their channels (``_extend_freq_axis``).
-    """
-    jit.cache_pyuvdata_kernels()
-    uv = recipe.read_aligned(plan, 0, read_data=False)
-    if len(plan.subbands) > 1:
-        _extend_freq_axis(uv, plan)
-    unprojected = uv._check_for_cat_type("unprojected")
-    w_old = np.where(unprojected, 0.0, uv.uvw_array[:, 2])
-    centres = recipe.apply_phasing(uv, plan)
-    uv.telescope.name = plan.telescope_name
-    maps = [_row_map(s.row_index, plan.n_rows) for s in plan.subbands]
-    return GroupPlan(plan, uv, w_old, maps, centres)
 
 
 def _main_columns(ms: Any, uv: Any) -> None:
@@ -159,8 +73,10 @@ def write_ms(
     block_bytes: int = BLOCK_BYTES,
     tile_bytes: int = msfile.TILE_BYTES,
     read_ahead: int = 2,
+    fused_kernel: bool = True,
 ) -> dict[str, Any]:
-    """Write the MS of ``group`` at ``path`` (which must not exist)."""
+    """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``
+    False uses the numpy kernel (the reference) even where numba is available."""
     try:
         from pyuvdata import utils
     except ImportError as e:
@@ -200,6 +116,8 @@ def write_ms(
     w_min = np.full((n_rows, n_pol), np.inf, np.float32)
     w_max = np.full((n_rows, n_pol), -np.inf, np.float32)
 
+    use_fused = fused_kernel and fused.available()
+    buffers = fused.Buffers()
     ms = msfile.create_main(path, n_rows, n_chan, n_pol, tiling, extra_data_cols)
     try:
         _main_columns(ms, uv)
@@ -219,10 +137,7 @@ def write_ms(
                     f"promises ({nc}, {n_pol}); the file is inconsistent: replace it"
                 )
             rows = slice(blk.start, blk.stop)
-            d, fl, ns = kernel.ms_block(
-                vis,
-                blk.flags,
-                blk.nsamples,
+            args = dict(
                 delta_w_m=delta_w[rows],
                 freqs_hz=sb.freq_hz,  # the file's channel order
                 descending=sb.descending,
@@ -230,19 +145,26 @@ def write_ms(
                 conj_rows=None if flip is None else flip[rows],
                 conj_pol_order=conj_pol_order,
             )
+            if use_fused:
+                d, fl, ns = fused.ms_block(
+                    vis, blk.flags, blk.nsamples, **args,
+                    w_min=w_min[rows], w_max=w_max[rows], buffers=buffers,
+                )  # fmt: skip
+            else:
+                d, fl, ns = kernel.ms_block(vis, blk.flags, blk.nsamples, **args)
+                lo, hi = ns.min(), ns.max()
+                if lo == hi:  # the usual block: one weight everywhere (a cheap flat reduce)
+                    np.minimum(w_min[rows], lo, out=w_min[rows])
+                    np.maximum(w_max[rows], hi, out=w_max[rows])
+                else:
+                    np.minimum(w_min[rows], ns.min(axis=1), out=w_min[rows])
+                    np.maximum(w_max[rows], ns.max(axis=1), out=w_max[rows])
             blc = [sb.chan_start, 0]
             trc = [sb.chan_start + nc - 1, n_pol - 1]
             nrow = blk.stop - blk.start
             ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=nrow)
-            lo, hi = ns.min(), ns.max()
-            if lo == hi:  # the usual block: one weight everywhere (a cheap flat reduce)
-                np.minimum(w_min[rows], lo, out=w_min[rows])
-                np.maximum(w_max[rows], hi, out=w_max[rows])
-            else:
-                np.minimum(w_min[rows], ns.min(axis=1), out=w_min[rows])
-                np.maximum(w_max[rows], ns.max(axis=1), out=w_max[rows])
         weight = w_min.astype(np.float64)
         uneven = (w_min != w_max).any(axis=1)
         for lo in range(0, n_rows, block_rows):
