@@ -206,7 +206,9 @@ class Daemon:
             cwd=site.root,
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    # a deadline, not a sleep: start-up imports h5py, numba and a reader process, which on
+    # two cores shared with other work has taken over 30 s
+    def wait_ready(self, timeout: float = 120) -> None:
         wait_for(
             lambda: "service.ready" in self.log.read_text(),
             timeout,

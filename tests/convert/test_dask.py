@@ -141,13 +141,13 @@ def test_a_conversion_past_the_timeout_is_cancelled_on_the_worker(
     runs = tmp_path / "runs.jsonl"
     script = converter_script(tmp_path / "conv", ancestry_body(runs, sleep=120))
     site = dask_site(
-        tmp_path, script, dask_cluster.address, "max_attempts = 1\ntimeout_seconds = 3\n"
+        tmp_path, script, dask_cluster.address, "max_attempts = 1\ntimeout_seconds = 15\n"
     )
     sim_groups(site.incoming, n=1)
     p = site.cli("run", "--rescan", check=False, timeout=180)
     assert p.returncode == 1  # a conversion it ran failed
     (g,) = site.cli_json("groups", "--json")
-    assert g["conversion"] == "failed" and "longer than timeout_seconds (3 s)" in g["last_error"]
+    assert g["conversion"] == "failed" and "longer than timeout_seconds (15 s)" in g["last_error"]
     (run,) = read_runs(runs)
     wait_for(lambda: not _alive(run["pid"]), 30, dask_cluster._log_tail)
     # the slot is free again: the cluster is not left running a given-up conversion
