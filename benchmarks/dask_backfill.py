@@ -30,7 +30,7 @@ from _report import machine, verdict, write_section  # noqa: I001
 from distributed import LocalCluster
 
 from dsa110_ingest.config import Config, load_config
-from dsa110_ingest.convert.queue import Dispatcher
+from dsa110_ingest.convert.dispatcher import Dispatcher
 from dsa110_ingest.db import open_index, open_products
 from dsa110_ingest.simulate import SimParams, simulate
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dsa110_ingest.errors import MisnamedFileError
@@ -104,3 +105,10 @@ def path_text(path: str) -> str:
 def path_bytes(path: str) -> bytes | None:
     """The exact bytes of a name that is not UTF-8 (None for the usual, UTF-8, case)."""
     return None if is_utf8(path) else os.fsencode(path)
+
+
+def missing_subbands(present: Iterable[int], expected: int) -> list[str]:
+    """The codes (``sb03``) of the subbands ``0 .. expected-1`` not in ``present``, in
+    order: what a group lacks, as events, ``groups`` and ``ms_index`` name it."""
+    have = set(present)
+    return [f"sb{i:02d}" for i in range(expected) if i not in have]

@@ -28,8 +28,8 @@ import structlog
 from dsa110_ingest import events as ev
 from dsa110_ingest import logs
 from dsa110_ingest.config import Config
+from dsa110_ingest.convert.dispatcher import Dispatcher
 from dsa110_ingest.convert.executor import Executor
-from dsa110_ingest.convert.queue import Dispatcher
 from dsa110_ingest.db import IndexStore, index_exists, open_index, open_products
 from dsa110_ingest.errors import DatabaseError, IngestError
 from dsa110_ingest.events import JsonlMirror

@@ -6,13 +6,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..conftest import Site, converter_script, wait_for, write_site
+from dsa110_ingest.convert.request import ConversionRequest, build_request
+from dsa110_ingest.db import IndexStore, open_index_at
+from dsa110_ingest.simulate import simulate
+
+from ..conftest import SMALL, Site, converter_script, wait_for, write_site
 
 
 def command_site(root: Path, script: Path, extra: str = "") -> Site:
@@ -24,9 +29,71 @@ def command_site(root: Path, script: Path, extra: str = "") -> Site:
     return write_site(root, convert=conv)
 
 
+def indexed_site(root: Path, script: Path, extra: str = "") -> Site:
+    """A command-backend site with one small complete group indexed, its conversion job
+    waiting in the queue (nothing converted)."""
+    site = command_site(root, script, extra)
+    simulate(site.incoming, 1, params=SMALL)
+    site.cli("run", "--rescan", "--no-convert")
+    return site
+
+
+def claim(db: IndexStore, owner: str, now: float) -> tuple[str, str]:
+    """Claim the waiting job as ``owner`` at ``now``: (group id, attempt token)."""
+    job = db.claim_job(owner, now, 3.0, False)
+    assert job is not None
+    return job.group_id, job.attempt_token
+
+
+@pytest.fixture(scope="module")
+def group_request(tmp_path_factory: pytest.TempPathFactory) -> ConversionRequest:
+    """The request of one indexed small group (command backend, the ok converter), built
+    once per module; tests point ``output`` (and ``command``) where they need them."""
+    root = tmp_path_factory.mktemp("request")
+    site = indexed_site(root, converter_script(root / "convert-ok"))
+    with open_index_at(site.cfg.hdf5_db, readonly=True) as db:
+        (group,) = db.list_groups(None, None, None)
+        return build_request(site.cfg, db, group.group_id)
+
+
+def retarget(
+    base: ConversionRequest, folder: Path, script: Path | None = None
+) -> ConversionRequest:
+    """``base`` writing ``folder/ms/g.ms``, with ``script`` as the converter if given."""
+    command = (str(script), "{output}", "{inputs}") if script else base.command
+    return replace(base, output=str(folder / "ms" / "g.ms"), command=command)
+
+
 @pytest.fixture
 def ok_script(tmp_path: Path) -> Path:
     return converter_script(tmp_path / "convert-ok")
+
+
+@dataclass(frozen=True)
+class SlowConverter:
+    """A stand-in converter that appends one ``x`` to ``marker`` as each run starts, then
+    takes its time: a conversion that is visibly running, and a count of how many ran."""
+
+    script: Path
+    marker: Path
+
+    def started(self) -> bool:
+        return self.marker.exists()
+
+    def runs(self) -> int:
+        return len(self.marker.read_text()) if self.marker.exists() else 0
+
+
+@pytest.fixture
+def slow_converter(tmp_path: Path) -> Callable[[float], SlowConverter]:
+    """``slow_converter(seconds)``: a :class:`SlowConverter` taking that long per run."""
+
+    def make(seconds: float) -> SlowConverter:
+        marker = tmp_path / "started"
+        body = f"open({str(marker)!r}, 'a').write('x'); time.sleep({seconds})"
+        return SlowConverter(converter_script(tmp_path / "slow", body), marker)
+
+    return make
 
 
 class DaskCluster:

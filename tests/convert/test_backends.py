@@ -1,4 +1,6 @@
-"""A backend that cannot run is found before any work: doctor FAILs it, run refuses."""
+"""The backend registry: a backend that cannot run is found before any work (doctor
+FAILs it, run refuses), and on a worker that lacks it the attempt waits for the node;
+an output in place is judged by what its backend writes."""
 
 from __future__ import annotations
 
@@ -8,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from dsa110_ingest import config
 from dsa110_ingest.config import Config, load_config
-from dsa110_ingest.convert.backends import check_available, require_available
+from dsa110_ingest.convert.backends import (
+    BACKENDS,
+    backend_for,
+    check_available,
+    require_available,
+    require_casacore,
+)
 from dsa110_ingest.doctor import run_checks
-from dsa110_ingest.errors import BackendUnavailableError
+from dsa110_ingest.errors import BackendUnavailableError, TransientConversionError
 
 
 def _cfg(tmp_path: Path, **convert: object) -> Config:
@@ -56,3 +65,44 @@ def test_doctor_fails_a_missing_backend_and_passes_a_disabled_one(
     assert checks["converter"].level == "FAIL" and "[convert]" in checks["converter"].detail
     checks = {c.name: c for c in run_checks(_cfg(tmp_path, enabled=False), tmp_path)}
     assert checks["converter"].level == "OK"
+
+
+def test_backend_names_match_the_config() -> None:
+    assert set(BACKENDS) == set(config.BACKENDS)
+    for backend in BACKENDS.values():
+        # each names a module that converts (imported here, as on a worker)
+        assert callable(backend.load().convert)
+
+
+@pytest.mark.parametrize("name", ["native", "pyuvdata"])
+def test_a_worker_without_casacore_is_the_nodes_condition(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "casacore", None)
+    monkeypatch.setitem(sys.modules, "casacore.tables", None)
+    with pytest.raises(TransientConversionError, match=rf"backend '{name}' needs python-casacore"):
+        require_casacore(name)
+    # the backends themselves ask before reading anything
+    with pytest.raises(TransientConversionError, match=r"dsa110-ingest\[convert\]"):
+        backend_for(name).load().convert(None, Path("unused"), None)  # type: ignore[arg-type]
+
+
+def test_a_backend_unknown_here_is_the_nodes_condition() -> None:
+    with pytest.raises(TransientConversionError, match="unknown to this installation"):
+        backend_for("slurm-converter")
+
+
+def test_an_output_in_place_is_judged_by_what_its_backend_writes(tmp_path: Path) -> None:
+    from dsa110_ingest.convert.request import ConversionRequest, InputFile
+
+    req = ConversionRequest("g", (InputFile("a", 0, 1.0e9, 4),), str(tmp_path / "g.ms"), "command")
+    out = tmp_path / "g.ms"
+    command, native = backend_for("command"), backend_for("native")
+    assert command.validate(req, out) == "does not exist"
+    out.mkdir()
+    assert command.validate(req, out) == "is an empty directory"
+    (out / "inputs.txt").write_text("x")
+    assert command.validate(req, out) is None
+    # a Measurement Set writer's output must be a readable MS with the planned channels
+    why = native.validate(req, out)
+    assert why is not None and "not a readable Measurement Set" in why

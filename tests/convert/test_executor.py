@@ -1,105 +1,34 @@
-"""Executors and the dispatcher's fencing, on real SQLite files and real child processes:
-a given-up attempt never registers its result, an attempt lost by the executor does not
-count, and the executor settings are validated."""
+"""Executors: which one the config builds, and the local one's child process (real
+worker processes, real converters): its result, its classified errors, a kill by signal
+named, and its death with the process that started it."""
 
 from __future__ import annotations
 
-import time
+import json
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dsa110_ingest import config
 from dsa110_ingest.config import load_config
-from dsa110_ingest.convert.executor import LocalProcessExecutor, make_executor
-from dsa110_ingest.convert.queue import Dispatcher, Recorder, build_request
-from dsa110_ingest.db import IndexStore, open_index_at, open_products_at
-from dsa110_ingest.errors import ConfigError
+from dsa110_ingest.convert.executor import (
+    EXECUTORS,
+    Handle,
+    LocalProcess,
+    LocalProcessExecutor,
+    make_executor,
+)
+from dsa110_ingest.convert.request import ConversionRequest
+from dsa110_ingest.errors import ConfigError, ConversionError
 
-from ..conftest import Site, converter_script, db_count, wait_for
-from .conftest import ancestry_body, command_site, read_runs
-
-
-def _indexed_site(tmp_path: Path, script: Path, sim_groups, extra: str = "") -> Site:
-    site = command_site(tmp_path, script, extra)
-    sim_groups(site.incoming, n=1)
-    site.cli("run", "--rescan", "--no-convert")  # the job waits in the queue
-    return site
-
-
-def _claim(db: IndexStore, owner: str, now: float) -> tuple[str, str]:
-    job = db.claim_job(owner, now, 3.0, False)
-    assert job is not None
-    return job.group_id, job.attempt_token
-
-
-def test_a_given_up_attempt_never_registers_its_late_result(
-    tmp_path: Path, ok_script: Path, sim_groups
-) -> None:
-    site = _indexed_site(tmp_path, ok_script, sim_groups)
-    cfg = site.cfg
-    t0 = time.time()
-    with open_index_at(cfg.hdf5_db) as db, open_products_at(cfg.products_db) as products:
-        gid, old = _claim(db, "daemon-a", t0)
-        # daemon-a stalls past its lease; daemon-b takes the group over
-        gid_b, new = _claim(db, "daemon-b", t0 + 10)
-        assert gid_b == gid and new != old and new and old
-        base = build_request(cfg, db, gid)
-        result = {"ms_path": base.output, "n_channels": base.n_channels}
-        rec = Recorder(cfg, db, products, clock=lambda: t0 + 11)
-        late = rec.success(replace(base, token=old), result, "daemon-a")
-        assert late is False
-        assert db_count(cfg.products_db, "SELECT COUNT(*) FROM ms_index") == 0
-        assert db.job(gid).lease_owner == "daemon-b"
-        # even under the owner that holds the lease, a stale token is refused
-        assert not rec.success(replace(base, token=old), result, None)
-        assert rec.success(replace(base, token=new), result, "daemon-b")
-        assert db_count(cfg.products_db, "SELECT COUNT(*) FROM ms_index") == 1
-        assert db.job(gid).state == "converted"
-
-
-def test_an_attempt_lost_by_the_executor_does_not_count(
-    tmp_path: Path, ok_script: Path, sim_groups
-) -> None:
-    site = _indexed_site(tmp_path, ok_script, sim_groups, "max_attempts = 1\n")
-    cfg = site.cfg
-    t0 = time.time()
-    with open_index_at(cfg.hdf5_db) as db, open_products_at(cfg.products_db) as products:
-        gid, token = _claim(db, "daemon-a", t0)
-        req = build_request(cfg, db, gid)
-        req = replace(req, token=token)
-        Recorder(cfg, db, products, clock=lambda: t0).transient(req, "daemon-a", "worker lost")
-        job = db.job(gid)
-        assert (job.state, job.attempts, job.last_error) == ("pending", 0, "worker lost")
-        assert job.next_attempt_at == pytest.approx(t0 + cfg.convert.backoff_initial_seconds)
-        # max_attempts = 1, yet the group is not failed: the next attempt is claimable
-        assert db.claim_job("daemon-a", t0 + 1, 3.0, False) is not None
-
-
-def test_the_dispatcher_gives_up_an_attempt_whose_lease_was_taken(
-    tmp_path: Path, sim_groups
-) -> None:
-    runs = tmp_path / "runs.jsonl"
-    script = converter_script(tmp_path / "slow", ancestry_body(runs, sleep=30))
-    site = _indexed_site(tmp_path, script, sim_groups)
-    cfg = site.cfg
-    d = Dispatcher(cfg, LocalProcessExecutor())
-    d.start()
-    try:
-        wait_for(lambda: read_runs(runs), 30)
-        (run,) = read_runs(runs)
-        with open_index_at(cfg.hdf5_db) as db:
-            # another daemon, whose clock says our lease has lapsed, takes the group
-            gid, _ = _claim(db, "daemon-b", time.time() + cfg.convert.lease_seconds + 1)
-            wait_for(lambda: not d.running, 30, "the dispatcher kept a lost attempt")
-            assert db.job(gid).lease_owner == "daemon-b"
-        # the given-up converter is stopped, not left to finish and race the new attempt
-        wait_for(lambda: not Path(f"/proc/{run['pid']}").exists(), 30)
-        assert [r["what"] for r in read_runs(runs)] == ["start"]
-        assert d.completed == 0
-    finally:
-        d.stop()
-    assert db_count(cfg.products_db, "SELECT COUNT(*) FROM ms_index") == 0
+from ..conftest import converter_script, wait_for
+from .conftest import retarget
 
 
 def test_the_local_executor_is_the_default(tmp_path: Path) -> None:
@@ -138,18 +67,112 @@ def test_a_relative_scheduler_file_is_relative_to_the_config_file(tmp_path: Path
     assert cfg.convert.dask_scheduler_file == str(tmp_path / "etc" / "dask" / "scheduler.json")
 
 
-def test_a_remote_result_is_checked_from_the_daemons_side(
-    tmp_path: Path, ok_script: Path, sim_groups
+def test_executor_names_match_the_config(tmp_path: Path) -> None:
+    assert set(EXECUTORS) == set(config.EXECUTORS)
+    cfg = load_config(None, env={"HOME": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"executor 'slurm' is unknown; use one of"):
+        make_executor(replace(cfg.convert, executor="slurm"))
+
+
+def test_the_dask_executor_is_built_without_connecting(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    cfg = load_config(None, env={"HOME": str(tmp_path)})
+    conv = replace(cfg.convert, executor="dask", dask_scheduler="tcp://127.0.0.1:9")
+    ex = make_executor(conv)
+    try:
+        assert ex.name == "dask" and ex.remote
+        assert ex.describe()["connected"] is False
+    finally:
+        ex.close()
+
+
+# -- the local child process, on a real worker process -------------------------------
+
+
+def _finish(h: Handle) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
+    wait_for(h.poll, 120, "the conversion process did not finish")
+    return h.result()
+
+
+def test_a_finished_conversion_hands_back_the_workers_result(
+    group_request: ConversionRequest, tmp_path: Path
 ) -> None:
-    site = _indexed_site(tmp_path, ok_script, sim_groups)
-    cfg = site.cfg
-    with open_index_at(cfg.hdf5_db, readonly=True) as db:
-        gid = db.list_groups(None, None, None)[0].group_id
-        req = build_request(cfg, db, gid)
-    d = Dispatcher(cfg, LocalProcessExecutor())
-    # a worker on another host said it wrote the MS, but this host does not see it
-    why = d._check_here(req, {"ms_path": req.output})
-    assert why is not None and "does not exist" in why and "storage shared by the workers" in why
-    Path(req.output).mkdir(parents=True)
-    (Path(req.output) / "inputs.txt").write_text("x")
-    assert d._check_here(req, {"ms_path": req.output}) is None
+    req = retarget(group_request, tmp_path)
+    h = LocalProcessExecutor().submit(req)
+    result, error = _finish(h)
+    assert error is None and result is not None
+    assert result["ms_path"] == req.output and result["skipped"] is False
+    assert not h.transient
+    # the converter's own output reaches the log through the worker's stderr
+    assert any("converting 16 files" in line for line in h.tail)
+
+
+@pytest.mark.parametrize(("code", "permanent", "counts"), [(65, True, True), (75, False, False)])
+def test_a_classified_failure_keeps_its_class(
+    group_request: ConversionRequest, tmp_path: Path, code: int, permanent: bool, counts: bool
+) -> None:
+    script = converter_script(tmp_path / "c", f"sys.exit({code})")
+    _, error = _finish(LocalProcessExecutor().submit(retarget(group_request, tmp_path, script)))
+    assert isinstance(error, ConversionError) and f"status {code}" in str(error)
+    assert (error.permanent, error.counts) == (permanent, counts)
+
+
+@pytest.mark.parametrize(
+    ("how", "needle"),
+    [("kill", "killed by SIGTERM"), ("sigkill", "killed by SIGKILL (out of memory?)")],
+)
+def test_a_killed_conversion_names_the_signal(
+    group_request: ConversionRequest, tmp_path: Path, how: str, needle: str
+) -> None:
+    script = converter_script(tmp_path / "hang", "time.sleep(600)")
+    h = LocalProcess(retarget(group_request, tmp_path, script))
+    if how == "kill":
+        h.kill()
+    else:
+        os.kill(h.proc.pid, signal.SIGKILL)
+    result, error = _finish(h)
+    assert result is None and isinstance(error, str) and needle in error
+
+
+def test_the_conversion_dies_with_the_process_that_started_it(
+    group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    pids = tmp_path / "converter.pid"
+    script = converter_script(
+        tmp_path / "hang", f"open({str(pids)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    )
+    req = retarget(group_request, tmp_path, script)
+    # a stand-in daemon: starts the conversion, says the worker's pid, waits
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, time\n"
+            "from dsa110_ingest.convert.executor import LocalProcess\n"
+            "from dsa110_ingest.convert.request import ConversionRequest\n"
+            "h = LocalProcess(ConversionRequest.from_json(json.loads(sys.stdin.readline())))\n"
+            "print(h.proc.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    parent.stdin.write(json.dumps(req.to_json()) + "\n")
+    parent.stdin.flush()
+    worker_pid = int(parent.stdout.readline())
+    wait_for(lambda: pids.exists() and pids.read_text(), 120, "the converter did not start")
+    converter_pid = int(pids.read_text())
+    parent.kill()  # SIGKILL: no cleanup of its own runs
+    parent.wait()
+    # PR_SET_PDEATHSIG: the worker goes with its parent, the converter with the worker
+    wait_for(lambda: not _alive(worker_pid) and not _alive(converter_pid), 60)
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(") ", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from dsa110_ingest.config import load_config
-from dsa110_ingest.convert import queue, worker
+from dsa110_ingest.convert import recorder, worker
+from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.db import open_index_at
 from dsa110_ingest.errors import (
     ConversionError,
@@ -25,7 +26,7 @@ from dsa110_ingest.simulate import write_subband_file
 from dsa110_ingest.times import iso_to_unix
 
 from ..conftest import SMALL, Site, converter_script, db_count, wait_for
-from .conftest import command_site
+from .conftest import command_site, indexed_site, retarget
 
 
 def _job(site: Site) -> sqlite3.Row:
@@ -132,22 +133,20 @@ def test_a_failure_on_a_full_disk_is_not_counted(tmp_path: Path, monkeypatch) ->
     """The dispatcher's own check (a worker killed by SIGABRT says nothing else)."""
     cfg = load_config(None, env={})
     monkeypatch.setattr(worker, "free_bytes", lambda _p: 10 << 20)
-    err = queue.classify(cfg, "conversion process killed by SIGABRT")
+    err = recorder.classify(cfg, "conversion process killed by SIGABRT")
     assert isinstance(err, TransientConversionError) and not err.counts
     assert "ENOSPC" in str(err) and "SIGABRT" in str(err)
     # data errors stay data errors whatever the disk says
-    assert queue.classify(cfg, PermanentConversionError("sb03 bad")).permanent
+    assert recorder.classify(cfg, PermanentConversionError("sb03 bad")).permanent
     monkeypatch.setattr(worker, "free_bytes", lambda _p: 100 << 30)
-    plain = queue.classify(cfg, "conversion process killed by SIGABRT")
+    plain = recorder.classify(cfg, "conversion process killed by SIGABRT")
     assert type(plain) is ConversionError and plain.counts
 
 
 def test_convert_force_refuses_while_another_holds_the_lease(
-    tmp_path: Path, ok_script: Path, sim_groups
+    tmp_path: Path, ok_script: Path
 ) -> None:
-    site = command_site(tmp_path, ok_script)
-    sim_groups(site.incoming, n=1)
-    site.cli("run", "--rescan", "--no-convert")
+    site = indexed_site(tmp_path, ok_script)  # index only: the job waits
     gid = site.cli_json("groups", "--json")[0]["group_id"]
     with open_index_at(site.root / "state" / "hdf5.sqlite3") as db:
         assert db.lease_job(gid, "elsewhere:1", time.time(), 600) is not None
@@ -158,36 +157,27 @@ def test_convert_force_refuses_while_another_holds_the_lease(
 
 
 def test_convert_force_beside_the_daemon_never_gives_two_conversions(
-    tmp_path: Path, daemon_factory, sim_groups
+    tmp_path: Path, daemon_factory, sim_groups, slow_converter
 ) -> None:
-    marker = tmp_path / "started"
-    script = converter_script(
-        tmp_path / "slow", f"open({str(marker)!r}, 'a').write('x'); time.sleep(4)"
-    )
-    site = command_site(tmp_path, script)
+    conv = slow_converter(4)
+    site = command_site(tmp_path, conv.script)
     d = daemon_factory(site)
     d.wait_ready()
     sim_groups(site.incoming, n=1)
-    wait_for(lambda: marker.exists(), 60, lambda: d.log.read_text()[-3000:])
+    wait_for(conv.started, 60, lambda: d.log.read_text()[-3000:])
     gid = site.cli_json("groups", "--json")[0]["group_id"]
     p = site.cli("convert", gid, "--force", check=False)
     assert p.returncode == 1 and "being converted by" in p.stderr
     wait_for(lambda: _ms_rows(site) == 1, 60, lambda: d.log.read_text()[-3000:])
     d.stop()
     assert [e["type"] for e in site.events()].count("group.converted") == 1
-    assert marker.read_text() == "x"  # one conversion ran, not two
+    assert conv.runs() == 1  # one conversion ran, not two
 
 
 def test_worker_refuses_a_too_small_disk_before_writing(
-    tmp_path: Path, ok_script: Path, sim_groups, monkeypatch
+    tmp_path: Path, group_request: ConversionRequest, monkeypatch
 ) -> None:
-    site = command_site(tmp_path, ok_script)
-    sim_groups(site.incoming, n=1)
-    site.cli("run", "--rescan", "--no-convert")
-    cfg = load_config(site.config_path, env={})
-    gid = site.cli_json("groups", "--json")[0]["group_id"]
-    with open_index_at(cfg.hdf5_db) as db:
-        req = queue.build_request(cfg, db, gid)
+    req = retarget(group_request, tmp_path)
     monkeypatch.setattr(worker, "free_bytes", lambda _p: 1000)
     with pytest.raises(TransientConversionError, match=r"ENOSPC\) before writing"):
         worker.run(req)

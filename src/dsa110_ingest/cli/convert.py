@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
 
 from dsa110_ingest.config import Config
+from dsa110_ingest.errors import ConversionError, DatabaseError
+
+if TYPE_CHECKING:
+    from dsa110_ingest.convert.recorder import Recorder
+    from dsa110_ingest.convert.request import ConversionRequest
+    from dsa110_ingest.db import IndexStore
 
 NAME = "convert"
 HELP = "convert one group now, in the foreground"
@@ -30,7 +43,101 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     from dsa110_ingest.convert.backends import require_available
-    from dsa110_ingest.convert.cli import convert_now
 
     require_available(cfg)
     return convert_now(cfg, args.group_id, args.force)
+
+
+def convert_now(cfg: Config, group_id: str, force: bool) -> int:
+    """Convert in this process, with the same request, lease, writes and events as the
+    daemon: while anyone else holds the group's lease (the daemon's dispatcher, another
+    ``convert``), this refuses, with or without ``--force``."""
+    # here, not at the top: every command's module is imported for `--help`
+    from dsa110_ingest.convert.recorder import Recorder
+    from dsa110_ingest.convert.request import build_request
+    from dsa110_ingest.db import open_index, open_products
+
+    owner = f"convert:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    lease_s = cfg.convert.lease_seconds
+    with open_index(cfg) as hdf5, open_products(cfg) as products:
+        job = hdf5.job(group_id)
+        if job is not None and job.state == "converted" and not force:
+            print(
+                f"convert: {group_id} is already converted to {job.ms_path} "
+                "(use --force to convert again)",
+                file=sys.stderr,
+            )
+            return 0
+        try:
+            req = build_request(cfg, hdf5, group_id, force=force)
+        except ConversionError as e:
+            print(f"convert: {e}", file=sys.stderr)
+            return 1
+        g = hdf5.group(group_id)
+        with hdf5.transaction(f"queueing {group_id} for a foreground conversion"):
+            hdf5.enqueue_job(group_id, g.start_mjd if g else None, time.time(), req.partial)
+        if hdf5.lease_job(group_id, owner, time.time(), lease_s) is None:
+            held = hdf5.job(group_id)
+            print(
+                f"convert: {group_id} is being converted by {held.lease_owner} right now "
+                f"(lease for {max(0.0, (held.lease_expires_at or 0) - time.time()):.0f} s "
+                "more); wait for it to finish, then `convert --force` if needed",
+                file=sys.stderr,
+            )
+            return 1
+        outcome = _convert_keeping_lease(hdf5, req, owner, lease_s, force)
+        return _record(Recorder(cfg, hdf5, products), req, owner, outcome)
+
+
+def _convert_keeping_lease(
+    hdf5: IndexStore, req: ConversionRequest, owner: str, lease_s: float, force: bool
+) -> dict[str, Any]:
+    """Run the worker in a thread of this process while this thread renews the lease, as
+    the dispatcher does: nobody else starts the group meanwhile. ``{"result": ...}`` or
+    ``{"error": ConversionError}``."""
+    from dsa110_ingest.convert import worker
+
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = worker.run(req, force=force)
+        except ConversionError as e:
+            outcome["error"] = e
+        except Exception as e:  # noqa: BLE001 -- recorded like the worker process does
+            outcome["error"] = ConversionError(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=work, name=f"convert-{req.group_id}", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(lease_s / 3)
+        try:
+            if t.is_alive():
+                hdf5.renew_lease(req.group_id, owner, time.time() + lease_s)
+        except DatabaseError as e:
+            print(f"convert: renewing the lease failed ({e}); retrying", file=sys.stderr)
+    return outcome
+
+
+def _record(rec: Recorder, req: ConversionRequest, owner: str, outcome: dict[str, Any]) -> int:
+    """The same writes and events as the daemon's; the exit code."""
+    group_id = req.group_id
+    if "error" in outcome:
+        e = outcome["error"]
+        state = rec.failure(group_id, owner, e)
+        print(f"convert: {group_id} failed ({e.kind}, {state}): {e}", file=sys.stderr)
+        return 1
+    result = outcome["result"]
+    if not rec.success(req, result, owner):
+        print(
+            f"convert: lost the lease of {group_id} to another converter; its result stands",
+            file=sys.stderr,
+        )
+        return 1
+    how = (
+        "already present, registered"
+        if result.get("skipped")
+        else f"written in {result.get('seconds', 0):.1f} s"
+    )
+    print(f"convert: {group_id} -> {result['ms_path']} ({how})", file=sys.stderr)
+    return 0

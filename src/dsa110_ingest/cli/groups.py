@@ -9,6 +9,7 @@ from typing import Any
 
 from dsa110_ingest.cli._common import EXIT_OK, iso_time, positive_int, print_json
 from dsa110_ingest.config import Config
+from dsa110_ingest.naming import missing_subbands
 
 NAME = "groups"
 HELP = "list groups with their subbands, conversion state and last error"
@@ -41,7 +42,6 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def group_json(r: Any, files: list[Any], ms_status: str | None) -> dict[str, Any]:
-    have = {f.subband_num for f in files}
     conversion = r.convert_state
     if conversion == "converted" and ms_status in ("missing", None):
         conversion = MS_MISSING
@@ -53,7 +53,7 @@ def group_json(r: Any, files: list[Any], ms_status: str | None) -> dict[str, Any
         "n_conflicts": r.n_conflicts,
         "start_mjd": r.start_mjd,
         "end_mjd": r.end_mjd,
-        "missing_subbands": [f"sb{i:02d}" for i in range(r.expected_subbands) if i not in have],
+        "missing_subbands": missing_subbands((f.subband_num for f in files), r.expected_subbands),
         "files": [f.path for f in files],
         "conversion": conversion,
         "attempts": r.attempts,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 from dsa110_ingest.config import Config
 
@@ -22,6 +24,33 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    from dsa110_ingest.convert.cli import retry
-
     return retry(cfg, args.group_id)
+
+
+def retry(cfg: Config, group_id: str) -> int:
+    from dsa110_ingest.db import open_index
+
+    with open_index(cfg) as hdf5:
+        job = hdf5.job(group_id)
+        if job is None:
+            print(
+                f"retry: {group_id} has no conversion job (is the group complete? see "
+                "`dsa110-ingest groups`)",
+                file=sys.stderr,
+            )
+            return 1
+        if not hdf5.retry_failed_job(group_id, time.time()):
+            # as `convert` of a converted group: nothing to do is not an error
+            print(f"retry: {group_id} is {job.state}, not failed; nothing to do", file=sys.stderr)
+            return 0
+    from dsa110_ingest.service import daemon_status  # the service imports this module's peers
+
+    daemon = daemon_status(cfg)
+    who = (
+        f"the running daemon (pid {daemon['pid']}) picks it up"
+        if daemon["state"] == "running"
+        else f"but no daemon is running to pick it up (it is {daemon['state']}); start it, "
+        f"or convert it now with `dsa110-ingest convert {group_id}`"
+    )
+    print(f"retry: {group_id} is pending again; {who}", file=sys.stderr)
+    return 0

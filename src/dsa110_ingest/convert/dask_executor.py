@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from dsa110_ingest.config import ConvertConfig
+from dsa110_ingest.convert.backoff import Backoff
 from dsa110_ingest.convert.executor import LocalProcess
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import ConfigError, ConversionError
@@ -48,6 +49,8 @@ KEY_PREFIX = "dsa110-convert"
 UNREACHABLE = (OSError, TimeoutError, CommClosedError, CancelledError)
 INFO_EVERY_S = 2.0
 CONNECT_TIMEOUT_S = 5.0
+# between attempts to reach a scheduler that did not answer: 1 s, doubling, at most 60 s
+RECONNECT_BACKOFF = Backoff(1.0, 60.0)
 # a running task is still wanted while its worker holds it in one of these states; a
 # cancelled future (or a client gone) turns it "cancelled" while the thread runs on
 _WANTED = ("executing", "long-running", "resumed")
@@ -187,7 +190,7 @@ class DaskExecutor:
         self.client: distributed.Client | None = None
         self._reason: str | None = None
         self._next_connect = 0.0
-        self._delay = 1.0
+        self._failed_connects = 0  # in a row
         self._info: dict[str, Any] = {}
         self._info_at = 0.0
         self._processing: dict[str, list[str]] = {}
@@ -211,14 +214,15 @@ class DaskExecutor:
         try:
             self.client = connect(self.cfg)
         except (*UNREACHABLE, ValueError) as e:
+            self._failed_connects += 1
+            delay = RECONNECT_BACKOFF.delay(self._failed_connects)
             self._reason = (
                 f"scheduler {where(self.cfg)} unreachable ({type(e).__name__}: {e}); "
-                f"next try in {self._delay:.0f} s"
+                f"next try in {delay:.0f} s"
             )
-            self._next_connect = now + self._delay
-            self._delay = min(60.0, self._delay * 2)
+            self._next_connect = now + delay
             return None
-        self._delay = 1.0
+        self._failed_connects = 0
         self._info_at = 0.0
         log.info("convert.dask_connected", scheduler=self.client.scheduler.address)
         return self.client

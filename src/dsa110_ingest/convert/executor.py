@@ -18,13 +18,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
 
 from dsa110_ingest.config import ConvertConfig
 from dsa110_ingest.convert.request import ConversionRequest
-from dsa110_ingest.errors import ConversionError
+from dsa110_ingest.errors import ConfigError, ConversionError
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
@@ -49,6 +50,7 @@ class Executor(Protocol):
     def capacity(self) -> int | None: ...  # conversions it can run now; None: no own limit
     def unavailable(self) -> str | None: ...  # why nothing can be submitted now, or None
     def describe(self) -> dict[str, Any]: ...  # for `status` and metrics
+    def forget(self, handle: Handle) -> None: ...  # the dispatcher is done with the handle
     def close(self) -> None: ...
 
 
@@ -150,14 +152,34 @@ class LocalProcessExecutor:
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name}
 
+    def forget(self, handle: Handle) -> None:
+        pass  # a finished child keeps nothing here
+
     def close(self) -> None:
         pass
 
 
+def _dask(cfg: ConvertConfig) -> Executor:
+    # imported only when chosen: it needs the extra `dask`, and raises a ConfigError
+    # naming it when that is missing
+    from dsa110_ingest.convert.dask_executor import DaskExecutor
+
+    return DaskExecutor(cfg)
+
+
+# ``[convert] executor`` -> how to build it; a new executor is one entry here (and its
+# name in config.EXECUTORS)
+EXECUTORS: dict[str, Callable[[ConvertConfig], Executor]] = {
+    LocalProcessExecutor.name: lambda _cfg: LocalProcessExecutor(),
+    "dask": _dask,
+}
+
+
 def make_executor(cfg: ConvertConfig) -> Executor:
     """The executor ``[convert] executor`` names; the Dask one connects lazily."""
-    if cfg.executor == "dask":
-        from dsa110_ingest.convert.dask_executor import DaskExecutor
-
-        return DaskExecutor(cfg)
-    return LocalProcessExecutor()
+    build = EXECUTORS.get(cfg.executor)
+    if build is None:
+        raise ConfigError(
+            f"[convert] executor {cfg.executor!r} is unknown; use one of {sorted(EXECUTORS)}"
+        )
+    return build(cfg)

@@ -16,20 +16,15 @@ from typing import Any
 import numpy as np
 
 from dsa110_ingest.convert import plan as recipe
+from dsa110_ingest.convert.backends import require_casacore
 from dsa110_ingest.convert.request import ConversionRequest
-from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
+from dsa110_ingest.errors import PermanentConversionError
 
 
 def convert(
     req: ConversionRequest, tmp_output: Path, plan: recipe.ConversionPlan
 ) -> dict[str, Any]:
-    try:
-        import casacore.tables  # noqa: F401
-    except ImportError as e:
-        raise TransientConversionError(
-            "backend 'pyuvdata' needs python-casacore (the extra 'convert'): "
-            "pip install 'dsa110-ingest[convert]'"
-        ) from e
+    require_casacore("pyuvdata")
     parts = [recipe.read_aligned(plan, k) for k in range(len(plan.subbands))]
     uv = recipe.combine(parts)
     del parts

@@ -1,10 +1,19 @@
-"""What a conversion needs, as plain JSON, so that any executor (a local process today,
-a Dask or batch worker later) can run it without the daemon's DB handles."""
+"""What a conversion needs, as plain JSON, so that any executor (a local process, a Dask
+worker) can run it without the daemon's DB handles: built from the index here
+(:func:`build_request`), and turned into its ``ms_index`` row here (:func:`ms_row`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from dsa110_ingest.errors import ConversionError
+from dsa110_ingest.naming import missing_subbands
+
+if TYPE_CHECKING:
+    from dsa110_ingest.config import Config
+    from dsa110_ingest.db import IndexStore
+    from dsa110_ingest.db.records import FileRecord
 
 
 @dataclass(frozen=True)
@@ -56,3 +65,88 @@ class ConversionRequest:
         d["command"] = tuple(d.get("command", ()))
         d["missing_subbands"] = tuple(d.get("missing_subbands", ()))
         return cls(**d)
+
+
+def ms_path_for(cfg: Config, group_id: str) -> str:
+    name = cfg.convert.ms_name.format(group_id=group_id)
+    return str(cfg.convert.output_dir / name)
+
+
+def build_request(
+    cfg: Config, db: IndexStore, group_id: str, *, force: bool = False, partial: bool = False
+) -> ConversionRequest:
+    """The request for ``group_id`` from the index; a group whose files are gone, or
+    that is incomplete (unless ``partial`` or ``force``), is refused naming the fix."""
+    g = db.group(group_id)
+    if g is None:
+        raise ConversionError(f"group {group_id} is not in {db.name}; see `dsa110-ingest groups`")
+    files = db.group_files(group_id)
+    present = [f for f in files if f.stored]
+    gone = [f.path for f in files if not f.stored]
+    if gone:
+        raise ConversionError(
+            f"group {group_id}: {len(gone)} file(s) no longer on disk, e.g. "
+            f"{gone[0]}; restore them, or `retry` after they are back"
+        )
+    missing = tuple(missing_subbands((f.subband_num for f in present), g.expected_subbands))
+    if missing and not (partial or force):
+        raise ConversionError(
+            f"group {group_id} is missing {', '.join(missing)}; an incomplete "
+            "group is converted only with [convert] "
+            "convert_incomplete_after_seconds, or with --force"
+        )
+    c = cfg.convert
+    return ConversionRequest(
+        phasing=c.phasing,
+        pointing_dec_deg=c.pointing_dec_deg,
+        time_tolerance_s=c.time_tolerance_seconds or None,
+        min_time_overlap=c.min_time_overlap,
+        imaging_columns=c.imaging_columns,
+        telescope_name=c.telescope_name or None,
+        group_id=group_id,
+        inputs=tuple(InputFile(f.path, f.subband_num, f.freq_min_hz, f.n_freqs) for f in present),
+        output=ms_path_for(cfg, group_id),
+        backend=c.backend,
+        command=c.command,
+        timeout_s=c.timeout_seconds,
+        partial=bool(missing),
+        missing_subbands=missing,
+        meta={
+            "force": force,
+            "start_mjd": g.start_mjd,
+            "end_mjd": g.end_mjd,
+            "ra_deg": _mean(present, "ra_deg"),
+            "dec_deg": _mean(present, "dec_deg"),
+        },
+    )
+
+
+def _mean(rows: list[FileRecord], key: str) -> float | None:
+    vals = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def ms_row(req: ConversionRequest, result: dict[str, Any], now: float) -> dict[str, Any]:
+    """The ``ms_index`` row of a converted request, from the worker's ``result``."""
+    m = req.meta
+    start, end = m.get("start_mjd"), m.get("end_mjd")
+    return {
+        "path": result["ms_path"],
+        "group_id": req.group_id,
+        "start_mjd": start,
+        "end_mjd": end,
+        "mid_mjd": (start + end) / 2 if start is not None and end is not None else None,
+        # the MS's own mid-time phase centre; the files' drift-scan centre only for an MS
+        # whose writer did not report one
+        "ra_deg": result.get("ra_deg", m.get("ra_deg")),
+        "dec_deg": result.get("dec_deg", m.get("dec_deg")),
+        "status": "converted",
+        "stage": "converted",
+        "processed_at": now,
+        "stage_updated_at": now,
+        "n_subbands": len(req.inputs),
+        "missing_subbands": ",".join(req.missing_subbands) or None,
+        "n_channels": result.get("n_channels"),
+        "freq_min_hz": result.get("freq_min_hz"),
+        "freq_max_hz": result.get("freq_max_hz"),
+    }

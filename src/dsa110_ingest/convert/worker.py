@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_ingest import uvh5
-from dsa110_ingest.convert import command_backend, pyuvdata_backend
+from dsa110_ingest.convert import command_backend
 from dsa110_ingest.convert import plan as recipe
+from dsa110_ingest.convert.backends import Backend, backend_for
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import ConversionError, TransientConversionError
 
@@ -60,20 +61,6 @@ def _looks_like_enospc(e: BaseException) -> bool:
     return "No space left on device" in str(e)
 
 
-def _validate(req: ConversionRequest, path: Path) -> str | None:
-    if req.backend in ("pyuvdata", "native"):
-        return pyuvdata_backend.validate_ms(path, req.n_channels)
-    return command_backend.validate_output(path)
-
-
-def _backend(name: str) -> Any:
-    if name == "native":
-        from dsa110_ingest.convert.native import backend as native
-
-        return native
-    return pyuvdata_backend if name == "pyuvdata" else command_backend
-
-
 def _clear_stale_temps(final: Path) -> None:
     for p in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -86,8 +73,8 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def _verify(req: ConversionRequest, tmp: Path, plan: recipe.ConversionPlan) -> None:
-    if req.backend == "pyuvdata" or (tmp / "table.dat").exists():
+def _verify(backend: Backend, tmp: Path, plan: recipe.ConversionPlan) -> None:
+    if backend.writes_ms or (tmp / "table.dat").exists():
         # an MS, whoever wrote it, must be the planned one
         recipe.verify_ms(tmp, plan)
         return
@@ -99,6 +86,7 @@ def _verify(req: ConversionRequest, tmp: Path, plan: recipe.ConversionPlan) -> N
 def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
     final = Path(req.output)
     t0 = time.monotonic()
+    backend = backend_for(req.backend)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -108,35 +96,60 @@ def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
             "make it writable by the daemon's user"
         ) from None
     if final.exists() and not force:
-        why = _validate(req, final)
-        if why is None:
-            out: dict[str, Any] = {
-                "ms_path": str(final),
-                "skipped": True,
-                "n_channels": req.n_channels,
-                "seconds": 0.0,
-            }
-            try:  # the centre ms_index records; the MS itself is already accepted
-                out.update(_recipe_result(recipe.plan_for_request(req), {}))
-            except ConversionError as e:
-                print(f"existing {final} kept; its phase centre is unknown: {e}", file=sys.stderr)
-            return out
-        # an invalid leftover must not block the group, nor be destroyed unseen
-        aside = final.with_name(f"{final.name}.invalid-{int(time.time())}")
-        os.rename(final, aside)
-        print(f"existing {final} {why}; moved aside to {aside}", file=sys.stderr)
+        kept = _keep_existing(req, backend, final)
+        if kept is not None:
+            return kept
     _clear_stale_temps(final)
     uvh5.refuse_unsafe_inputs(f.path for f in req.inputs)  # nothing read from elsewhere
     plan = recipe.plan_for_request(req)
     need = estimated_ms_bytes(plan, req.imaging_columns)
     if free_bytes(final.parent) < need:
         raise disk_full_error(final.parent, need, "before writing")
+    info = _write(req, backend, plan, final, need)
+    return {
+        "ms_path": str(final),
+        "skipped": False,
+        "seconds": time.monotonic() - t0,
+        **info,
+        **_recipe_result(plan, info),
+    }
+
+
+def _keep_existing(req: ConversionRequest, backend: Backend, final: Path) -> dict[str, Any] | None:
+    """An output already at ``final``: its result when it stands as the product (a retry
+    after a crash between the rename and the DB writes), else None, moved aside."""
+    why = backend.validate(req, final)
+    if why is None:
+        out: dict[str, Any] = {
+            "ms_path": str(final),
+            "skipped": True,
+            "n_channels": req.n_channels,
+            "seconds": 0.0,
+        }
+        try:  # the centre ms_index records; the MS itself is already accepted
+            out.update(_recipe_result(recipe.plan_for_request(req), {}))
+        except ConversionError as e:
+            print(f"existing {final} kept; its phase centre is unknown: {e}", file=sys.stderr)
+        return out
+    # an invalid leftover must not block the group, nor be destroyed unseen
+    aside = final.with_name(f"{final.name}.invalid-{int(time.time())}")
+    os.rename(final, aside)
+    print(f"existing {final} {why}; moved aside to {aside}", file=sys.stderr)
+    return None
+
+
+def _write(
+    req: ConversionRequest, backend: Backend, plan: recipe.ConversionPlan, final: Path, need: int
+) -> dict[str, Any]:
+    """Convert into a temporary name beside ``final``, verify, rename into place; what
+    the backend reports. A failure leaves no temporary, and is blamed on the disk when
+    the disk is (nearly) full."""
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    backend = _backend(req.backend)
+    converter = backend.load()
     try:
         try:
-            info = backend.convert(req, tmp, plan)
-            _verify(req, tmp, plan)
+            info = converter.convert(req, tmp, plan)
+            _verify(backend, tmp, plan)
             if final.exists():  # --force: the old product goes only once the new one is whole
                 old = final.with_name(f".{final.name}.old-{os.getpid()}")
                 os.rename(final, old)
@@ -165,13 +178,7 @@ def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
     finally:
         if tmp.exists():
             _remove(tmp)
-    return {
-        "ms_path": str(final),
-        "skipped": False,
-        "seconds": time.monotonic() - t0,
-        **info,
-        **_recipe_result(plan, info),
-    }
+    return info
 
 
 def _recipe_result(plan: recipe.ConversionPlan, info: dict[str, Any]) -> dict[str, Any]:

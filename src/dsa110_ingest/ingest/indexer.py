@@ -23,7 +23,7 @@ from dsa110_ingest.db.retry import busy_retry
 from dsa110_ingest.ingest.grouping import Band, join_group, overlaps, suspect
 from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
 from dsa110_ingest.ingest.scanner import Candidate, scan_tree, stat_path
-from dsa110_ingest.naming import NameParser, path_text
+from dsa110_ingest.naming import NameParser, missing_subbands, path_text
 from dsa110_ingest.times import mjd_to_unix, unix_to_mjd
 from dsa110_ingest.uvh5 import HeaderInfo
 
@@ -509,8 +509,8 @@ class Indexer:
             with self.db.transaction("expiring incomplete groups"):
                 for grow in self._expired(obs_before):
                     gid = grow.group_id
-                    have = {f.subband_num for f in self.db.group_files(gid)}
-                    missing = [f"sb{i:02d}" for i in range(g.expected_subbands) if i not in have]
+                    have = (f.subband_num for f in self.db.group_files(gid))
+                    missing = missing_subbands(have, g.expected_subbands)
                     self.db.set_group_state(gid, "incomplete", now)
                     self.db.add_event(
                         ev.GROUP_INCOMPLETE,

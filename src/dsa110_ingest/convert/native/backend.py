@@ -10,6 +10,7 @@ import numpy as np
 
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend
+from dsa110_ingest.convert.backends import require_casacore
 from dsa110_ingest.convert.native import fused, kernel, msfile, reader
 from dsa110_ingest.convert.native.group import GroupPlan, plan_group
 from dsa110_ingest.convert.request import ConversionRequest
@@ -194,13 +195,7 @@ def convert(
     req: ConversionRequest, tmp_output: Path, plan: recipe.ConversionPlan
 ) -> dict[str, Any]:
     """The worker's entry point: the recipe's MS at ``tmp_output``, streamed."""
-    try:
-        import casacore.tables  # noqa: F401
-    except ImportError as e:
-        raise TransientConversionError(
-            "backend 'native' needs python-casacore (the extra 'convert'): "
-            "pip install 'dsa110-ingest[convert]'"
-        ) from e
+    require_casacore("native")
     group = plan_group(plan)
     info = write_ms(group, tmp_output)
     pyuvdata_backend.finish_ms(tmp_output, plan, imaging_columns=req.imaging_columns)

@@ -1,5 +1,6 @@
-"""The conversion queue driven by the daemon and by `run --rescan`: exactly once, retries,
-timeouts, killed workers, a locked products DB, names a shell would choke on."""
+"""The conversion dispatcher driven by the daemon and by `run --rescan`: exactly once,
+retries, timeouts, killed workers, a locked products DB, names a shell would choke on,
+a lease taken over, a remote result checked from the daemon's side."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import json
 import os
 import signal
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from dsa110_ingest.convert.dispatcher import Dispatcher
+from dsa110_ingest.convert.executor import LocalProcessExecutor
+from dsa110_ingest.convert.request import build_request
+from dsa110_ingest.db import open_index_at
 
 from ..conftest import (
     SMALL,
@@ -22,7 +27,7 @@ from ..conftest import (
     wait_for,
     write_site,
 )
-from .conftest import command_site
+from .conftest import ancestry_body, claim, command_site, indexed_site, read_runs
 
 
 def _products(site: Site) -> Path:
@@ -138,16 +143,13 @@ def test_killed_worker_is_retried_and_leaves_no_half_ms(
 
 
 def test_daemon_killed_mid_conversion_resumes_after_the_lease(
-    tmp_path: Path, daemon_factory, sim_groups
+    tmp_path: Path, daemon_factory, sim_groups, slow_converter
 ) -> None:
-    marker = tmp_path / "started"
-    script = converter_script(
-        tmp_path / "slow", f"open({str(marker)!r}, 'a').write('x'); time.sleep(2)"
-    )
-    site = command_site(tmp_path, script)
+    conv = slow_converter(2)
+    site = command_site(tmp_path, conv.script)
     sim_groups(site.incoming, n=1)
     d = daemon_factory(site)
-    wait_for(lambda: marker.exists(), 30)
+    wait_for(conv.started, 30)
     d.proc.send_signal(signal.SIGKILL)  # the converter dies with it (PDEATHSIG)
     d.proc.wait()
     d2 = daemon_factory(site)
@@ -157,16 +159,12 @@ def test_daemon_killed_mid_conversion_resumes_after_the_lease(
         lambda: d2.log.read_text()[-3000:],
     )
     assert [e["type"] for e in site.events()].count("group.converted") == 1
-    assert len(marker.read_text()) == 2
+    assert conv.runs() == 2
     d2.stop()
 
 
-def test_locked_products_db_is_written_after_release(
-    tmp_path: Path, ok_script: Path, sim_groups
-) -> None:
-    site = command_site(tmp_path, ok_script)
-    sim_groups(site.incoming, n=1)
-    site.cli("run", "--rescan", "--no-convert")  # index only: the job waits
+def test_locked_products_db_is_written_after_release(tmp_path: Path, ok_script: Path) -> None:
+    site = indexed_site(tmp_path, ok_script)  # index only: the job waits
     from dsa110_ingest.db import open_products_at
 
     open_products_at(_products(site)).close()
@@ -200,12 +198,8 @@ def test_incomplete_groups_convert_only_when_configured(
     assert row == ("sb03", 15)
 
 
-def test_convert_command_in_the_foreground_and_force(
-    tmp_path: Path, ok_script: Path, sim_groups
-) -> None:
-    site = command_site(tmp_path, ok_script)
-    sim_groups(site.incoming, n=1)
-    site.cli("run", "--rescan", "--no-convert")
+def test_convert_command_in_the_foreground_and_force(tmp_path: Path, ok_script: Path) -> None:
+    site = indexed_site(tmp_path, ok_script)  # index only: the job waits
     gid = site.cli_json("groups", "--json")[0]["group_id"]
     p = site.cli("convert", gid)
     assert "written in" in p.stderr
@@ -224,7 +218,6 @@ def test_newest_first_order(tmp_path: Path, sim_groups) -> None:
     site.cli("run", "--rescan")
     names = [Path(line).name for line in log.read_text().splitlines()]
     assert names == sorted(names, reverse=True)
-    _ = (json, threading, pytest, SMALL)
 
 
 def test_command_backend_receives_the_recipe_in_inputs_json(
@@ -250,3 +243,41 @@ def test_command_backend_receives_the_recipe_in_inputs_json(
     (conv_ev,) = [e for e in site.events() if e["type"] == "group.converted"]
     assert conv_ev["payload"]["phasing"] == "meridian_mid"
     assert conv_ev["payload"]["max_time_offset_s"] == 0.0
+
+
+def test_the_dispatcher_gives_up_an_attempt_whose_lease_was_taken(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.jsonl"
+    script = converter_script(tmp_path / "slow", ancestry_body(runs, sleep=30))
+    site = indexed_site(tmp_path, script)
+    cfg = site.cfg
+    d = Dispatcher(cfg, LocalProcessExecutor())
+    d.start()
+    try:
+        wait_for(lambda: read_runs(runs), 30)
+        (run,) = read_runs(runs)
+        with open_index_at(cfg.hdf5_db) as db:
+            # another daemon, whose clock says our lease has lapsed, takes the group
+            gid, _ = claim(db, "daemon-b", time.time() + cfg.convert.lease_seconds + 1)
+            wait_for(lambda: not d.running, 30, "the dispatcher kept a lost attempt")
+            assert db.job(gid).lease_owner == "daemon-b"
+        # the given-up converter is stopped, not left to finish and race the new attempt
+        wait_for(lambda: not Path(f"/proc/{run['pid']}").exists(), 30)
+        assert [r["what"] for r in read_runs(runs)] == ["start"]
+    finally:
+        d.stop()
+    assert db_count(cfg.products_db, "SELECT COUNT(*) FROM ms_index") == 0
+
+
+def test_a_remote_result_is_checked_from_the_daemons_side(tmp_path: Path, ok_script: Path) -> None:
+    site = indexed_site(tmp_path, ok_script)
+    cfg = site.cfg
+    with open_index_at(cfg.hdf5_db, readonly=True) as db:
+        gid = db.list_groups(None, None, None)[0].group_id
+        req = build_request(cfg, db, gid)
+    d = Dispatcher(cfg, LocalProcessExecutor())
+    # a worker on another host said it wrote the MS, but this host does not see it
+    why = d._check_here(req, {"ms_path": req.output})
+    assert why is not None and "does not exist" in why and "storage shared by the workers" in why
+    Path(req.output).mkdir(parents=True)
+    (Path(req.output) / "inputs.txt").write_text("x")
+    assert d._check_here(req, {"ms_path": req.output}) is None
