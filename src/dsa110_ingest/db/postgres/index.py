@@ -56,7 +56,7 @@ from dsa110_ingest.db.records import (
     field_names,
 )
 from dsa110_ingest.db.store import IndexStore
-from dsa110_ingest.errors import DatabaseError
+from dsa110_ingest.errors import DatabaseBusyError, DatabaseError
 from dsa110_ingest.naming import path_bytes, path_text
 
 EVENTS_CHANNEL = "dsa110_events"
@@ -441,9 +441,11 @@ class PostgresIndexStore(IndexStore):
             (min_ts, max_ts, now, group_id, group_id),
         )
         if row is None:
-            raise DatabaseError(
-                f"database {self.name}: group {group_id} vanished while it was refreshed; "
-                "the indexing batch is rolled back and retried"
+            # another node renamed or merged it after this transaction read its id: busy,
+            # so the whole batch is rolled back and retried with the id as it is now
+            raise DatabaseBusyError(
+                f"database {self.name}: group {group_id} was renamed by another writer "
+                "while it was refreshed; the indexing batch is rolled back and retried"
             )
         group = Group(*row)
         if group.end_mjd is not None and group.start_mjd is not None:
