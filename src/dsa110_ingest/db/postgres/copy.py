@@ -9,66 +9,44 @@ come from those constants only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import astuple
 from typing import Any
 
 from dsa110_ingest.db.postgres.base import PgConnection
 from dsa110_ingest.db.postgres.schema import LOCK_EVENTS
-from dsa110_ingest.db.records import Event, field_names
+from dsa110_ingest.db.records import copy_record, copy_spec, copy_values
 
 # tables whose key is an identity column: its sequence must end past every copied id
 _IDENTITY = ("events", "storage_locations")
 
 
-def _spec(tables: Mapping[str, tuple[type, str]], table: str) -> tuple[type, str, tuple[str, ...]]:
-    if table not in tables:
-        raise ValueError(f"{table!r} is not a copyable table; one of {sorted(tables)}")
-    cls, key = tables[table]
-    return cls, key, field_names(cls)
-
-
-def _record(cls: type, row: Sequence[Any]) -> Any:
-    if cls is Event:
-        return Event(row[0], row[1], row[2], json.loads(row[3] or "{}"), row[4])
-    return cls(*row)
-
-
-def _values(rec: Any) -> tuple[Any, ...]:
-    if isinstance(rec, Event):
-        return (rec.id, rec.type, rec.group_id, json.dumps(rec.payload, sort_keys=True),
-                rec.created_at)  # fmt: skip
-    return astuple(rec)
-
-
 def export_rows(
     c: PgConnection, tables: Mapping[str, tuple[type, str]], table: str, after: Any, limit: int
 ) -> list[Any]:
-    cls, key, cols = _spec(tables, table)
+    cls, key, cols = copy_spec(tables, table)
     q = f"SELECT {', '.join(cols)} FROM {table}"
     args: tuple[Any, ...] = ()
     if after is not None:
         q += f" WHERE {key} > %s"
         args = (after,)
-    return [_record(cls, r) for r in c.all(f"{q} ORDER BY {key} LIMIT %s", (*args, limit))]
+    return [copy_record(cls, r) for r in c.all(f"{q} ORDER BY {key} LIMIT %s", (*args, limit))]
 
 
 def rows_by_key(
     c: PgConnection, tables: Mapping[str, tuple[type, str]], table: str, keys: Sequence[Any]
 ) -> dict[Any, Any]:
-    cls, key, cols = _spec(tables, table)
+    cls, key, cols = copy_spec(tables, table)
     at = cols.index(key)
     if not keys:
         return {}
     rows = c.all(f"SELECT {', '.join(cols)} FROM {table} WHERE {key} = ANY(%s)", (list(keys),))
-    return {r[at]: _record(cls, r) for r in rows}
+    return {r[at]: copy_record(cls, r) for r in rows}
 
 
 def import_rows(
     c: PgConnection, tables: Mapping[str, tuple[type, str]], table: str, rows: Sequence[Any]
 ) -> int:
-    _cls, key, cols = _spec(tables, table)
+    _cls, key, cols = copy_spec(tables, table)
     if not rows:
         return 0
     if table == "events":
@@ -77,7 +55,7 @@ def import_rows(
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
         f"ON CONFLICT ({key}) DO NOTHING"
     )
-    inserted = c.executemany(sql, [_values(r) for r in rows], f"copying rows into {table}")
+    inserted = c.executemany(sql, [copy_values(r) for r in rows], f"copying rows into {table}")
     if table in _IDENTITY:
         # an explicit id does not move the identity's sequence: move it past the copy
         top = max(int(getattr(r, key)) for r in rows)

@@ -40,6 +40,7 @@ from dsa110_ingest.db.postgres.schema import (
 from dsa110_ingest.db.records import (
     FILE_COLUMNS,
     GROUP_COLUMNS,
+    INDEX_COPY_TABLES,
     JOB_COLUMNS,
     ConversionJob,
     Event,
@@ -56,7 +57,7 @@ from dsa110_ingest.db.records import (
     field_names,
 )
 from dsa110_ingest.db.store import IndexStore
-from dsa110_ingest.errors import DatabaseError
+from dsa110_ingest.errors import DatabaseBusyError, DatabaseError
 from dsa110_ingest.naming import path_bytes, path_text
 
 EVENTS_CHANNEL = "dsa110_events"
@@ -91,12 +92,6 @@ _CLAIMABLE = (
 
 def _heartbeat(row: Sequence[Any]) -> Heartbeat:
     return Heartbeat(*row[:5], status=json.loads(row[5] or "{}"))
-
-
-def _copy_tables() -> Any:
-    from dsa110_ingest.db import records
-
-    return records.INDEX_COPY_TABLES
 
 
 def window_buckets(lo: float, hi: float, width: float) -> list[int]:
@@ -239,14 +234,14 @@ class PostgresIndexStore(IndexStore):
 
     # -- copying the whole index (``migrate --to``) -----------------------------------------
     def export_rows(self, table: str, after: Any = None, limit: int = 1000) -> list[Any]:
-        return copy.export_rows(self.c, _copy_tables(), table, after, limit)
+        return copy.export_rows(self.c, INDEX_COPY_TABLES, table, after, limit)
 
     def rows_by_key(self, table: str, keys: Sequence[Any]) -> dict[Any, Any]:
-        return copy.rows_by_key(self.c, _copy_tables(), table, keys)
+        return copy.rows_by_key(self.c, INDEX_COPY_TABLES, table, keys)
 
     def import_rows(self, table: str, rows: Sequence[Any]) -> int:
         self._files = None  # file rows change
-        return copy.import_rows(self.c, _copy_tables(), table, rows)
+        return copy.import_rows(self.c, INDEX_COPY_TABLES, table, rows)
 
     def insert_file_if_new(self, row: Mapping[str, Any]) -> bool:
         self._files = None  # file rows change
@@ -441,9 +436,11 @@ class PostgresIndexStore(IndexStore):
             (min_ts, max_ts, now, group_id, group_id),
         )
         if row is None:
-            raise DatabaseError(
-                f"database {self.name}: group {group_id} vanished while it was refreshed; "
-                "the indexing batch is rolled back and retried"
+            # another node renamed or merged it after this transaction read its id: busy,
+            # so the whole batch is rolled back and retried with the id as it is now
+            raise DatabaseBusyError(
+                f"database {self.name}: group {group_id} was renamed by another writer "
+                "while it was refreshed; the indexing batch is rolled back and retried"
             )
         group = Group(*row)
         if group.end_mjd is not None and group.start_mjd is not None:

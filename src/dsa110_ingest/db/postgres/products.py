@@ -16,7 +16,7 @@ from dsa110_ingest.db.postgres import copy
 from dsa110_ingest.db.postgres.base import PgConnection
 from dsa110_ingest.db.postgres.maintenance import dump_database, integrity_report
 from dsa110_ingest.db.postgres.schema import PRODUCTS_MIGRATIONS, PRODUCTS_TABLES
-from dsa110_ingest.db.records import MS_COLUMNS, MsRecord
+from dsa110_ingest.db.records import MS_COLUMNS, PRODUCTS_COPY_TABLES, MsRecord
 from dsa110_ingest.db.store import ProductsStore
 
 _MS_COLS = ", ".join(MS_COLUMNS)
@@ -26,12 +26,6 @@ _UPSERT = (
     # upstream's rule: an upsert never replaces a known value with NULL
     + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, ms_index.{c})" for c in MS_COLUMNS if c != "path")
 )
-
-
-def _copy_tables() -> Any:
-    from dsa110_ingest.db import records
-
-    return records.PRODUCTS_COPY_TABLES
 
 
 class PostgresProductsStore(ProductsStore):
@@ -82,13 +76,13 @@ class PostgresProductsStore(ProductsStore):
 
     # -- copying the whole products DB (``migrate --to``) ----------------------------------
     def export_rows(self, table: str, after: Any = None, limit: int = 1000) -> list[Any]:
-        return copy.export_rows(self.c, _copy_tables(), table, after, limit)
+        return copy.export_rows(self.c, PRODUCTS_COPY_TABLES, table, after, limit)
 
     def rows_by_key(self, table: str, keys: Sequence[Any]) -> dict[Any, Any]:
-        return copy.rows_by_key(self.c, _copy_tables(), table, keys)
+        return copy.rows_by_key(self.c, PRODUCTS_COPY_TABLES, table, keys)
 
     def import_rows(self, table: str, rows: Sequence[Any]) -> int:
-        return copy.import_rows(self.c, _copy_tables(), table, rows)
+        return copy.import_rows(self.c, PRODUCTS_COPY_TABLES, table, rows)
 
     def has_table(self, name: str) -> bool:
         return bool(self.c.value("SELECT to_regclass(%s) IS NOT NULL", (name,)))
