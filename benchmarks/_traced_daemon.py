@@ -31,9 +31,10 @@ from typing import Any
 from watchdog.observers import inotify as wd_inotify
 from watchdog.observers import inotify_c as wd_inotify_c
 
-from dsa110_ingest import cli, service
+from dsa110_ingest import cli
 from dsa110_ingest.db.sqlite import index as hdf5_db
 from dsa110_ingest.ingest import indexer, reader, watcher
+from dsa110_ingest.service import daemon, health, runtime, work
 
 _out = open(os.environ["DSA110_TRACE"], "a", buffering=1)  # noqa: SIM115
 _lock = threading.Lock()
@@ -96,13 +97,13 @@ def _build(self: Any, event: Any, *, full_events: bool = False) -> None:
 
 
 # -- the run loop's batch ---------------------------------------------------------------
-_orig_index = service.Service._index
+_orig_index = work.Work.index
 _orig_read_many = reader.HeaderReader.read_many
 _orig_tx = hdf5_db.transaction
 _orig_complete = indexer.Indexer._complete
 
 
-def _index(self: service.Service, items: list) -> None:
+def _index(self: work.Work, items: list) -> None:
     start = time.time()
     paths = [it.path for it in items]
     _cur.clear()
@@ -171,16 +172,16 @@ def _gc(phase: str, info: dict[str, Any]) -> None:
 
 wd_inotify_c.InotifyFD.read_events = _read_events  # type: ignore[method-assign]
 wd_inotify.InotifyEmitter.build_and_queue_event = _build  # type: ignore[method-assign]
-service.Service._index = _index  # type: ignore[method-assign]
+work.Work.index = _index  # type: ignore[method-assign]
 reader.HeaderReader.read_many = _read_many  # type: ignore[method-assign,assignment]
 hdf5_db.transaction = _tx
 indexer.Indexer._complete = _complete  # type: ignore[method-assign]
 for _cls, _name in [
-    (service.Service, "_health_and_ping"),
-    (service.Service, "_reconcile"),
-    (service.Service, "_check_mounts"),
-    (service.Service, "_note_event_ids"),
-    (service.Service, "_retry_deferred"),
+    (health.Health, "beat"),
+    (work.Work, "reconcile"),
+    (daemon, "rearm_changed"),  # the mount check, as the loop calls it
+    (runtime.Runtime, "note_event_ids"),
+    (work.Work, "retry_locked"),
     (indexer.Indexer, "expire_groups"),
     (watcher.Watcher, "check_locations"),
 ]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from dsa110_ingest.db.records import Event
 from dsa110_ingest.db.store import IndexStore
-from dsa110_ingest.runtime import open_private
+from dsa110_ingest.statedir import open_private
 
 GROUP_COMPLETE = "group.complete"
 GROUP_INCOMPLETE = "group.incomplete"

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from dsa110_ingest.runtime import open_private
+from dsa110_ingest.statedir import open_private
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import errno
 import http.server
+import math
 import platform
 import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -35,6 +36,7 @@ from dsa110_ingest.errors import ConfigError
 
 log = structlog.get_logger("dsa110_ingest.metrics")
 
+PREFIX = "dsa110_ingest_"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 # Every state a group or a conversion job can be in: each is set on every refresh, so a
@@ -62,96 +64,80 @@ class Metrics:
     def __init__(self) -> None:
         # `_created` series double the series count and no dashboard of ours reads them
         disable_created_metrics()
-        r = self.registry = CollectorRegistry()
-        self.files_indexed = Counter("dsa110_ingest_files_indexed", "Files indexed", registry=r)
-        self.files_rejected = Counter("dsa110_ingest_files_rejected", "Files rejected", registry=r)
-        self.events = Counter("dsa110_ingest_events", "Group events emitted", ["type"], registry=r)
-        self.groups = Gauge("dsa110_ingest_groups", "Groups by state", ["state"], registry=r)
-        self.conversions = Gauge(
-            "dsa110_ingest_conversions", "Conversion jobs by state", ["state"], registry=r
-        )
-        self.event_latency = Histogram(
-            "dsa110_ingest_event_latency_seconds",
+        self.registry = CollectorRegistry()
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        self.files_indexed = counter("files_indexed", "Files indexed")
+        self.files_rejected = counter("files_rejected", "Files rejected")
+        self.events = counter("events", "Group events emitted", ["type"])
+        self.groups = gauge("groups", "Groups by state", ["state"])
+        self.conversions = gauge("conversions", "Conversion jobs by state", ["state"])
+        self.event_latency = histogram(
+            "event_latency_seconds",
             "File finished (close/rename/settle seen) to its group.complete event committed",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.index_latency = Histogram(
-            "dsa110_ingest_index_latency_seconds",
-            "File finished to its row committed",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.index_latency = histogram(
+            "index_latency_seconds", "File finished to its row committed", LATENCY_BUCKETS
         )
-        self.reconcile_runs = Counter(
-            "dsa110_ingest_reconcile_runs", "Reconcile passes", registry=r
-        )
-        self.reconcile_found = Counter(
-            "dsa110_ingest_reconcile_found_files",
+        self.reconcile_runs = counter("reconcile_runs", "Reconcile passes")
+        self.reconcile_found = counter(
+            "reconcile_found_files",
             "Files found by reconcile that no event reported (non-zero: inotify missed some)",
-            registry=r,
         )
-        self.conversion_seconds = Histogram(
-            "dsa110_ingest_conversion_seconds",
+        self.conversion_seconds = histogram(
+            "conversion_seconds",
             "Conversion wall time",
-            buckets=(10, 30, 60, 120, 180, 270, 400, 600, 1200, 1800),
-            registry=r,
+            (10, 30, 60, 120, 180, 270, 400, 600, 1200, 1800),
         )
-        self.watcher_alive = Gauge(
-            "dsa110_ingest_watcher_alive", "1 while every observer thread runs", registry=r
-        )
-        self.build_info = Gauge(
-            "dsa110_ingest_build_info",
-            "Always 1; the labels say which version runs",
-            ["version", "python"],
-            registry=r,
+        self.watcher_alive = gauge("watcher_alive", "1 while every observer thread runs")
+        self.build_info = gauge(
+            "build_info", "Always 1; the labels say which version runs", ["version", "python"]
         )
         self.build_info.labels(package_version(), platform.python_version()).set(1)
-        self.last_file_indexed = Gauge(
-            "dsa110_ingest_last_file_indexed_timestamp_seconds",
+        self.last_file_indexed = gauge(
+            "last_file_indexed_timestamp_seconds",
             "Unix time the last file row was committed (0: none yet)",
-            registry=r,
         )
-        self.last_event = Gauge(
-            "dsa110_ingest_last_event_timestamp_seconds",
-            "Unix time of the last group event (0: none yet)",
-            registry=r,
+        self.last_event = gauge(
+            "last_event_timestamp_seconds", "Unix time of the last group event (0: none yet)"
         )
-        self.heartbeat = Gauge(
-            "dsa110_ingest_heartbeat_timestamp_seconds",
-            "Unix time of the last heartbeat the daemon wrote",
-            registry=r,
+        self.heartbeat = gauge(
+            "heartbeat_timestamp_seconds", "Unix time of the last heartbeat the daemon wrote"
         )
-        self.fd_exhausted = Counter(
-            "dsa110_ingest_fd_exhausted",
+        self.fd_exhausted = counter(
+            "fd_exhausted",
             "Times an operation met EMFILE/ENFILE (too many open files) and was retried later",
-            registry=r,
         )
-        self.metrics_connections_refused = Counter(
-            "dsa110_ingest_metrics_connections_refused",
+        self.metrics_connections_refused = counter(
+            "metrics_connections_refused",
             f"Connections to this endpoint closed at once: more than {MAX_CONNECTIONS} open",
-            registry=r,
+        )
+        self.executor_workers = gauge(
+            "executor_workers",
+            "Workers of the conversion executor ([convert] executor), by executor",
+            ["executor"],
+        )
+        self.conversions_running = gauge("conversions_running", "Conversions running now")
+        self.conversions_waiting = gauge(
+            "conversions_waiting",
+            "1 while conversions cannot start (scheduler unreachable, no workers)",
+        )
+        self.conversion_transient_failures = counter(
+            "conversion_transient_failures",
+            "Attempts lost by the executor (not the group's fault), retried without counting",
         )
         self._known: dict[str, set[str]] = {"groups": set(GROUP_STATES), "jobs": set(JOB_STATES)}
         self.server: MetricsServer | None = None
-        self.executor_workers = Gauge(
-            "dsa110_ingest_executor_workers",
-            "Workers of the conversion executor ([convert] executor), by executor",
-            ["executor"],
-            registry=r,
-        )
-        self.conversions_running = Gauge(
-            "dsa110_ingest_conversions_running", "Conversions running now", registry=r
-        )
-        self.conversions_waiting = Gauge(
-            "dsa110_ingest_conversions_waiting",
-            "1 while conversions cannot start (scheduler unreachable, no workers)",
-            registry=r,
-        )
-        self.conversion_transient_failures = Counter(
-            "dsa110_ingest_conversion_transient_failures",
-            "Attempts lost by the executor (not the group's fault), retried without counting",
-            registry=r,
-        )
+
+    # every family is named dsa110_ingest_<name> and registered in this registry only
+    def _counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(PREFIX + name, doc, labels, registry=self.registry)
+
+    def _gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(PREFIX + name, doc, labels, registry=self.registry)
+
+    def _histogram(self, name: str, doc: str, buckets: Sequence[float]) -> Histogram:
+        return Histogram(PREFIX + name, doc, buckets=buckets, registry=self.registry)
 
     def set_states(self, groups: dict[str, int], jobs: dict[str, int]) -> None:
         """Set every known state, 0 when the DB has none in it."""
@@ -189,6 +175,33 @@ class Metrics:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+class FdAlarm:
+    """EMFILE/ENFILE (too many open files) met somewhere: counted every time, logged at
+    most once every ``every_s`` (a node out of descriptors would flood the log)."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        event: str,
+        hint: str,
+        every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.event = event
+        self.hint = hint
+        self.every_s = every_s
+        self.clock = clock
+        self._last = -math.inf
+
+    def report(self, e: OSError, **where: str) -> None:
+        self.metrics.fd_exhausted.inc()
+        now = self.clock()
+        if now - self._last >= self.every_s:
+            self._last = now
+            log.error(self.event, **where, error=e.strerror, hint=self.hint)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -235,7 +248,13 @@ class MetricsServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.metrics = metrics
         self.health = health
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._last_fd_warning = 0.0
+        self.fd_alarm = FdAlarm(
+            metrics,
+            "metrics.too_many_open_files",
+            "connections are refused until descriptors free up; raise LimitNOFILE= in the "
+            "unit if this recurs",
+            every_s=60.0,
+        )
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
 
@@ -254,16 +273,7 @@ class MetricsServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             return super().get_request()
         except OSError as e:
             if e.errno in (errno.EMFILE, errno.ENFILE):
-                self.metrics.fd_exhausted.inc()
-                now = time.monotonic()
-                if now - self._last_fd_warning > 60:
-                    self._last_fd_warning = now
-                    log.error(
-                        "metrics.too_many_open_files",
-                        error=e.strerror,
-                        hint="connections are refused until descriptors free up; raise "
-                        "LimitNOFILE= in the unit if this recurs",
-                    )
+                self.fd_alarm.report(e)
                 # the listening socket stays readable: without a pause this loop would spin
                 time.sleep(0.1)
             raise

@@ -41,7 +41,7 @@ from dsa110_ingest.db import (
 from dsa110_ingest.db.records import INDEX_COPY_TABLES, PRODUCTS_COPY_TABLES, Location
 from dsa110_ingest.db.store import Store
 from dsa110_ingest.errors import DatabaseError, MigrationError, SchemaMissingError
-from dsa110_ingest.runtime import EventIdFloor, StateLock
+from dsa110_ingest.statedir import EventIdFloor, StateLock
 
 BATCH_ROWS = 2000
 # a conflicting row is named in the report; past this many, only counted

@@ -105,7 +105,7 @@ def _holds_lock(store: IndexStore, node: str) -> bool:
 def _local_holder(cfg: Config, hb: Heartbeat | None) -> int | None:
     """This host's daemon of this state dir: the flock holder's pid (0: held, pid unknown),
     or the heartbeat's pid when that process is alive here; None: no daemon here."""
-    from dsa110_ingest.runtime import StateLock
+    from dsa110_ingest.statedir import StateLock
 
     try:
         holder = StateLock(state_path(cfg)).holder()

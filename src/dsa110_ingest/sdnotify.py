@@ -26,10 +26,6 @@ class Notifier:
         return cls(env.get("NOTIFY_SOCKET"), int(usec) if ok and usec else None)
 
     @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
-    @property
     def watchdog_interval(self) -> float | None:
         """Ping at half the timeout, as sd_watchdog_enabled(3) recommends."""
         return self.watchdog_usec / 2e6 if self.watchdog_usec else None

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from typing import Any
 
-import structlog
-
-from dsa110_ingest import logs
 from dsa110_ingest.cli._common import EXIT_OK, abs_path, existing_dir
 from dsa110_ingest.config import Config
 
@@ -32,45 +27,10 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     from dsa110_ingest.api import index_hdf5_files
+    from dsa110_ingest.service.report import batch_summary
 
     db = abs_path(args.hdf5_db) if args.hdf5_db else cfg.hdf5_db
     t0 = time.monotonic()
     r = index_hdf5_files(args.directory, db, config=cfg, recursive=args.recursive)
-    summary("index-hdf5", r, time.monotonic() - t0, db)
+    batch_summary("index-hdf5", r, time.monotonic() - t0, hdf5_db=str(db))
     return EXIT_OK
-
-
-def summary(what: str, r: Any, dt: float, db: Any) -> None:
-    rate = r.seen / dt if dt > 0 else 0.0
-    completed = sum(1 for e in r.events if e[0] == "group.complete")
-    if not logs.human():
-        # off a terminal every stderr line is a JSON object; rejections are logged one by one
-        structlog.get_logger("dsa110_ingest.cli").info(
-            f"{what}.summary",
-            seen=r.seen,
-            indexed=r.indexed,
-            updated=r.updated,
-            moved=r.moved,
-            unchanged=r.unchanged,
-            rejected=r.rejected,
-            missing=r.missing,
-            busy=len(r.deferred),
-            groups_completed=completed,
-            seconds=round(dt, 3),
-            files_per_s=round(rate),
-            hdf5_db=str(db),
-        )
-        return
-    print(
-        f"{what}: {r.indexed} indexed, {r.updated} updated, {r.moved} moved, "
-        f"{r.unchanged} unchanged, {r.rejected} rejected, {r.missing} missing, "
-        f"{len(r.deferred)} busy (still being written), {completed} groups completed "
-        f"in {dt:.2f} s ({rate:.0f} files/s); db {db}",
-        file=sys.stderr,
-    )
-    for path, msg in r.rejections[:20]:
-        print(f"  rejected {path}: {msg}", file=sys.stderr)
-    if len(r.rejections) > 20:
-        print(
-            f"  ... and {len(r.rejections) - 20} more (see `dsa110-ingest status`)", file=sys.stderr
-        )

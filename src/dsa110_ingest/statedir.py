@@ -1,6 +1,6 @@
-"""What the daemon keeps beside its databases while it runs: the single-instance lock,
-the event-id floor that outlives the events table, file modes that ignore the umask,
-and the watch on the mount table.
+"""What the daemon keeps beside its databases: the single-instance lock, the event-id
+floor that outlives the events table, and file modes that ignore the umask (also used
+by the event mirror and the log file).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import select
 from pathlib import Path
 
 from dsa110_ingest.errors import IngestError
@@ -140,42 +139,3 @@ class EventIdFloor:
             os.close(fd)
         os.replace(tmp, self.path)
         self.value = value
-
-
-class MountWatch:
-    """Tells when the mount table changed (``/proc/self/mountinfo`` signals POLLPRI)."""
-
-    def __init__(self, path: str = "/proc/self/mountinfo") -> None:
-        self.path = path
-        self._f = open(path, "rb")  # noqa: SIM115
-        self._poll = select.poll()
-        self._poll.register(self._f.fileno(), select.POLLPRI | select.POLLERR)
-        self.mounts = self._read()
-
-    def _read(self) -> set[str]:
-        self._f.seek(0)
-        out = set()
-        for line in self._f.read().decode(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) > 4:
-                # field 5 is the mount point, octal-escaped (\040 for a space)
-                out.add(parts[4].encode().decode("unicode_escape"))
-        return out
-
-    def changed(self) -> set[str]:
-        """Mount points added or removed since the last call (empty: nothing changed)."""
-        if not self._poll.poll(0):
-            return set()
-        now = self._read()
-        diff = now ^ self.mounts
-        self.mounts = now
-        return diff
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def affects(mount_point: str, location: Path) -> bool:
-    """A mount at ``mount_point`` covers ``location`` or something inside it."""
-    m = Path(mount_point)
-    return m == location or m in location.parents or location in m.parents

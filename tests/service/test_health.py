@@ -1,0 +1,188 @@
+"""Health on a real runtime (real SQLite, real lock, real notify datagrams): the beat,
+its refusals, /healthz's answer and the start-up progress."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dsa110_ingest.config import Config
+from dsa110_ingest.metrics import Metrics
+from dsa110_ingest.sdnotify import Notifier
+from dsa110_ingest.service import daemon_status
+from dsa110_ingest.service.health import EXTEND_START_S, Health
+from dsa110_ingest.service.loop import EXIT_FATAL, Stop
+from dsa110_ingest.service.runtime import Runtime, ServiceHooks
+from dsa110_ingest.service.signals import Flags, ForcedExit
+
+from ..conftest import Site, write_site
+
+
+class Listener:
+    """The systemd end of $NOTIFY_SOCKET: every datagram the daemon sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.msgs: list[str] = []
+
+    def read(self) -> list[str]:
+        while True:
+            try:
+                self.msgs += self.sock.recv(4096).decode().split("\n")
+            except BlockingIOError:
+                return self.msgs
+
+
+Notify = tuple[Notifier, Listener]
+
+
+class FakeMono:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.contextmanager
+def running(cfg: Config, notifier: Notifier, convert: bool = False) -> Iterator[Runtime]:
+    rt = Runtime(
+        cfg,
+        convert=convert,
+        flags=Flags(),
+        notifier=notifier,
+        metrics=Metrics(),
+        hooks=ServiceHooks(),
+        what="test",
+        watch_mounts=False,
+    )
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[tuple[Notifier, Listener]]:
+    listener = Listener(tmp_path / "notify.sock")
+    n = Notifier(str(tmp_path / "notify.sock"))
+    yield n, listener
+    n.close()
+    listener.sock.close()
+
+
+def test_a_healthy_beat_writes_the_heartbeat_and_pings(site: Site, notify: Notify) -> None:
+    n, listener = notify
+    with running(site.cfg, n) as rt:
+        h = Health(rt)
+        assert h.check() == (False, "starting: start-up reconcile running")
+        h.mark_ready()
+        h.beat()
+        msgs = listener.read()
+        assert "READY=1" in msgs and "WATCHDOG=1" in msgs
+        assert "STATUS=0 files indexed, 0 groups complete, 0 rejected since start" in msgs
+        assert h.check() == (True, "ok")
+        assert rt.metrics.heartbeat._value.get() > 0
+        assert rt.metrics.groups.labels("complete")._value.get() == 0  # gauges refreshed
+        st = daemon_status(site.cfg)
+        assert st["state"] == "running" and st["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("how", "problem"), [("deleted", "was deleted"), ("replaced", "was replaced by another file")]
+)
+def test_a_db_deleted_or_replaced_under_the_daemon_stops_it(
+    site: Site, notify: Notify, how: str, problem: str
+) -> None:
+    n, listener = notify
+    with running(site.cfg, n) as rt:
+        h = Health(rt)
+        h.mark_ready()
+        db = site.cfg.hdf5_db
+        if how == "deleted":
+            db.unlink()
+        else:
+            db.rename(db.with_suffix(".old"))
+            db.write_bytes(db.with_suffix(".old").read_bytes())
+        with pytest.raises(Stop) as stop:
+            h.beat()
+        assert stop.value.code == EXIT_FATAL
+        assert h.check() == (False, f"HDF5 DB {problem}")
+        assert "WATCHDOG=1" not in listener.read()
+
+
+def _dead_dispatcher_site(tmp_path: Path) -> Site:
+    # a dispatcher that was built but whose thread does not run: as if it had died
+    return write_site(
+        tmp_path, convert='[convert]\nbackend = "command"\ncommand = ["true", "{output}"]\n'
+    )
+
+
+def test_a_dead_thread_without_a_systemd_watchdog_exits(tmp_path: Path, notify: Notify) -> None:
+    n, listener = notify
+    with running(_dead_dispatcher_site(tmp_path).cfg, n, convert=True) as rt:
+        h = Health(rt)
+        with pytest.raises(Stop):
+            h.beat()
+        assert h.check() == (False, "the conversion dispatcher died")
+        assert "WATCHDOG=1" not in listener.read()
+
+
+def test_a_dead_thread_under_a_systemd_watchdog_only_stops_pinging(tmp_path: Path) -> None:
+    listener = Listener(tmp_path / "notify.sock")
+    n = Notifier(str(tmp_path / "notify.sock"), watchdog_usec=2_000_000)
+    with running(_dead_dispatcher_site(tmp_path / "s").cfg, n, convert=True) as rt:
+        h = Health(rt)
+        assert h.beat_every == 1.0 and h.stall_s == 30.0
+        h.beat()  # no Stop: systemd restarts the service when the pings stay away
+        assert "WATCHDOG=1" not in listener.read()
+        assert h.check()[0] is False
+    n.close()
+    listener.sock.close()
+
+
+def test_healthz_says_stalled_when_the_loop_stops_turning_and_stopping_on_exit(
+    site: Site, notify: Notify
+) -> None:
+    n, _ = notify
+    mono = FakeMono()
+    with running(site.cfg, n) as rt:
+        h = Health(rt, mono=mono)
+        mono.now += 1000  # not ready yet: a long start-up reconcile is no stall
+        assert h.check()[1].startswith("starting")
+        h.mark_ready()
+        h.alive()
+        mono.now += h.stall_s + 1
+        assert h.check() == (False, f"main loop stalled for {h.stall_s + 1:.0f} s")
+        h.alive()
+        assert h.check() == (True, "ok")
+        rt.flags.should_exit = True
+        assert h.check() == (False, "stopping")
+
+
+def test_start_up_progress_asks_systemd_for_time_and_a_second_signal_ends_it(
+    site: Site, notify: Notify
+) -> None:
+    n, listener = notify
+    mono = FakeMono()
+    with running(site.cfg, n) as rt:
+        h = Health(rt, mono=mono)
+        report = h.progress_reporter(startup=True)
+        report(10, 1000)  # too soon after the start: nothing
+        assert listener.read() == []
+        mono.now += 6
+        report(20, 1000)
+        assert listener.read() == [f"EXTEND_TIMEOUT_USEC={int(EXTEND_START_S * 1e6)}"]
+        assert h.last_alive == mono.now
+        rt.flags.on_signal(15, None)
+        report(30, 1000)  # the first signal lets the reconcile finish
+        rt.flags.on_signal(15, None)
+        with pytest.raises(ForcedExit):
+            report(40, 1000)
