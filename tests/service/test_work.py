@@ -1,0 +1,89 @@
+"""The main thread's work on a real runtime: a forced stop between batches, deletions
+and moves from the watcher."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dsa110_ingest.ingest.watcher import DELETED, MOVED, FileEvent
+from dsa110_ingest.metrics import Metrics
+from dsa110_ingest.sdnotify import Notifier
+from dsa110_ingest.service.health import Health
+from dsa110_ingest.service.runtime import Runtime, ServiceHooks
+from dsa110_ingest.service.signals import Flags, ForcedExit
+from dsa110_ingest.service.work import Work
+
+from ..conftest import Site, db_count, write_site
+
+
+@pytest.fixture
+def one_file_a_batch(tmp_path: Path) -> Site:
+    return write_site(tmp_path, toml_extra="[read]\nbatch_size = 1\n")
+
+
+@pytest.fixture
+def work_on(one_file_a_batch: Site) -> Iterator[Work]:
+    rt = Runtime(
+        one_file_a_batch.cfg,
+        convert=False,
+        flags=Flags(),
+        notifier=Notifier(None),
+        metrics=Metrics(),
+        hooks=ServiceHooks(),
+        what="test",
+        watch_mounts=False,
+    )
+    try:
+        yield Work(rt, Health(rt))
+    finally:
+        rt.close()
+
+
+def _rows(site: Site) -> int:
+    return db_count(site.cfg.hdf5_db, "SELECT COUNT(*) FROM hdf5_file_index WHERE stored = 1")
+
+
+def test_a_second_signal_ends_a_reconcile_at_a_batch_boundary(
+    one_file_a_batch: Site, work_on: Work, sim_groups: Callable[..., list[Path]]
+) -> None:
+    sim_groups(one_file_a_batch.incoming, n=1)
+    work_on.rt.flags.on_signal(15, None)
+    work_on.rt.flags.on_signal(15, None)
+    with pytest.raises(ForcedExit):
+        work_on.reconcile("start-up")
+    assert _rows(one_file_a_batch) == 1  # the first batch committed, nothing half done
+
+
+def test_one_signal_lets_the_reconcile_finish(
+    one_file_a_batch: Site, work_on: Work, sim_groups: Callable[..., list[Path]]
+) -> None:
+    sim_groups(one_file_a_batch.incoming, n=1)
+    work_on.rt.flags.on_signal(15, None)
+    r = work_on.reconcile("start-up")
+    assert r is not None and r.indexed == 16 and _rows(one_file_a_batch) == 16
+    assert work_on.rt.counters.indexed == 16
+    assert work_on.rt.counters.events == {"group.complete": 1}
+    assert work_on.rt.metrics.reconcile_found._value.get() == 0  # start-up finds are no misses
+
+
+def test_deleted_and_moved_files_from_the_watcher(
+    one_file_a_batch: Site, work_on: Work, sim_groups: Callable[..., list[Path]]
+) -> None:
+    first, second, *_ = sim_groups(one_file_a_batch.incoming, n=1)
+    now = time.time()
+    work_on.index([FileEvent("ready", str(first), now), FileEvent("ready", str(second), now)])
+    assert _rows(one_file_a_batch) == 2
+    first.unlink()
+    work_on.index([FileEvent(DELETED, str(first), now)])
+    assert _rows(one_file_a_batch) == 1
+    # a path still waiting for its writer's lock, then renamed: the old name is not retried
+    work_on.rt.locked.defer(str(second), now)
+    moved = second.with_name(second.name.replace("sb01", "sb15"))
+    assert moved != second
+    second.rename(moved)
+    work_on.index([FileEvent(MOVED, str(moved), now, src_path=str(second))])
+    assert str(second) not in work_on.rt.locked
