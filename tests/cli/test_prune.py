@@ -92,6 +92,10 @@ def test_delete_rows_removes_the_rows_of_vanished_ms_even_when_already_marked(
 ) -> None:
     _products(site, ["kept.ms"], ["lost.ms", "older.ms"])
     prune.run(site.cfg, _args())  # marks both missing first
+    capsys.readouterr()
+    assert prune.run(site.cfg, _args(dry_run=True, delete_rows=True)) == 0
+    assert "would delete the rows of 2 vanished" in capsys.readouterr().err
+    assert len(_ms_status(site)) == 3
     assert prune.run(site.cfg, _args(delete_rows=True)) == 0
     assert _ms_status(site) == {"kept.ms": "converted"}
     assert "deleted the rows of 2 vanished Measurement Set(s)" in capsys.readouterr().err

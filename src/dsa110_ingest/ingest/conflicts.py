@@ -60,9 +60,9 @@ def revise_frequency_verdicts(db: IndexStore, gid: str, now: float) -> list[Even
     any arrival order the impostor ends up out, the genuine file in."""
     files = db.group_files(gid, members_only=False)
     known = [f for f in files if f.freq_min_hz is not None]
-    members = [band_of(f) for f in known if not f.is_duplicate]
+    members = [band_of(f) for f in known if not f.conflict]
     held = {m.subband for m in members}
-    excluded = [band_of(f) for f in known if f.is_duplicate and f.subband_num not in held]
+    excluded = [band_of(f) for f in known if f.conflict and f.subband_num not in held]
     out: list[Event] = []
     for x in excluded:
         for y in members:

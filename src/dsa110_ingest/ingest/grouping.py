@@ -37,16 +37,16 @@ def place(ts: float, neighbours: list[GroupSpan]) -> Placement:
     """Decide the group of a file at name time ``ts``, given the groups within tolerance."""
     if not neighbours:
         return Placement(None, (), unix_to_iso(ts), ts, ts)
-    frozen = [g for g in neighbours if not g.is_open]
+    frozen = [g for g in neighbours if not g.is_collecting]
     if frozen:
         # a frozen group keeps its id and members; collecting neighbours join it
         target = min(frozen, key=lambda g: (g.distance(ts), g.min_ts))
     else:
         target = min(neighbours, key=lambda g: (g.min_ts, g.group_id))
-    merge = tuple(g for g in neighbours if g.is_open and g.group_id != target.group_id)
+    merge = tuple(g for g in neighbours if g.is_collecting and g.group_id != target.group_id)
     lo = min([ts, target.min_ts, *(g.min_ts for g in merge)])
     hi = max([ts, target.max_ts, *(g.max_ts for g in merge)])
-    gid = unix_to_iso(lo) if target.is_open else target.group_id
+    gid = unix_to_iso(lo) if target.is_collecting else target.group_id
     return Placement(target, merge, gid, lo, hi)
 
 

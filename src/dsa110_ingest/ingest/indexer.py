@@ -160,13 +160,13 @@ class Indexer:
                 before is not None
                 and before.size == cand.size
                 and before.mtime_ns == cand.mtime_ns
-                and (before.stored or key in rejected)
+                and (not before.missing or key in rejected)
             ):
                 result.unchanged += 1
                 continue
             todo.append(cand)
         result.add(self.process(todo, on_progress=on_progress))
-        missing = [p for p, f in known.items() if f.stored and p not in seen]
+        missing = [p for p, f in known.items() if not f.missing and p not in seen]
         if missing and loc.path.is_dir():
             result.missing += self.mark_missing(missing)
         elif missing:
@@ -198,7 +198,7 @@ class Indexer:
         row = self.db.get_file(cand.path)
         return bool(
             row
-            and row.stored
+            and not row.missing
             and row.file_size_bytes == cand.size
             and row.mtime_ns == cand.mtime_ns
         )
@@ -313,12 +313,12 @@ class Indexer:
         # a file once out of the count (a conflict) and now rewritten, with its slot still
         # free, is judged again: the replacement may be the real one
         judge_again = bool(
-            existing.is_duplicate
+            existing.conflict
             and group is not None
             and group.state in COMPLETABLE
             and not self.db.subband_taken(gid, cand.name.subband_num)
         )
-        conflict = bool(existing.is_duplicate) and not judge_again
+        conflict = existing.conflict and not judge_again
         self.db.upsert_file(file_row(cand, header, gid, conflict, now))
         self.db.unreject(cand.path)
         result.updated += 1
@@ -337,7 +337,7 @@ class Indexer:
                 twin.path != cand.path
                 and twin.file_size_bytes == cand.size
                 and (
-                    not twin.stored
+                    twin.missing
                     or not os.path.exists(twin.path)
                     # the same file under an older spelling (`..`, a symlinked folder)
                     or os.path.realpath(twin.path) == os.path.realpath(cand.path)
