@@ -38,6 +38,7 @@ from dsa110_ingest.config.sections import (
     WatchConfig,
 )
 from dsa110_ingest.config.tables import parse_table, resolve
+from dsa110_ingest.config.targets import is_db_uri, redact_db
 from dsa110_ingest.errors import ConfigError
 from dsa110_ingest.naming import DEFAULT_PATTERN
 
@@ -56,9 +57,11 @@ __all__ = [
     "StorageLocation",
     "WatchConfig",
     "describe",
+    "is_db_uri",
     "is_under",
     "load_config",
     "location_holding",
+    "redact_db",
 ]
 
 ENV_CONFIG = "DSA110_INGEST_CONFIG"
@@ -350,26 +353,6 @@ def _node(raw: Mapping[str, Any], where: str, sources: dict[str, str]) -> str:
     if len(v) > 255:
         raise ConfigError(f"{where}: `node` is {len(v)} characters long; keep it <= 255")
     return v
-
-
-def is_db_uri(value: object) -> bool:
-    """A libpq URI (``postgresql://`` or ``postgres://``, unix sockets included as
-    ``postgresql:///db?host=/run/postgresql``): kept as written, never made a path."""
-    return isinstance(value, str) and value.lower().startswith(("postgresql://", "postgres://"))
-
-
-def redact_db(value: Path | str) -> str:
-    """A database setting for people to read: a URI without its password."""
-    s = str(value)
-    if not is_db_uri(s):
-        return s
-    head, rest = s.split("://", 1)
-    netloc, sep, tail = rest.partition("/")
-    if "@" in netloc:
-        cred, host = netloc.rsplit("@", 1)
-        netloc = f"{cred.split(':', 1)[0]}@{host}"
-    tail = re.sub(r"(?i)(^|[?&])password=[^&]*&?", r"\1", tail).rstrip("?&")
-    return f"{head}://{netloc}{sep}{tail}"
 
 
 def _check_distinct_dbs(cfg: Config) -> None:
