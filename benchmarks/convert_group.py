@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, verdict, write_section  # noqa: I001
 
 from dsa110_ingest.convert.request import ConversionRequest, InputFile
-from dsa110_ingest.simulate import SimParams, plan_groups, write_file
+from dsa110_ingest.tools.simulate import SimParams, plan_groups, write_file
 from dsa110_ingest.uvh5 import read_header
 
 RECIPE = """

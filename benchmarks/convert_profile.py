@@ -23,7 +23,7 @@ from _report import machine, write_section  # noqa: I001
 from convert_group import group_args, make_group
 
 from dsa110_ingest.convert.request import ConversionRequest
-from dsa110_ingest.simulate import SimParams
+from dsa110_ingest.tools.simulate import SimParams
 
 CHILD = r"""
 import json, sys, time

@@ -32,7 +32,7 @@ from distributed import LocalCluster
 from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.convert.dispatcher import Dispatcher
 from dsa110_ingest.db import open_index, open_products
-from dsa110_ingest.simulate import SimParams, simulate
+from dsa110_ingest.tools.simulate import SimParams, simulate
 
 TARGET = 1.7
 

@@ -27,8 +27,8 @@ from dsa110_ingest import find_subband_groups_from_db
 from dsa110_ingest.config import load_config
 from dsa110_ingest.db import open_index_at
 from dsa110_ingest.service import Service
-from dsa110_ingest.simulate import SimParams, simulate
 from dsa110_ingest.times import unix_to_iso
+from dsa110_ingest.tools.simulate import SimParams, simulate
 
 FIELDS = (
     "Nants_data",

@@ -33,7 +33,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, verdict, write_section
-from dsa110_ingest.simulate import SimParams, file_name, plan_groups, simulate, write_subband_file
+from dsa110_ingest.tools.simulate import (
+    SimParams,
+    file_name,
+    plan_groups,
+    simulate,
+    write_subband_file,
+)
 
 P = SimParams(nants=16, nchan=48, ntimes=24)
 HERE = Path(__file__).resolve().parent

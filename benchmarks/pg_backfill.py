@@ -28,8 +28,8 @@ from _report import machine, verdict, write_section
 from dsa110_ingest import find_subband_groups_from_db, index_hdf5_files
 from dsa110_ingest.config import load_config
 from dsa110_ingest.db import open_index_at
-from dsa110_ingest.simulate import SimParams, simulate
 from dsa110_ingest.times import unix_to_iso
+from dsa110_ingest.tools.simulate import SimParams, simulate
 
 T0 = 1759363200.0
 CADENCE = 309.0  # seconds between observations

@@ -18,7 +18,7 @@ import pytest
 
 from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.db import IndexStore, ProductsStore, open_index_at, open_products_at
-from dsa110_ingest.simulate import SimParams, plan_groups, simulate, write_file
+from dsa110_ingest.tools.simulate import SimParams, plan_groups, simulate, write_file
 
 # a real PostgreSQL server for the postgresql backend's tests (fixtures pg_server, pg_dbs)
 pytest_plugins = ("tests.pg_server",)

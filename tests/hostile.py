@@ -1,6 +1,6 @@
 """Hostile UVH5 files, one maker per class, each from a valid file written by the simulator.
 
-Shared by the unit tests (tests/test_uvh5.py, tests/ingest/) and the fuzzer
+Shared by the unit tests (tests/uvh5/test_read_header.py, tests/ingest/) and the fuzzer
 (tests/reliability/test_fuzz.py), so that each class is built the same way everywhere.
 Every maker edits ``path`` in place and returns the reject reason the reader must give.
 """

@@ -89,6 +89,36 @@ def test_shipped_example_config_loads() -> None:
     assert cfg.groups.cluster_tolerance_seconds == 60
 
 
+SHIPPED_TOML = sorted(
+    {*(REPO / "config").glob("*.toml"), *(REPO / "src/dsa110_ingest/data").glob("*.toml")}
+)
+
+
+def test_the_shipped_configs_are_found() -> None:
+    # the glob below must not go quietly empty after a move
+    assert {p.name for p in SHIPPED_TOML} >= {"ingest.toml"}
+    assert any("data" in p.parts for p in SHIPPED_TOML)
+
+
+@pytest.mark.parametrize("path", SHIPPED_TOML, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_config_loads(path: Path) -> None:
+    cfg = load_config(path, env={})
+    assert cfg.config_file == path.absolute()
+    assert cfg.sources.get("groups.expected_subbands", "default") in ("default", f"file {path}")
+
+
+@pytest.mark.parametrize("backend", ["native", "pyuvdata"])
+def test_the_demo_config_loads(tmp_path: Path, backend: str) -> None:
+    from dsa110_ingest.tools.demo import DEMO_TOML
+
+    f = tmp_path / "demo.toml"
+    f.write_text(DEMO_TOML.format(backend=backend))
+    cfg = load_config(f, env={})
+    assert cfg.convert.backend == backend
+    assert cfg.storage_locations[0].path == tmp_path / "incoming"
+    assert cfg.convert.output_dir == tmp_path / "ms"
+
+
 def test_config_command_prints_values_and_sources(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HDF5_DB_PATH": str(tmp_path / "h.db")}
     out = subprocess.run(

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dsa110_ingest.errors import MisnamedFileError
-from dsa110_ingest.naming import NameParser, path_bytes, path_text
+from dsa110_ingest.naming import (
+    NameParser,
+    missing_subbands,
+    path_bytes,
+    path_text,
+    subband_code,
+)
 
 
 def test_parses_the_upstream_name() -> None:
@@ -73,3 +79,15 @@ def test_any_name_is_stored_as_text_and_round_trips(raw: bytes) -> None:
     text.encode("utf-8")  # storable in any DB column, printable in any log
     exact = path_bytes(path)
     assert os.fsdecode(exact if exact is not None else text.encode()) == path
+
+
+def test_subband_code_is_two_digits() -> None:
+    assert [subband_code(n) for n in (0, 7, 15, 100)] == ["sb00", "sb07", "sb15", "sb100"]
+
+
+def test_missing_subbands_are_named_in_order() -> None:
+    assert missing_subbands([3, 0, 1, 3], 5) == ["sb02", "sb04"]
+    assert missing_subbands(iter(range(16)), 16) == []
+    assert missing_subbands([], 3) == ["sb00", "sb01", "sb02"]
+    # a subband outside the expected range is not "missing" and adds nothing
+    assert missing_subbands([0, 1, 20], 2) == []

@@ -25,7 +25,7 @@ from dsa110_ingest.config import Config
 from dsa110_ingest.ingest.watcher import FileEvent
 from dsa110_ingest.sdnotify import Notifier
 from dsa110_ingest.service import Service, ServiceHooks
-from dsa110_ingest.simulate import file_name, plan_groups, write_subband_file
+from dsa110_ingest.tools.simulate import file_name, plan_groups, write_subband_file
 
 from .conftest import SMALL, Site, db_count, wait_for, write_file, write_site
 

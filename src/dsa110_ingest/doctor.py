@@ -295,19 +295,19 @@ def check_daemon(cfg: Config, ctx: Context) -> Iterator[Check]:
     if not index_exists(cfg):
         return
     try:
-        d = daemon_status(cfg)
+        status = daemon_status(cfg)
     except IngestError as e:  # a server database without tables yet, unreachable ...
         yield Check("WARN", "daemon", f"unknown: {e}")
         return
-    age = d["heartbeat_age_seconds"]
+    age = status["heartbeat_age_seconds"]
     seen = "no heartbeat" if age is None else f"last heartbeat {age:.0f} s ago"
-    if d["state"] == "running":
-        yield Check("OK", "daemon", f"running: pid {d['pid']}, {seen}")
+    if status["state"] == "running":
+        yield Check("OK", "daemon", f"running: pid {status['pid']}, {seen}")
     else:
         yield Check(
             "WARN",
             "daemon",
-            f"{d['state']} ({seen}); is the service running? systemctl status dsa110-ingest",
+            f"{status['state']} ({seen}); is the service running? systemctl status dsa110-ingest",
         )
 
 

@@ -176,12 +176,6 @@ class HeaderTooLargeError(UVH5Error):
     reason = "header_too_large"
 
 
-class ReadTimeoutError(UVH5Error):
-    """Reading the header did not finish within ``[read] deadline_seconds``."""
-
-    reason = "read_timeout"
-
-
 class ConversionDataError(PermanentConversionError):
     """The group's input files themselves are unusable: trying again cannot help."""
 

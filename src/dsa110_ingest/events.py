@@ -63,6 +63,8 @@ class JsonlMirror:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # a crash mid-write leaves a torn last line: the next event must not be glued to it
+        self._torn = False
         self.last_id = self._last_written()
 
     def _last_written(self) -> int:
@@ -71,9 +73,11 @@ class JsonlMirror:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
                 f.seek(max(0, size - 65536))
-                lines = f.read().splitlines()
+                tail = f.read()
         except FileNotFoundError:
             return 0
+        self._torn = bool(tail) and not tail.endswith(b"\n")
+        lines = tail.splitlines()
         for line in reversed(lines):
             try:
                 return int(json.loads(line)["id"])
@@ -86,6 +90,9 @@ class JsonlMirror:
         while rows := db.events_after(self.last_id):
             # 0640 in a 0750 folder whatever the umask: events name files and groups
             with open(open_private(self.path), "a", encoding="utf-8") as f:
+                if self._torn:
+                    f.write("\n")
+                    self._torn = False
                 for r in rows:
                     f.write(json.dumps(event_dict(r), sort_keys=True) + "\n")
                     self.last_id = r.id

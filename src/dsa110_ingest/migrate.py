@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsa110_ingest.config import Config
+from dsa110_ingest.config import Config, location_holding
 from dsa110_ingest.db import IndexStore, open_index_at, open_products_at
 from dsa110_ingest.db.records import MsRecord
 from dsa110_ingest.errors import MigrationError, MisnamedFileError
@@ -131,10 +131,8 @@ def _name_time(row: dict[str, Any], parser: NameParser) -> tuple[float, int] | N
 
 
 def _location(cfg: Config, path: str, ids: dict[str, int]) -> int | None:
-    for loc in cfg.storage_locations:
-        if path.startswith(str(loc.path) + os.sep):
-            return ids.get(loc.name)
-    return None
+    held = location_holding(((loc.name, loc) for loc in cfg.storage_locations), path)
+    return ids.get(held[0]) if held else None
 
 
 def _copy_rows(

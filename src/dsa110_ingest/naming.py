@@ -29,7 +29,12 @@ class SubbandName:
 
     @property
     def subband_code(self) -> str:
-        return f"sb{self.subband_num:02d}"
+        return subband_code(self.subband_num)
+
+
+def subband_code(num: int) -> str:
+    """``sbNN``: how names, events and messages spell subband ``num``."""
+    return f"sb{num:02d}"
 
 
 class NameParser:

@@ -15,7 +15,7 @@ import pytest
 
 from dsa110_ingest.convert.request import ConversionRequest, build_request
 from dsa110_ingest.db import IndexStore, open_index_at
-from dsa110_ingest.simulate import simulate
+from dsa110_ingest.tools.simulate import simulate
 
 from ..conftest import SMALL, Site, converter_script, wait_for, write_site
 

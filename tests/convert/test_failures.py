@@ -22,8 +22,8 @@ from dsa110_ingest.errors import (
     PermanentConversionError,
     TransientConversionError,
 )
-from dsa110_ingest.simulate import write_subband_file
 from dsa110_ingest.times import iso_to_unix
+from dsa110_ingest.tools.simulate import write_subband_file
 
 from ..conftest import SMALL, Site, converter_script, db_count, wait_for
 from .conftest import command_site, indexed_site, retarget

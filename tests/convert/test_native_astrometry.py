@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.native import astrometry, group
-from dsa110_ingest.simulate import SimParams, plan_groups, write_file
+from dsa110_ingest.tools.simulate import SimParams, plan_groups, write_file
 
 from ..conftest import DATA
 

@@ -20,7 +20,7 @@ from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend, worker
 from dsa110_ingest.convert.request import ConversionRequest, InputFile
 from dsa110_ingest.errors import ConversionError
-from dsa110_ingest.simulate import SimParams, plan_groups, write_file
+from dsa110_ingest.tools.simulate import SimParams, plan_groups, write_file
 from dsa110_ingest.uvh5 import read_header
 
 from ..conftest import DATA

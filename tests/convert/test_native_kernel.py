@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dsa110_ingest.convert.native import fused, kernel, msfile, reader
 from dsa110_ingest.errors import ConversionError, PermanentConversionError
-from dsa110_ingest.simulate import SimParams, write_subband_file
+from dsa110_ingest.tools.simulate import SimParams, write_subband_file
 
 pyuvdata = pytest.importorskip("pyuvdata")
 

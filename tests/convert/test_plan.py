@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dsa110_ingest.config import load_config
 from dsa110_ingest.convert.plan import make_plan, meridian_icrs
 from dsa110_ingest.errors import ConfigError, PermanentConversionError
-from dsa110_ingest.simulate import INTEGRATION_S, SimParams, plan_groups, write_file
+from dsa110_ingest.tools.simulate import INTEGRATION_S, SimParams, plan_groups, write_file
 
 P = SimParams(nants=4, nchan=3, ntimes=4)
 START = plan_groups(1, "2025-10-02T00:00:00", 0.0)[0].start_unix

@@ -54,7 +54,7 @@ def test_backfill_indexes_groups_and_reindexing_changes_nothing(site: Site, sim_
 
 
 def test_group_completes_once_with_its_16th_file(site: Site) -> None:
-    from dsa110_ingest.simulate import plan_groups
+    from dsa110_ingest.tools.simulate import plan_groups
 
     (plan,) = plan_groups(1, "2025-10-02T00:00:00", 3)
     db, idx = _indexer(site)
@@ -152,7 +152,7 @@ def test_incomplete_group_times_out_once_and_completes_later(site: Site, sim_gro
     assert ev[0] == "group.incomplete" and idx.expire_groups() == []
     inc = [e for e in db.events_after(0) if e.type == "group.incomplete"]
     assert inc[0].payload["missing"] == ["sb07"]
-    from dsa110_ingest.simulate import plan_groups
+    from dsa110_ingest.tools.simulate import plan_groups
 
     (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0, missing=())
     write_file(site.incoming, plan.files[7], 7, SMALL, obs_start_unix=plan.start_unix)
@@ -225,7 +225,7 @@ def test_rewritten_file_updates_its_row_without_new_events(site: Site, sim_group
 
 # -- issue 9: overlapping frequencies, names, hostile structures; issue 10: paths --------
 def _group_files(out: Path, start: str = "2025-10-02T00:00:00") -> dict[int, Path]:
-    from dsa110_ingest.simulate import plan_groups
+    from dsa110_ingest.tools.simulate import plan_groups
 
     (plan,) = plan_groups(1, start, 2.0)
     out.mkdir(parents=True, exist_ok=True)

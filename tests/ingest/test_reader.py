@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
-from dsa110_ingest.simulate import write_file
+from dsa110_ingest.errors import FileLockedError, TruncatedFileError
+from dsa110_ingest.ingest.reader import (
+    HeaderReader,
+    ReadFailure,
+    read_for_index,
+    wait_out_writer_lock,
+)
+from dsa110_ingest.tools.simulate import write_file
 from dsa110_ingest.uvh5 import HeaderInfo
 
 from ..conftest import SMALL
@@ -139,3 +147,58 @@ def test_the_owner_hears_from_the_reader_while_a_read_hangs(tmp_path: Path) -> N
         reader.close()
     assert isinstance(r, ReadFailure) and r.reason == "read_timeout"
     assert len(calls) >= 3  # about once a second through a >= 5 s deadline
+
+
+def test_the_writer_lock_wait_retries_only_a_lock_and_only_for_its_time() -> None:
+    calls: list[float] = []
+
+    @wait_out_writer_lock(0.3)
+    def locked_twice() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise FileLockedError("/d/f", "locked", "wait")
+        return "read"
+
+    assert locked_twice() == "read" and len(calls) == 3
+    calls.clear()
+
+    @wait_out_writer_lock(0.3)
+    def always_locked() -> str:
+        calls.append(time.monotonic())
+        raise FileLockedError("/d/f", "locked", "wait")
+
+    with pytest.raises(FileLockedError):
+        always_locked()
+    assert len(calls) >= 2 and calls[-1] - calls[0] < 30  # gave up: deferred, not waited on
+    calls.clear()
+
+    @wait_out_writer_lock(5.0)
+    def damaged() -> str:
+        calls.append(time.monotonic())
+        raise TruncatedFileError("/d/f", "truncated", "write it again")
+
+    with pytest.raises(TruncatedFileError):
+        damaged()
+    assert len(calls) == 1  # a damaged file is not read again
+
+
+def test_a_writer_that_closes_within_the_wait_is_read_not_deferred(tmp_path: Path) -> None:
+    p = write_file(tmp_path, 1.76e9, 0, SMALL)
+    ready = tmp_path / "locked"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import h5py,time,pathlib\nf=h5py.File({str(p)!r},'r+',locking=True)\n"
+            f"pathlib.Path({str(ready)!r}).touch()\ntime.sleep(1.0)\nf.close()\n",
+        ]
+    )
+    try:
+        until = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < until:
+            time.sleep(0.02)
+        assert ready.exists(), "the lock holder did not start"
+        r = read_for_index(str(p), "true", lock_wait_s=120)
+    finally:
+        holder.wait(60)
+    assert isinstance(r, HeaderInfo) and r.n_ants == SMALL.nants

@@ -36,7 +36,7 @@ from dsa110_ingest.ingest.watcher import (
     open_for_writing,
 )
 from dsa110_ingest.naming import NameParser
-from dsa110_ingest.simulate import file_name, write_subband_file
+from dsa110_ingest.tools.simulate import file_name, write_subband_file
 
 from ..conftest import SMALL, Site, db_count, wait_for, write_site
 

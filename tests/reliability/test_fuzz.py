@@ -23,8 +23,8 @@ from dsa110_ingest.ingest.grouping import Band, suspect
 from dsa110_ingest.ingest.indexer import Indexer
 from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
 from dsa110_ingest.naming import NameParser, path_bytes, path_text
-from dsa110_ingest.simulate import plan_groups, write_file
 from dsa110_ingest.times import iso_to_unix, unix_to_iso
+from dsa110_ingest.tools.simulate import plan_groups, write_file
 from dsa110_ingest.uvh5 import HeaderInfo
 
 from .. import hostile

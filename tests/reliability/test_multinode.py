@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_ingest.db import open_index_at, open_products_at
-from dsa110_ingest.simulate import plan_groups, write_file
+from dsa110_ingest.tools.simulate import plan_groups, write_file
 
 from ..conftest import SMALL, Daemon, Site, wait_for, write_site
 from ..pg_server import PgDatabases

@@ -127,7 +127,7 @@ def test_nothing_is_read_from_outside_through_hdf5(tmp_path: Path, sim_groups, r
     import os
     import sqlite3
 
-    from dsa110_ingest.simulate import write_file
+    from dsa110_ingest.tools.simulate import write_file
 
     from .. import hostile
     from ..conftest import SMALL

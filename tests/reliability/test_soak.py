@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa110_ingest.simulate import plan_groups, write_file
+from dsa110_ingest.tools.simulate import plan_groups, write_file
 
 from ..conftest import SMALL, db_count, wait_for
 from .conftest import SOAK_GROUPS, assert_exact, ledger, reliability_site, stand_in_converter

@@ -26,6 +26,6 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    from dsa110_ingest import demo
+    from dsa110_ingest.tools import demo
 
     return int(demo.main(cfg, args))

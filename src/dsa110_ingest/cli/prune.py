@@ -33,38 +33,45 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
-    verb = "would mark" if args.dry_run else "marked"
-    with open_index(cfg, readonly=args.dry_run) as hdf5:
+    _prune_files(cfg, dry_run=args.dry_run)
+    if backend_of(cfg.products_db) != "sqlite" or Path(cfg.products_db).exists():
+        _prune_ms(cfg, dry_run=args.dry_run, delete_rows=args.delete_rows)
+    return 0
+
+
+def _prune_files(cfg: Config, *, dry_run: bool) -> None:
+    """Subband files no longer on disk: ``stored = 0`` (their rows and groups stay)."""
+    with open_index(cfg, readonly=dry_run) as hdf5:
         # on a shared index, another node's files are not on this host's disks
         mine = this_nodes_paths(hdf5, cfg)
-        gone = [p for p in hdf5.stored_paths() if mine(p) and not os.path.exists(p)]
-        for p in gone:
+        missing = [p for p in hdf5.stored_paths() if mine(p) and not os.path.exists(p)]
+        for p in missing:
             print(f"prune: file gone: {p}")
-        if gone and not args.dry_run:
+        if missing and not dry_run:
             with hdf5.transaction("pruning vanished files"):
-                hdf5.mark_missing(gone)
-    print(f"prune: {verb} {len(gone)} vanished subband file(s) stored = 0", file=sys.stderr)
+                hdf5.mark_missing(missing)
+    verb = "would mark" if dry_run else "marked"
+    print(f"prune: {verb} {len(missing)} vanished subband file(s) stored = 0", file=sys.stderr)
 
-    if backend_of(cfg.products_db) == "sqlite" and not Path(cfg.products_db).exists():
-        return 0
-    with open_products(cfg, readonly=args.dry_run) as products:
-        rows = [r for r in products.all_ms() if r.status != "missing" or args.delete_rows]
+
+def _prune_ms(cfg: Config, *, dry_run: bool, delete_rows: bool) -> None:
+    """Measurement Sets no longer on disk: status 'missing', or their rows deleted."""
+    with open_products(cfg, readonly=dry_run) as products:
+        rows = [r for r in products.all_ms() if r.status != "missing" or delete_rows]
         if backend_of(cfg.products_db) != "sqlite":  # shared: only this node's output_dir
             rows = [r for r in rows if under(r.path, [str(cfg.convert.output_dir)])]
         missing = [r.path for r in rows if not os.path.exists(r.path)]
         now = time.time()
         for p in missing:
             print(f"prune: MS gone: {p}")
-            if args.dry_run:
+            if dry_run:
                 continue
-            if args.delete_rows:
+            if delete_rows:
                 products.delete(p)
             else:
                 products.set_status(p, "missing", now)
-    what = "deleted the rows of" if args.delete_rows else "set status = 'missing' on"
-    if args.dry_run:
-        what = "would " + (
-            "delete the rows of" if args.delete_rows else "set status = 'missing' on"
-        )
+    if delete_rows:
+        what = "would delete the rows of" if dry_run else "deleted the rows of"
+    else:
+        what = ("would " if dry_run else "") + "set status = 'missing' on"
     print(f"prune: {what} {len(missing)} vanished Measurement Set(s)", file=sys.stderr)
-    return 0

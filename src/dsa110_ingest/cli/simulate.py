@@ -77,7 +77,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(cfg: Config | None, args: argparse.Namespace) -> int:
-    from dsa110_ingest.simulate import SimParams, simulate, spread_offsets
+    from dsa110_ingest.tools.simulate import SimParams, simulate, spread_offsets
 
     p = SimParams(
         nants=args.nants,

@@ -93,6 +93,17 @@ class FileRecord:
     is_duplicate: int
     legacy_extra: str | None
 
+    # The pipeline's words for two columns of the public schema, mapped here once: a file
+    # no longer on disk is *missing* (``stored`` = 0); a file that claims a subband
+    # another file of its group holds is in *conflict* (``is_duplicate`` = 1).
+    @property
+    def missing(self) -> bool:
+        return not self.stored
+
+    @property
+    def conflict(self) -> bool:
+        return bool(self.is_duplicate)
+
 
 @dataclass(frozen=True, slots=True)
 class KnownFile:
@@ -101,6 +112,10 @@ class KnownFile:
     size: int | None
     mtime_ns: int | None
     stored: int
+
+    @property
+    def missing(self) -> bool:
+        return not self.stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +159,6 @@ class RejectedFile:
 
 
 # -- groups --------------------------------------------------------------------------
-OPEN_STATES = frozenset({"collecting"})
-
 GROUP_COLUMNS: tuple[str, ...] = (
     "group_id",
     "state",
@@ -174,8 +187,9 @@ class GroupSpan:
     state: str
 
     @property
-    def is_open(self) -> bool:
-        return self.state in OPEN_STATES
+    def is_collecting(self) -> bool:
+        """Still ``collecting``: it may merge with a neighbour or be renamed."""
+        return self.state == "collecting"
 
     def distance(self, ts: float) -> float:
         if self.min_ts <= ts <= self.max_ts:

@@ -5,9 +5,10 @@ seconds apart). A group is a connected cluster: files whose name timestamps lie 
 ``tolerance`` of another file of the group. Because a late file can bridge two clusters,
 placing a file may merge groups; because the group id is the earliest timestamp of the
 group, a file earlier than all others renames the group. Both are allowed only while a
-group is *open* (no event has named it yet); afterwards its id is frozen and an extra file
-is a conflict. For any set of files with one file per subband and observation, every
-arrival order therefore ends in the same groups with the same ids as a time-sorted backfill.
+group is ``collecting`` (no event has named it yet); afterwards its id is frozen and an
+extra file is a conflict. For any set of files with one file per subband and observation,
+every arrival order therefore ends in the same groups with the same ids as a time-sorted
+backfill.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dsa110_ingest.times import unix_to_iso
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a file goes: ``target`` (None: a new group), which open groups merge into
+    """Where a file goes: ``target`` (None: a new group), which collecting groups merge into
     it, and the group's id afterwards (a rename when it differs from the target's)."""
 
     target: GroupSpan | None
@@ -36,16 +37,16 @@ def place(ts: float, neighbours: list[GroupSpan]) -> Placement:
     """Decide the group of a file at name time ``ts``, given the groups within tolerance."""
     if not neighbours:
         return Placement(None, (), unix_to_iso(ts), ts, ts)
-    frozen = [g for g in neighbours if not g.is_open]
+    frozen = [g for g in neighbours if not g.is_collecting]
     if frozen:
-        # a frozen group keeps its id and members; open neighbours join it
+        # a frozen group keeps its id and members; collecting neighbours join it
         target = min(frozen, key=lambda g: (g.distance(ts), g.min_ts))
     else:
         target = min(neighbours, key=lambda g: (g.min_ts, g.group_id))
-    merge = tuple(g for g in neighbours if g.is_open and g.group_id != target.group_id)
+    merge = tuple(g for g in neighbours if g.is_collecting and g.group_id != target.group_id)
     lo = min([ts, target.min_ts, *(g.min_ts for g in merge)])
     hi = max([ts, target.max_ts, *(g.max_ts for g in merge)])
-    gid = unix_to_iso(lo) if target.is_open else target.group_id
+    gid = unix_to_iso(lo) if target.is_collecting else target.group_id
     return Placement(target, merge, gid, lo, hi)
 
 

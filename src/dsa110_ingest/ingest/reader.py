@@ -52,15 +52,23 @@ class ReadFailure:
         return f"{self.detail} ({self.fix})" if self.fix else self.detail
 
 
-def read_for_index(path: str, locking: str, lock_wait_s: float) -> HeaderInfo | ReadFailure:
-    """Read one header; a writer's lock is waited out for up to ``lock_wait_s``."""
-
-    @retry(
+def wait_out_writer_lock(lock_wait_s: float):  # type: ignore[no-untyped-def]
+    """Retry a header read while its writer holds the HDF5 file lock: waits of 20 ms
+    growing to 1 s, for ``lock_wait_s`` in all, since a writer closes within seconds.
+    Not ``busy_retry``: that waits out a busy database (minutes, then the write fails);
+    a file still locked after this is deferred (``ReadFailure.retryable``), not failed."""
+    return retry(
         retry=retry_if_exception_type(FileLockedError),
         stop=stop_after_delay(lock_wait_s),
         wait=wait_exponential(multiplier=0.02, max=1.0),
         reraise=True,
     )
+
+
+def read_for_index(path: str, locking: str, lock_wait_s: float) -> HeaderInfo | ReadFailure:
+    """Read one header; a writer's lock is waited out for up to ``lock_wait_s``."""
+
+    @wait_out_writer_lock(lock_wait_s)
     def attempt() -> HeaderInfo:
         return read_header(path, locking)
 

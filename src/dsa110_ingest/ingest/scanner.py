@@ -8,10 +8,12 @@ a second when the DB already knows them.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsa110_ingest.config import is_under
 from dsa110_ingest.errors import MisnamedFileError
 from dsa110_ingest.naming import NameParser, SubbandName
 
@@ -53,7 +55,7 @@ def make_candidate(
     escape = False
     if is_link:
         real = os.path.realpath(path)
-        escape = not any(real == r or real.startswith(r + os.sep) for r in roots)
+        escape = not any(is_under(real, r) for r in roots)
     return Candidate(path, filename, st.st_size, st.st_mtime_ns, location_id, name, err, escape)
 
 
@@ -66,14 +68,12 @@ def stat_path(
         return None
     try:
         lst = os.lstat(path)
-        is_link = os.path.stat.S_ISLNK(lst.st_mode)
+        is_link = stat.S_ISLNK(lst.st_mode)
         st = os.stat(path) if is_link else lst
     except OSError:
         return None
-    if not os.path.stat.S_ISREG(st.st_mode):
-        if os.path.stat.S_ISDIR(st.st_mode):
-            return None  # a directory named like a file is walked, not read
-        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a directory named like a file is walked, not read; a FIFO never
     return make_candidate(path, filename, st, location_id, parser, roots, is_link)
 
 

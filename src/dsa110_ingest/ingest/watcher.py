@@ -51,7 +51,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from dsa110_ingest.config import StorageLocation
+from dsa110_ingest.config import StorageLocation, location_holding
 from dsa110_ingest.ingest.prompt_inotify import PromptInotifyObserver
 from dsa110_ingest.naming import NameParser
 
@@ -330,16 +330,11 @@ class Watcher:
         self._reconcile = threading.Event()
         self.reconcile_reasons: list[str] = []
         self._hook = _OverflowHook(lambda: self.request_reconcile("inotify queue overflow"))
-        self._recursive = {str(loc.path): loc.recursive for _, loc in self.locations}
 
     def wanted(self, path: str) -> bool:
-        d, name = os.path.split(path)
-        if not self.parser.is_candidate(name):
+        if not self.parser.is_candidate(os.path.basename(path)):
             return False
-        for root, rec in self._recursive.items():
-            if d == root or (rec and d.startswith(root + os.sep)):
-                return True
-        return False
+        return location_holding(self.locations, path) is not None
 
     def emit(self, ev: FileEvent) -> None:
         if self.drop is not None and self.drop(ev):

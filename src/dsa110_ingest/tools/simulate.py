@@ -61,10 +61,6 @@ class GroupPlan:
     start_unix: float
     files: dict[int, float] = field(default_factory=dict)  # subband -> name time (unix)
 
-    @property
-    def group_iso(self) -> str:
-        return unix_to_iso(min(self.files.values()))
-
 
 def subband_freqs(sb: int, p: SimParams) -> np.ndarray:
     """Channel centres of one subband, ascending; sb00 is the top of the band."""

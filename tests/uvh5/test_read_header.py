@@ -24,13 +24,13 @@ from dsa110_ingest.errors import (
     TruncatedFileError,
 )
 from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure, read_for_index
-from dsa110_ingest.simulate import SimParams, write_subband_file
 from dsa110_ingest.times import iso_to_unix
+from dsa110_ingest.tools.simulate import SimParams, write_subband_file
 from dsa110_ingest.uvh5 import read_header, refuse_unsafe_inputs
 
-from . import hostile
-from .conftest import DATA, run_without_dac
-from .hostile import SECRET
+from .. import hostile
+from ..conftest import DATA, run_without_dac
+from ..hostile import SECRET
 
 FIXTURES = ["zen.2458661.23480.HH.uvh5", "zen.2458432.34569.uvh5", "simulated_bda_file.uvh5"]
 

@@ -1,0 +1,116 @@
+"""A group of an open file read through h5py's low-level API, with every read bounded."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+from h5py import h5d, h5f, h5g, h5s, h5t
+
+from dsa110_ingest.uvh5.safety import check_links, check_storage
+
+# Memory, not element counts, bounds a read: a few hundred bytes of gzip can claim a
+# 300 MB string. DSA-110's largest header dataset (time_array) is ~0.9 MB.
+MAX_READ_BYTES = 64 * 2**20
+
+_F64 = h5t.NATIVE_DOUBLE
+
+
+class Node:
+    """A group of an open file, read through h5py's low-level API.
+
+    The high-level ``h5py.File``/``Group``/``Dataset`` objects cost ~60 us each per
+    access; on the ~20 fields the index needs that was two thirds of a file's cost.
+    """
+
+    def __init__(self, fid: h5f.FileID, prefix: bytes) -> None:
+        self.fid = fid
+        self.prefix = prefix
+        # one listing of the members: a lookup of a missing name costs an HDF5 error stack
+        gid = h5g.open(fid, prefix.rstrip(b"/") or b"/")
+        # before any member is opened: a soft-link loop or an external link is never followed
+        check_links(gid, prefix.decode("utf-8", "replace").strip("/"))
+        self.names = frozenset(n.decode("utf-8", "replace") for n in gid)
+        self._open: dict[str, h5d.DatasetID | None] = {}
+
+    def _ds(self, key: str) -> h5d.DatasetID | None:
+        if key.split("/", 1)[0] not in self.names:
+            return None
+        if key not in self._open:
+            try:
+                ds = h5d.open(self.fid, self.prefix + key.encode())
+            except (KeyError, ValueError, TypeError):
+                ds = None
+            if ds is not None:
+                check_storage(ds, (self.prefix + key.encode()).decode("utf-8", "replace"))
+            self._open[key] = ds
+        return self._open[key]
+
+    def group(self, key: str) -> Node | None:
+        if key not in self.names:
+            return None
+        try:
+            return Node(self.fid, self.prefix + key.encode() + b"/")
+        except (KeyError, ValueError, TypeError):
+            return None  # a dataset of that name, not a group
+
+    def children(self) -> list[str]:
+        return sorted(self.names)
+
+    def shape(self, key: str) -> tuple[int, ...] | None:
+        ds = self._ds(key)
+        return None if ds is None else ds.shape
+
+    def read(self, key: str, max_size: int, max_bytes: int = MAX_READ_BYTES) -> np.ndarray | None:
+        """The dataset's value in its own type; None when there is no such dataset."""
+        ds = self._ds(key)
+        if ds is None:
+            return None
+        dt = ds.dtype
+        shape = self._checked_shape(key, ds, max_size, dt.itemsize, max_bytes)
+        if dt.kind in "OV":  # variable-length strings, compounds: the slow path
+            # a variable-length string lives uncompressed in the file's heap: it can be no
+            # bigger than the file, so there is no amplification to bound beyond the count
+            return np.asarray(h5py.Dataset(ds)[()])
+        out = np.empty(shape, dtype=dt)
+        ds.read(h5s.ALL, h5s.ALL, out)
+        return out
+
+    def read_number(self, key: str, max_size: int) -> np.ndarray | None:
+        """A numeric dataset as float64, converted by HDF5 (no numpy type introspection:
+        it is most of a small read's cost). A non-numeric one comes back in its own type,
+        for the caller's type check to name."""
+        ds = self._ds(key)
+        if ds is None:
+            return None
+        shape = self._checked_shape(key, ds, max_size, 8, MAX_READ_BYTES)
+        out = np.empty(shape, dtype=np.float64)
+        try:
+            ds.read(h5s.ALL, h5s.ALL, out, _F64)
+        except (TypeError, ValueError, OSError):
+            return self.read(key, max_size)
+        return out
+
+    @staticmethod
+    def _checked_shape(
+        key: str, ds: h5d.DatasetID, max_size: int, itemsize: int, max_bytes: int
+    ) -> tuple[int, ...]:
+        shape = ds.shape
+        if shape is None:  # an HDF5 null dataspace: present, but no value
+            raise ValueError(f"{key} has no value (null dataspace)")
+        n = 1
+        for d in shape:
+            n *= d
+        if n > max_size:
+            raise OverflowError(key)
+        # the reader's own allocation (float64 for numbers: HDF5 converts through a
+        # bounded buffer, so the file's type does not add to it)
+        nbytes = n * itemsize
+        if nbytes > max_bytes:
+            raise TooLarge(key, nbytes, max_bytes)
+        return shape
+
+
+class TooLarge(Exception):
+    def __init__(self, key: str, nbytes: int, limit: int) -> None:
+        super().__init__(key)
+        self.key, self.nbytes, self.limit = key, nbytes, limit

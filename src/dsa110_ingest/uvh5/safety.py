@@ -1,0 +1,148 @@
+"""Files that link or store data outside themselves are never read: soft and external
+links, external raw storage and virtual datasets are found without being followed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from h5py import h5d, h5f, h5g, h5l, h5o
+
+from dsa110_ingest.errors import (
+    ConversionDataError,
+    ExternalLinkError,
+    ExternalStorageError,
+    SoftLinkError,
+    UnsafeHDF5Error,
+    UVH5Error,
+    VirtualDatasetError,
+)
+from dsa110_ingest.uvh5.opening import open_file
+
+# Header/ and Data/ of a UVH5 file hold a few dozen objects, two levels deep at most
+MAX_OBJECTS = 10_000
+MAX_DEPTH = 6
+
+
+class Unsafe(Exception):
+    def __init__(self, kind: type[UnsafeHDF5Error], where: str, detail: str) -> None:
+        super().__init__(where)
+        self.kind, self.where, self.detail = kind, where, detail
+
+
+def _link_problem(gid: h5g.GroupID, raw: bytes, ltype: int) -> Unsafe:
+    name = raw.decode("utf-8", "replace")
+    if ltype == h5l.TYPE_SOFT:
+        target = gid.links.get_val(raw).decode("utf-8", "replace")
+        return Unsafe(SoftLinkError, name, f"is a soft link to {target!r}")
+    if ltype == h5l.TYPE_EXTERNAL:
+        fname, obj = gid.links.get_val(raw)
+        return Unsafe(
+            ExternalLinkError,
+            name,
+            f"is an external link to {obj.decode('utf-8', 'replace')!r} in "
+            f"{fname.decode('utf-8', 'replace')!r}",
+        )
+    return Unsafe(ExternalLinkError, name, f"is a user-defined link (type {ltype})")
+
+
+def check_links(gid: h5g.GroupID, where: str) -> None:
+    """Every member of ``gid`` is a hard link: read from the group's own link table, so a
+    soft-link loop or an external link to a FIFO is found without being followed."""
+    bad: list[tuple[bytes, int]] = []
+
+    def visit(raw: bytes, info: Any) -> int | None:
+        if info.type != h5l.TYPE_HARD:
+            bad.append((raw, info.type))
+            return 1  # stop the iteration
+        return None
+
+    gid.links.iterate(visit, info=True)
+    if bad:
+        e = _link_problem(gid, *bad[0])
+        e.where = f"{where}/{e.where}" if where else e.where
+        raise e
+
+
+def check_storage(ds: h5d.DatasetID, where: str) -> None:
+    """Raw data kept in other files (external storage, virtual datasets) is never read."""
+    dcpl = ds.get_create_plist()
+    if dcpl.get_layout() == h5d.VIRTUAL:
+        raise Unsafe(VirtualDatasetError, where, "is a virtual dataset (data in other files)")
+    if dcpl.get_external_count() > 0:
+        ext = dcpl.get_external(0)[0].decode("utf-8", "replace")
+        raise Unsafe(ExternalStorageError, where, f"keeps its raw data outside the file ({ext!r})")
+
+
+def _walk(gid: h5g.GroupID, where: str, depth: int, budget: list[int]) -> None:
+    """Links and storage of everything under ``gid`` (the converter reads all of it)."""
+    if depth > MAX_DEPTH:
+        raise Unsafe(UnsafeHDF5Error, where, "groups nested too deep (a hard-link cycle?)")
+    check_links(gid, where)
+    for raw in gid:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise Unsafe(UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects")
+        here = f"{where}/{raw.decode('utf-8', 'replace')}"
+        obj = h5o.open(gid, raw)
+        if isinstance(obj, h5g.GroupID):
+            _walk(obj, here, depth + 1, budget)
+        elif isinstance(obj, h5d.DatasetID):
+            check_storage(obj, here)
+
+
+def check_contained(fid: h5f.FileID, full: bool = True) -> None:
+    """Raise ``Unsafe`` unless the root's links, and everything under Header/ and Data/,
+    stay inside the file. ``full=False`` (the indexer's hot path) leaves the storage check
+    of each Header/ dataset to the moment it is opened: a full walk would triple the cost
+    of a header read, and datasets the index never opens are never read by it."""
+    root = h5g.open(fid, b"/")
+    check_links(root, "")
+    budget = [MAX_OBJECTS]
+    members = set(root)
+    for raw in (b"Header", b"Data"):
+        if raw not in members:
+            continue
+        obj = h5o.open(root, raw)
+        if not isinstance(obj, h5g.GroupID):
+            continue
+        if full or raw == b"Data":
+            _walk(obj, raw.decode(), 1, budget)
+        # else: each group of Header/ the reader uses checks its links as it is opened
+
+
+def unsafe_error(path: str, e: Unsafe) -> UnsafeHDF5Error:
+    return e.kind(
+        path,
+        f"{e.where} {e.detail}; files that link or store data outside themselves are never read",
+        "rewrite the file with its data inside it (h5repack -f NONE does not follow links; "
+        "pyuvdata's write_uvh5 does)",
+    )
+
+
+def assert_self_contained(path: str) -> None:
+    """For the converter: raise :class:`UnsafeHDF5Error` when ``path`` links or stores data
+    outside itself (the same rule as the indexer's)."""
+    fid = open_file(path, "best-effort")
+    try:
+        check_contained(fid, full=True)
+    except Unsafe as e:
+        raise unsafe_error(path, e) from None
+    finally:
+        fid.close()
+
+
+def refuse_unsafe_inputs(paths: Iterable[str]) -> None:
+    """For the converter, before it opens anything with pyuvdata: raise
+    :class:`ConversionDataError` when an input links or stores data outside itself (a
+    file changed after it was indexed, or indexed before this check existed)."""
+    for p in paths:
+        try:
+            assert_self_contained(p)
+        except UnsafeHDF5Error as e:
+            raise ConversionDataError(
+                f"input refused ({e.reason}): {e}; the group is not converted "
+                "(retrying cannot help)"
+            ) from None
+        except UVH5Error:
+            continue  # missing or damaged: the converter reports that in its own words

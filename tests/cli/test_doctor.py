@@ -1,0 +1,37 @@
+"""`doctor` in-process: one line per check, the tally on stderr, exit 1 on any FAIL only."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+
+from dsa110_ingest.cli import doctor
+from dsa110_ingest.cli._common import EXIT_ERROR, EXIT_OK
+
+from ..conftest import Site
+
+LINE = re.compile(r"^(OK  |WARN|FAIL)  [^:]+: .+$")
+
+
+def test_a_sound_site_passes_with_one_line_per_check(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert doctor.run(site.cfg, argparse.Namespace()) == EXIT_OK
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert lines and all(LINE.match(line) for line in lines), out.out
+    assert not any(line.startswith("FAIL") for line in lines)
+    fails, warns, oks = map(int, re.findall(r"(\d+) FAIL, (\d+) WARN, (\d+) OK", out.err)[0])
+    assert (fails, warns + oks) == (0, len(lines))
+
+
+def test_one_fail_makes_the_exit_status_1_and_is_counted(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.incoming.rmdir()
+    assert doctor.run(site.cfg, argparse.Namespace()) == EXIT_ERROR
+    out = capsys.readouterr()
+    assert f"FAIL  location incoming: {site.incoming} does not exist" in out.out
+    assert "doctor: 1 FAIL" in out.err
