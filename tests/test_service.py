@@ -172,7 +172,7 @@ def test_polling_location(tmp_path: Path, daemon_factory) -> None:
 
 def test_auto_mode_polls_on_fuse_and_nfs(tmp_path: Path) -> None:
     from dsa110_ingest.config import StorageLocation
-    from dsa110_ingest.ingest.watcher import choose_mode
+    from dsa110_ingest.ingest.watch_mode import choose_mode
 
     mounts = tmp_path / "mounts"
     mounts.write_text(

@@ -13,7 +13,7 @@ from dsa110_ingest.convert.backends import check_available
 from dsa110_ingest.db import backend_of, index_exists, open_index_at, open_products_at
 from dsa110_ingest.db.store import Store
 from dsa110_ingest.errors import ConfigError, IngestError
-from dsa110_ingest.ingest.watcher import choose_mode, mount_of, needs_polling
+from dsa110_ingest.ingest.watch_mode import choose_mode, mount_of, needs_polling
 
 GIB = 1024**3
 # a real group's MS is ~5 GB; below a day of them (288) the output fills within hours

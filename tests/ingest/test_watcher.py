@@ -26,14 +26,13 @@ from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
 
 from dsa110_ingest.config import StorageLocation
 from dsa110_ingest.ingest import prompt_inotify
+from dsa110_ingest.ingest.finished import finished_link, open_for_writing
 from dsa110_ingest.ingest.prompt_inotify import _PromptQueue
 from dsa110_ingest.ingest.watcher import (
     DELETED,
     READY,
     FileEvent,
     Watcher,
-    finished_link,
-    open_for_writing,
 )
 from dsa110_ingest.naming import NameParser
 from dsa110_ingest.tools.simulate import file_name, write_subband_file
