@@ -3,6 +3,7 @@ as the plan needs it, the pointing declination and the group's integration grid.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -189,3 +190,53 @@ def time_grid(
             "belongs to another observation: move it out and `dsa110-ingest retry` the group"
         )
     return grid, per_sb
+
+
+def channel_order(heads: list[FileHeader], group_id: str) -> list[bool]:
+    """Whether each subband's channels descend; refuses shuffled channels, subbands
+    overlapping in frequency and subbands disagreeing on polarizations."""
+    subband_desc: list[bool] = []
+    for h in heads:
+        d = np.diff(h.freq_hz)
+        if d.size and np.all(d < 0):
+            subband_desc.append(True)
+        elif d.size == 0 or np.all(d > 0):
+            subband_desc.append(False)
+        else:
+            raise PermanentConversionError(
+                f"sb{h.subband:02d} ({h.path}): channel frequencies are neither ascending "
+                "nor descending (duplicate or shuffled channels); the file is damaged"
+            )
+    for a, b in itertools.pairwise(heads):
+        if float(b.freq_hz.min()) <= float(a.freq_hz.max()):
+            raise PermanentConversionError(
+                f"group {group_id}: sb{a.subband:02d} ({a.path}) and sb{b.subband:02d} "
+                f"({b.path}) overlap in frequency ({a.freq_hz.min() / 1e6:.3f}-"
+                f"{a.freq_hz.max() / 1e6:.3f} MHz vs {b.freq_hz.min() / 1e6:.3f}-"
+                f"{b.freq_hz.max() / 1e6:.3f} MHz): one of them is a copy under the wrong "
+                "name; remove it and `dsa110-ingest retry` the group"
+            )
+    if len({h.pols for h in heads}) > 1:
+        raise PermanentConversionError(
+            f"group {group_id}: subbands disagree on polarizations: "
+            + ", ".join(f"sb{h.subband:02d} {list(h.pols)}" for h in heads)
+        )
+    return subband_desc
+
+
+def bl_keys(h: FileHeader) -> np.ndarray:
+    return h.ant1 * (1 << 20) + h.ant2
+
+
+def common_baselines(heads: list[FileHeader], group_id: str) -> np.ndarray:
+    """The sorted baseline keys every subband must share."""
+    ref_bls = np.unique(bl_keys(heads[0]))
+    for h in heads[1:]:
+        bls = np.unique(bl_keys(h))
+        if bls.size != ref_bls.size or not np.array_equal(bls, ref_bls):
+            raise PermanentConversionError(
+                f"group {group_id}: sb{h.subband:02d} ({h.path}) has {bls.size} baselines, "
+                f"sb{heads[0].subband:02d} has {ref_bls.size} (or other antenna pairs): the "
+                "files do not come from one correlator configuration"
+            )
+    return ref_bls

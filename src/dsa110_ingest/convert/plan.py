@@ -56,7 +56,6 @@ The recipe is spread over four modules, all reachable from here: this one (the p
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +66,9 @@ import numpy as np
 from dsa110_ingest.convert.headers import (
     SECONDS_PER_DAY,
     FileHeader,
+    bl_keys,
+    channel_order,
+    common_baselines,
     pointing,
     read_file_header,
     time_grid,
@@ -270,48 +272,8 @@ def make_plan(
         raise PermanentConversionError(f"group {group_id}: no files to convert")
     heads = [read_file_header(p, sb) for p, sb in files]
     heads.sort(key=lambda h: float(h.freq_hz.min()))
-
-    # channel order and frequency overlap
-    subband_desc: list[bool] = []
-    for h in heads:
-        d = np.diff(h.freq_hz)
-        if d.size and np.all(d < 0):
-            subband_desc.append(True)
-        elif d.size == 0 or np.all(d > 0):
-            subband_desc.append(False)
-        else:
-            raise PermanentConversionError(
-                f"sb{h.subband:02d} ({h.path}): channel frequencies are neither ascending "
-                "nor descending (duplicate or shuffled channels); the file is damaged"
-            )
-    for a, b in itertools.pairwise(heads):
-        if float(b.freq_hz.min()) <= float(a.freq_hz.max()):
-            raise PermanentConversionError(
-                f"group {group_id}: sb{a.subband:02d} ({a.path}) and sb{b.subband:02d} "
-                f"({b.path}) overlap in frequency ({a.freq_hz.min() / 1e6:.3f}-"
-                f"{a.freq_hz.max() / 1e6:.3f} MHz vs {b.freq_hz.min() / 1e6:.3f}-"
-                f"{b.freq_hz.max() / 1e6:.3f} MHz): one of them is a copy under the wrong "
-                "name; remove it and `dsa110-ingest retry` the group"
-            )
-    if len({h.pols for h in heads}) > 1:
-        raise PermanentConversionError(
-            f"group {group_id}: subbands disagree on polarizations: "
-            + ", ".join(f"sb{h.subband:02d} {list(h.pols)}" for h in heads)
-        )
-
-    # baselines: every subband must have the same set
-    def bl_keys(h: FileHeader) -> np.ndarray:
-        return h.ant1 * (1 << 20) + h.ant2
-
-    ref_bls = np.unique(bl_keys(heads[0]))
-    for h in heads[1:]:
-        bls = np.unique(bl_keys(h))
-        if bls.size != ref_bls.size or not np.array_equal(bls, ref_bls):
-            raise PermanentConversionError(
-                f"group {group_id}: sb{h.subband:02d} ({h.path}) has {bls.size} baselines, "
-                f"sb{heads[0].subband:02d} has {ref_bls.size} (or other antenna pairs): the "
-                "files do not come from one correlator configuration"
-            )
+    subband_desc = channel_order(heads, group_id)
+    ref_bls = common_baselines(heads, group_id)
     baselines = np.stack([ref_bls >> 20, ref_bls & ((1 << 20) - 1)], axis=1)
 
     integration_s = min(h.integration_s for h in heads)
@@ -322,31 +284,9 @@ def make_plan(
     chan = 0
     max_off = 0.0
     for h, desc, (utimes, gidx) in zip(heads, subband_desc, per_sb_index, strict=True):
-        tpos = np.searchsorted(utimes, h.time_jd)
-        bpos = np.searchsorted(ref_bls, bl_keys(h))
-        rows = gidx[tpos] * ref_bls.size + bpos
-        if np.unique(rows).size != rows.size:
-            raise PermanentConversionError(
-                f"sb{h.subband:02d} ({h.path}): a baseline appears twice in one "
-                "integration; the file is damaged"
-            )
-        offs = (utimes - grid[gidx]) * SECONDS_PER_DAY
-        max_off = max(max_off, float(np.max(np.abs(offs))))
-        subplans.append(
-            SubbandPlan(
-                path=h.path,
-                subband=h.subband,
-                freq_hz=h.freq_hz,
-                descending=desc,
-                chan_start=chan,
-                times_jd=utimes,
-                grid_index=gidx,
-                row_index=rows,
-                missing=tuple(sorted(set(range(grid.size)) - {int(i) for i in gidx})),
-                offset_s=float(np.median(offs)),
-                pointing_dec_rad=h.pointing_dec_rad,
-            )
-        )
+        sp, off = _subband_plan(h, desc, utimes, gidx, grid, ref_bls, chan)
+        subplans.append(sp)
+        max_off = max(max_off, off)
         chan += h.freq_hz.size
 
     dec, source = pointing(heads, pointing_dec_deg, group_id)
@@ -368,6 +308,41 @@ def make_plan(
         site_alt_m=heads[0].alt_m,
         n_pols=len(heads[0].pols),
     )
+
+
+def _subband_plan(
+    h: FileHeader,
+    desc: bool,
+    utimes: np.ndarray,
+    gidx: np.ndarray,
+    grid: np.ndarray,
+    ref_bls: np.ndarray,
+    chan_start: int,
+) -> tuple[SubbandPlan, float]:
+    """Where each of one subband's rows goes in the MS, and its largest time offset (s)."""
+    tpos = np.searchsorted(utimes, h.time_jd)
+    bpos = np.searchsorted(ref_bls, bl_keys(h))
+    rows = gidx[tpos] * ref_bls.size + bpos
+    if np.unique(rows).size != rows.size:
+        raise PermanentConversionError(
+            f"sb{h.subband:02d} ({h.path}): a baseline appears twice in one "
+            "integration; the file is damaged"
+        )
+    offs = (utimes - grid[gidx]) * SECONDS_PER_DAY
+    plan = SubbandPlan(
+        path=h.path,
+        subband=h.subband,
+        freq_hz=h.freq_hz,
+        descending=desc,
+        chan_start=chan_start,
+        times_jd=utimes,
+        grid_index=gidx,
+        row_index=rows,
+        missing=tuple(sorted(set(range(grid.size)) - {int(i) for i in gidx})),
+        offset_s=float(np.median(offs)),
+        pointing_dec_rad=h.pointing_dec_rad,
+    )
+    return plan, float(np.max(np.abs(offs)))
 
 
 def plan_for_request(req: ConversionRequest) -> ConversionPlan:

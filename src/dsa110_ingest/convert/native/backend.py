@@ -93,14 +93,7 @@ def write_ms(
             'writes one: set [convert] backend = "pyuvdata" for this data'
         )
     w_new = uv.uvw_array[:, 2].copy()
-    flip = None
-    if np.any(uv.ant_1_array < uv.ant_2_array) and np.any(uv.ant_1_array > uv.ant_2_array):
-        # as write_ms: CASA wants one conjugation state, ant1 < ant2
-        before = uv.ant_1_array.copy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            uv.conjugate_bls("ant1<ant2")
-        flip = uv.ant_1_array != before
+    flip = _one_conjugation(uv)
     n_rows, n_chan, n_pol = int(uv.Nblts), int(uv.Nfreqs), int(uv.Npols)
     pol_order = np.asarray(utils.pol.determine_pol_order(uv.polarization_array, order="CASA"))
     conj_pol_order = np.argsort(utils.pol.reorder_conj_pols(uv.polarization_array))
@@ -153,31 +146,14 @@ def write_ms(
                 )  # fmt: skip
             else:
                 d, fl, ns = kernel.ms_block(vis, blk.flags, blk.nsamples, **args)
-                lo, hi = ns.min(), ns.max()
-                if lo == hi:  # the usual block: one weight everywhere (a cheap flat reduce)
-                    np.minimum(w_min[rows], lo, out=w_min[rows])
-                    np.maximum(w_max[rows], hi, out=w_max[rows])
-                else:
-                    np.minimum(w_min[rows], ns.min(axis=1), out=w_min[rows])
-                    np.maximum(w_max[rows], ns.max(axis=1), out=w_max[rows])
+                _track_weights(ns, w_min[rows], w_max[rows])
             blc = [sb.chan_start, 0]
             trc = [sb.chan_start + nc - 1, n_pol - 1]
             nrow = blk.stop - blk.start
             ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=nrow)
             ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=nrow)
-        weight = w_min.astype(np.float64)
-        uneven = (w_min != w_max).any(axis=1)
-        for lo in range(0, n_rows, block_rows):
-            hi = min(lo + block_rows, n_rows)
-            sel = np.flatnonzero(uneven[lo:hi])
-            if sel.size:
-                spec = ms.getcol("WEIGHT_SPECTRUM", startrow=lo, nrow=hi - lo)
-                weight[lo + sel] = np.median(spec[sel], axis=1)
-        ms.putcol("WEIGHT", weight)
-        sigma = np.zeros_like(weight)
-        np.power(weight, -0.5, where=weight != 0, out=sigma)
-        ms.putcol("SIGMA", sigma)
+        _put_weight_and_sigma(ms, w_min, w_max, block_rows)
     finally:
         ms.close()
     _subtables(path, uv, utils.tools.slicify(pol_order, allow_empty=True))
@@ -189,6 +165,48 @@ def write_ms(
         "tile_shape": tiling.shape,
         "block_rows": block_rows,
     }
+
+
+def _one_conjugation(uv: Any) -> np.ndarray | None:
+    """Conjugate baselines to ant1 < ant2 where both states occur (CASA wants one, as
+    pyuvdata's write_ms does); the rows flipped, or None when none needed it."""
+    if not (np.any(uv.ant_1_array < uv.ant_2_array) and np.any(uv.ant_1_array > uv.ant_2_array)):
+        return None
+    before = uv.ant_1_array.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        uv.conjugate_bls("ant1<ant2")
+    flip: np.ndarray = uv.ant_1_array != before
+    return flip
+
+
+def _track_weights(ns: np.ndarray, w_min: np.ndarray, w_max: np.ndarray) -> None:
+    """Fold one block's WEIGHT_SPECTRUM into each row's min and max (views, updated in place)."""
+    lo, hi = ns.min(), ns.max()
+    if lo == hi:  # the usual block: one weight everywhere (a cheap flat reduce)
+        np.minimum(w_min, lo, out=w_min)
+        np.maximum(w_max, hi, out=w_max)
+    else:
+        np.minimum(w_min, ns.min(axis=1), out=w_min)
+        np.maximum(w_max, ns.max(axis=1), out=w_max)
+
+
+def _put_weight_and_sigma(ms: Any, w_min: np.ndarray, w_max: np.ndarray, block_rows: int) -> None:
+    """WEIGHT (the median of WEIGHT_SPECTRUM over channels) and SIGMA; only rows whose
+    min and max differ are read back for the median."""
+    n_rows = w_min.shape[0]
+    weight = w_min.astype(np.float64)
+    uneven = (w_min != w_max).any(axis=1)
+    for lo in range(0, n_rows, block_rows):
+        hi = min(lo + block_rows, n_rows)
+        sel = np.flatnonzero(uneven[lo:hi])
+        if sel.size:
+            spec = ms.getcol("WEIGHT_SPECTRUM", startrow=lo, nrow=hi - lo)
+            weight[lo + sel] = np.median(spec[sel], axis=1)
+    ms.putcol("WEIGHT", weight)
+    sigma = np.zeros_like(weight)
+    np.power(weight, -0.5, where=weight != 0, out=sigma)
+    ms.putcol("SIGMA", sigma)
 
 
 def convert(
