@@ -96,7 +96,7 @@ def find_subband_groups_from_db(
                 expected_subbands=r.expected_subbands,
                 start_mjd=r.start_mjd,
                 end_mjd=r.end_mjd,
-                files=tuple(f.path for f in files[r.group_id] if f.stored),
+                files=tuple(f.path for f in files[r.group_id] if not f.missing),
                 subbands=tuple(f.subband_num for f in files[r.group_id]),
             )
             for r in rows

@@ -159,7 +159,9 @@ def test_convert_force_refuses_while_another_holds_the_lease(
 def test_convert_force_beside_the_daemon_never_gives_two_conversions(
     tmp_path: Path, daemon_factory, sim_groups, slow_converter
 ) -> None:
-    conv = slow_converter(4)
+    # the daemon's conversion must outlast two CLI start-ups, which on two loaded cores
+    # have taken over 5 s each: else `--force` rightly converts a second time after it
+    conv = slow_converter(25)
     site = command_site(tmp_path, conv.script)
     d = daemon_factory(site)
     d.wait_ready()
@@ -168,7 +170,7 @@ def test_convert_force_beside_the_daemon_never_gives_two_conversions(
     gid = site.cli_json("groups", "--json")[0]["group_id"]
     p = site.cli("convert", gid, "--force", check=False)
     assert p.returncode == 1 and "being converted by" in p.stderr
-    wait_for(lambda: _ms_rows(site) == 1, 60, lambda: d.log.read_text()[-3000:])
+    wait_for(lambda: _ms_rows(site) == 1, 120, lambda: d.log.read_text()[-3000:])
     d.stop()
     assert [e["type"] for e in site.events()].count("group.converted") == 1
     assert conv.runs() == 1  # one conversion ran, not two

@@ -81,12 +81,12 @@ def build_request(
     if g is None:
         raise ConversionError(f"group {group_id} is not in {db.name}; see `dsa110-ingest groups`")
     files = db.group_files(group_id)
-    present = [f for f in files if f.stored]
-    gone = [f.path for f in files if not f.stored]
-    if gone:
+    present = [f for f in files if not f.missing]
+    off_disk = [f.path for f in files if f.missing]
+    if off_disk:
         raise ConversionError(
-            f"group {group_id}: {len(gone)} file(s) no longer on disk, e.g. "
-            f"{gone[0]}; restore them, or `retry` after they are back"
+            f"group {group_id}: {len(off_disk)} file(s) no longer on disk, e.g. "
+            f"{off_disk[0]}; restore them, or `retry` after they are back"
         )
     missing = tuple(missing_subbands((f.subband_num for f in present), g.expected_subbands))
     if missing and not (partial or force):

@@ -127,6 +127,10 @@ class MemberFile:
     subband_num: int | None
     stored: int
 
+    @property
+    def missing(self) -> bool:
+        return not self.stored
+
 
 # -- storage locations, rejected files ---------------------------------------------
 @dataclass(frozen=True, slots=True)
