@@ -22,7 +22,8 @@ EVENTS_CHANNEL = "dsa110_events"
 
 
 class PgEvents(EventStore):
-    """The events family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`."""
+    """The events family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     c: PgConnection
     uri: str

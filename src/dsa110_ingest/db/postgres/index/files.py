@@ -33,7 +33,8 @@ _REJECTED_COLS = ", ".join(field_names(RejectedFile))
 
 
 class PgFiles(FileStore):
-    """The files family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`."""
+    """The files family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     c: PgConnection
     _files: tuple[str, list[FileRecord]] | None

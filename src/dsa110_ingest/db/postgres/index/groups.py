@@ -40,7 +40,8 @@ def window_buckets(lo: float, hi: float, width: float) -> list[int]:
 
 
 class PgGroups(GroupStore):
-    """The groups family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`."""
+    """The groups family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     c: PgConnection
     readonly: bool

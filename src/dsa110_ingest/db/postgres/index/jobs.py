@@ -17,7 +17,8 @@ _CLAIMABLE = (
 
 
 class PgJobs(JobStore):
-    """The jobs family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`."""
+    """The jobs family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     c: PgConnection
 

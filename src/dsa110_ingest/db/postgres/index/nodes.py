@@ -45,7 +45,8 @@ class IndexConnection(PgConnection):
 
 
 class PgNodes(NodeStore):
-    """The nodes family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`."""
+    """The nodes family of :class:`~dsa110_ingest.db.postgres.index.PostgresIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     c: IndexConnection
 

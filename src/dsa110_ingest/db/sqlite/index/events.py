@@ -15,7 +15,8 @@ EVENT_POLL_S = 0.5
 
 
 class SqliteEvents(EventStore):
-    """The events family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`."""
+    """The events family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     conn: sqlite3.Connection
 

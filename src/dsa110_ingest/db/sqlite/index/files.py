@@ -37,7 +37,8 @@ def _file(row: Sequence[Any] | None) -> FileRecord | None:
 
 
 class SqliteFiles(FileStore):
-    """The files family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`."""
+    """The files family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     conn: sqlite3.Connection
     _location_cols: str

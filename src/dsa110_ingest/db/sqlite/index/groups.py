@@ -25,7 +25,8 @@ def _group(row: Sequence[Any] | None) -> Group | None:
 
 
 class SqliteGroups(GroupStore):
-    """The groups family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`."""
+    """The groups family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     conn: sqlite3.Connection
     _span_cache: float | None

@@ -18,7 +18,8 @@ def _job(row: Sequence[Any] | None) -> ConversionJob | None:
 
 
 class SqliteJobs(JobStore):
-    """The jobs family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`."""
+    """The jobs family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     conn: sqlite3.Connection
 

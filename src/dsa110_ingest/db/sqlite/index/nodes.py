@@ -18,7 +18,8 @@ def _heartbeat(row: Sequence[Any]) -> Heartbeat:
 
 
 class SqliteNodes(NodeStore):
-    """The nodes family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`."""
+    """The nodes family of :class:`~dsa110_ingest.db.sqlite.index.SqliteIndexStore`: its
+    methods only; the attributes below are set by that class's ``__init__``."""
 
     conn: sqlite3.Connection
     _heartbeat_from: str
