@@ -67,10 +67,6 @@ class FileStore(Store):
         rows changed (already-missing ones do not count)."""
 
     @abc.abstractmethod
-    def subband_taken(self, group_id: str, subband: int) -> bool:
-        """Whether a member not in conflict of the group already has this subband."""
-
-    @abc.abstractmethod
     def set_conflict(self, path: str, conflict: bool) -> None:
         """*Inside a transaction.* Take a member out of its group's subband count (a
         conflict: another file holds its subband) or back into it (``is_duplicate``)."""

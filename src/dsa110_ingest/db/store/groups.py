@@ -42,6 +42,10 @@ class GroupStore(Store):
         """*Inside a transaction.* Change a collecting group's id, its files and job follow."""
 
     @abc.abstractmethod
+    def subband_taken(self, group_id: str, subband: int) -> bool:
+        """Whether a member not in conflict of the group already has this subband."""
+
+    @abc.abstractmethod
     def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> Group:
         """*Inside a transaction.* Widen the span to include [min_ts, max_ts], recount
         subbands, conflicts and MJD span from the member files, touch ``last_seen_at``,

@@ -126,16 +126,6 @@ class PgFiles(FileStore):
             (texts,),
         )
 
-    def subband_taken(self, group_id: str, subband: int) -> bool:
-        return (
-            self.c.first(
-                "SELECT 1 FROM hdf5_file_index WHERE group_id = %s AND subband_num = %s "
-                "AND is_duplicate = 0 LIMIT 1",
-                (group_id, subband),
-            )
-            is not None
-        )
-
     def set_conflict(self, path: str, conflict: bool) -> None:
         self._files = None  # file rows change
         self.c.x(

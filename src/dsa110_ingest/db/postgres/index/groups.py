@@ -141,6 +141,16 @@ class PgGroups(GroupStore):
         self.c.x("UPDATE groups SET group_id = %s WHERE group_id = %s", (new, old))
         self.c.x("UPDATE hdf5_file_index SET group_id = %s WHERE group_id = %s", (new, old))
 
+    def subband_taken(self, group_id: str, subband: int) -> bool:
+        return (
+            self.c.first(
+                "SELECT 1 FROM hdf5_file_index WHERE group_id = %s AND subband_num = %s "
+                "AND is_duplicate = 0 LIMIT 1",
+                (group_id, subband),
+            )
+            is not None
+        )
+
     def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> Group:
         # the row lock first, in a statement of its own: the recount below then runs on a
         # snapshot taken after any other writer of this group committed (a subquery of the

@@ -127,16 +127,6 @@ class SqliteFiles(FileStore):
             ).rowcount
         return n
 
-    def subband_taken(self, group_id: str, subband: int) -> bool:
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM hdf5_file_index WHERE group_id = ? AND subband_num = ? "
-                "AND is_duplicate = 0 LIMIT 1",
-                (group_id, subband),
-            ).fetchone()
-            is not None
-        )
-
     def set_conflict(self, path: str, conflict: bool) -> None:
         self.conn.execute(
             "UPDATE hdf5_file_index SET is_duplicate = ? WHERE path = ?", (int(conflict), path)

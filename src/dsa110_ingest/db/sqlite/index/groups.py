@@ -74,6 +74,16 @@ class SqliteGroups(GroupStore):
         self.conn.execute("UPDATE groups SET group_id = ? WHERE group_id = ?", (new, old))
         self.conn.execute("UPDATE hdf5_file_index SET group_id = ? WHERE group_id = ?", (new, old))
 
+    def subband_taken(self, group_id: str, subband: int) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM hdf5_file_index WHERE group_id = ? AND subband_num = ? "
+                "AND is_duplicate = 0 LIMIT 1",
+                (group_id, subband),
+            ).fetchone()
+            is not None
+        )
+
     def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> Group:
         """Recount a group from its files and store span and counts; returns the row."""
         self.conn.execute(
