@@ -150,89 +150,139 @@ def _copy_rows(
     loc_ids = {r.name: r.id for r in hdf5.locations()}
     present = hdf5.all_paths()
     now = time.time()
-    keyed = []
-    for row in legacy:
-        nt = _name_time(row, parser)
-        keyed.append(((nt[0] if nt else float("inf"), nt[1] if nt else 0, row["path"]), nt, row))
-    keyed.sort(key=lambda k: k[0])
+    ordered = _in_name_order(legacy, parser)
     with hdf5.transaction("migrating legacy rows"):
-        for i, (_, nt, row) in enumerate(keyed):
-            if i == len(keyed) // 2:
+        for i, (name_time, row) in enumerate(ordered):
+            if i == len(ordered) // 2:
                 _kill_if("insert", stop_after)
-            path = row["path"]
-            if path in present:
+            if row["path"] in present:
                 rep.already_present += 1
                 continue
-            exists = os.path.exists(path)
-            rep.missing_on_disk += not exists
-            extra_json = {c: row[c] for c in extra if row.get(c) is not None}
-            if row.get("group_id") is not None:
-                extra_json["legacy_group_id"] = row["group_id"]
-            out: dict[str, Any] = {c: row.get(c) for c in COPIED}
-            out.update(
-                path=path,
-                filename=row.get("filename") or os.path.basename(path),
-                stored=int(exists),
-                storage_location_id=_location(cfg, path, loc_ids),
-                legacy_extra=json.dumps(extra_json, sort_keys=True, default=str)
-                if extra_json
-                else None,
-            )
-            if nt is None:
-                rep.unparsed.append(path)
-                hdf5.insert_file_if_new(out)
-                rep.inserted += 1
-                continue
-            ts, sb = nt
-            pl, dup = join_group(hdf5, ts, sb, cfg.groups, now)
-            iso = unix_to_iso(ts)
-            date, _, tod = iso.partition("T")
-            out.update(
-                group_id=pl.group_id,
-                subband_num=sb,
-                subband_code=f"sb{sb:02d}",
-                timestamp_iso=iso,
-                timestamp_mjd=unix_to_mjd(ts),
-                obs_date=row.get("obs_date") or date,
-                obs_time=row.get("obs_time") or tod,
-                is_duplicate=int(dup),
-            )
-            hdf5.insert_file_if_new(out)
-            rep.inserted += 1
-            rep.conflicts += dup
-            hdf5.refresh_group(pl.group_id, pl.min_ts, pl.max_ts, now)
-
-        # groups of every legacy row, including rows an earlier (killed) run copied
-        of_path = hdf5.path_groups()
-        legacy_gid = {}
-        for row in legacy:
-            gid = of_path.get(row["path"])
-            if gid is not None and row.get("group_id") is not None:
-                legacy_gid.setdefault(str(row["group_id"]), set()).add(gid)
-        touched = {}
-        for gid in {of_path.get(r["path"]) for r in legacy} - {None}:
-            g = hdf5.group(gid)
-            if g is not None:
-                touched[gid] = (g.min_ts, g.max_ts)
+            file_row = _file_row(cfg, row, extra, loc_ids, rep)
+            _insert_legacy_row(cfg, hdf5, file_row, row, name_time, rep, now)
+        touched, legacy_gid = _legacy_groups(hdf5, legacy)
         matched = _match_converted(hdf5, ms_rows, touched, legacy_gid, cfg, rep, now)
-        for gid in touched:
-            g = hdf5.group(gid)
-            if g is None or g.state != "collecting":
-                continue
-            # old observations: settle their state now, without events (consumers saw
-            # them long ago) and without waiting for a timeout
-            if g.n_subbands >= g.expected_subbands:
-                hdf5.set_group_state(gid, "complete", now)
-                rep.complete += 1
-                if queue and gid not in matched.values() and cfg.convert.enabled:
-                    hdf5.enqueue_job(gid, unix_to_mjd(g.min_ts), now)
-                    rep.queued += 1
-            else:
-                hdf5.set_group_state(gid, "incomplete", now)
-                rep.incomplete += 1
-        rep.groups = len(touched)
+        _settle_groups(cfg, hdf5, touched, set(matched.values()), queue, rep, now)
         hdf5.set_meta("legacy_migration", json.dumps({"at": now, "rows": rep.legacy_rows}))
     return matched
+
+
+def _in_name_order(
+    legacy: list[dict[str, Any]], parser: NameParser
+) -> list[tuple[tuple[float, int] | None, dict[str, Any]]]:
+    """Legacy rows with their (name time, subband), by time, subband and path: grouping
+    sees an observation's files in the order the daemon would have; rows whose name is
+    not understood come last."""
+
+    def key(item: tuple[tuple[float, int] | None, dict[str, Any]]) -> tuple[float, int, str]:
+        name_time, row = item
+        return (*(name_time or (float("inf"), 0)), row["path"])
+
+    return sorted(((_name_time(row, parser), row) for row in legacy), key=key)
+
+
+def _file_row(
+    cfg: Config, row: dict[str, Any], extra: list[str], loc_ids: dict[str, int], rep: Report
+) -> dict[str, Any]:
+    """A legacy row as a file-index row (without its group): the columns copied as they
+    are, ``stored`` from the disk, the rest of the row kept as JSON in ``legacy_extra``."""
+    path = row["path"]
+    exists = os.path.exists(path)
+    rep.missing_on_disk += not exists
+    extra_json = {c: row[c] for c in extra if row.get(c) is not None}
+    if row.get("group_id") is not None:
+        extra_json["legacy_group_id"] = row["group_id"]
+    out: dict[str, Any] = {c: row.get(c) for c in COPIED}
+    out.update(
+        path=path,
+        filename=row.get("filename") or os.path.basename(path),
+        stored=int(exists),
+        storage_location_id=_location(cfg, path, loc_ids),
+        legacy_extra=json.dumps(extra_json, sort_keys=True, default=str) if extra_json else None,
+    )
+    return out
+
+
+def _insert_legacy_row(
+    cfg: Config,
+    hdf5: IndexStore,
+    out: dict[str, Any],
+    row: dict[str, Any],
+    name_time: tuple[float, int] | None,
+    rep: Report,
+    now: float,
+) -> None:
+    """Insert the file row ``out`` of the legacy ``row``, placed in its group by this
+    project's rules (a name not understood: copied without a group)."""
+    if name_time is None:
+        rep.unparsed.append(out["path"])
+        hdf5.insert_file_if_new(out)
+        rep.inserted += 1
+        return
+    ts, subband = name_time
+    placed, conflict = join_group(hdf5, ts, subband, cfg.groups, now)
+    iso = unix_to_iso(ts)
+    date, _, tod = iso.partition("T")
+    out.update(
+        group_id=placed.group_id,
+        subband_num=subband,
+        subband_code=f"sb{subband:02d}",
+        timestamp_iso=iso,
+        timestamp_mjd=unix_to_mjd(ts),
+        obs_date=row.get("obs_date") or date,
+        obs_time=row.get("obs_time") or tod,
+        is_duplicate=int(conflict),
+    )
+    hdf5.insert_file_if_new(out)
+    rep.inserted += 1
+    rep.conflicts += conflict
+    hdf5.refresh_group(placed.group_id, placed.min_ts, placed.max_ts, now)
+
+
+def _legacy_groups(
+    hdf5: IndexStore, legacy: list[dict[str, Any]]
+) -> tuple[dict[str, tuple[float, float]], dict[str, set[str]]]:
+    """The groups of every legacy row, including rows an earlier (killed) run copied:
+    ({group id: (min_ts, max_ts)}, {legacy group id: our group ids})."""
+    of_path = hdf5.path_groups()
+    legacy_gid: dict[str, set[str]] = {}
+    for row in legacy:
+        gid = of_path.get(row["path"])
+        if gid is not None and row.get("group_id") is not None:
+            legacy_gid.setdefault(str(row["group_id"]), set()).add(gid)
+    touched: dict[str, tuple[float, float]] = {}
+    for gid in {of_path.get(r["path"]) for r in legacy} - {None}:
+        g = hdf5.group(gid)
+        if g is not None:
+            touched[gid] = (g.min_ts, g.max_ts)
+    return touched, legacy_gid
+
+
+def _settle_groups(
+    cfg: Config,
+    hdf5: IndexStore,
+    touched: dict[str, tuple[float, float]],
+    converted: set[str],
+    queue: bool,
+    rep: Report,
+    now: float,
+) -> None:
+    """Old observations: settle their state now, without events (consumers saw them long
+    ago) and without waiting for a timeout; queue the complete ones not yet converted."""
+    rep.groups = len(touched)
+    for gid in touched:
+        g = hdf5.group(gid)
+        if g is None or g.state != "collecting":
+            continue
+        if g.n_subbands >= g.expected_subbands:
+            hdf5.set_group_state(gid, "complete", now)
+            rep.complete += 1
+            if queue and gid not in converted and cfg.convert.enabled:
+                hdf5.enqueue_job(gid, unix_to_mjd(g.min_ts), now)
+                rep.queued += 1
+        else:
+            hdf5.set_group_state(gid, "incomplete", now)
+            rep.incomplete += 1
 
 
 def _match_converted(

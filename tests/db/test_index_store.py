@@ -1,4 +1,4 @@
-"""The index store's contract (db/store.py) on every backend of STORE_BACKENDS."""
+"""The index store's contract (db/store/) on every backend of STORE_BACKENDS."""
 
 from __future__ import annotations
 

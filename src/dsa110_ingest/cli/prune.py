@@ -44,7 +44,7 @@ def _prune_files(cfg: Config, *, dry_run: bool) -> None:
     with open_index(cfg, readonly=dry_run) as hdf5:
         # on a shared index, another node's files are not on this host's disks
         mine = this_nodes_paths(hdf5, cfg)
-        missing = [p for p in hdf5.stored_paths() if mine(p) and not os.path.exists(p)]
+        missing = [p for p in hdf5.paths_on_disk() if mine(p) and not os.path.exists(p)]
         for p in missing:
             print(f"prune: file gone: {p}")
         if missing and not dry_run:

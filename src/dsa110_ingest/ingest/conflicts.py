@@ -47,7 +47,7 @@ def check_frequencies(db: IndexStore, new: Band, gid: str, now: float) -> list[E
         if not overlaps(new, old):
             continue
         bad, sure = suspect(new, old, [m for m in members if m.path != old.path])
-        db.set_duplicate(bad.path, 1)
+        db.set_conflict(bad.path, True)
         out.append(_record_overlap(db, gid, (old, new), bad, sure, now))
         if bad is new:
             break
@@ -71,8 +71,8 @@ def revise_frequency_verdicts(db: IndexStore, gid: str, now: float) -> list[Even
             bad, sure = suspect(x, y, [m for m in members if m.path != y.path])
             if not (sure and bad is y):
                 continue
-            db.set_duplicate(y.path, 1)
-            db.set_duplicate(x.path, 0)
+            db.set_conflict(y.path, True)
+            db.set_conflict(x.path, False)
             members = [x if m is y else m for m in members]
             out.append(_record_overlap(db, gid, (x, y), y, True, now, revised=True))
             break

@@ -115,7 +115,7 @@ class Expiry:
     def _expired(self, obs_before: float | None) -> list[Group]:
         timeout = self.cfg.groups.incomplete_timeout_seconds
         mono, now = self.mono(), self.clock()
-        collecting = self.db.open_groups()
+        collecting = self.db.collecting_groups()
         born = {}
         for group in collecting:
             first = self._born.get(group.group_id)
@@ -127,5 +127,5 @@ class Expiry:
         self._born = born  # forget groups that are no longer collecting
         old = set()
         if obs_before:
-            old = {g.group_id for g in self.db.open_groups(obs_before)}
+            old = {g.group_id for g in self.db.collecting_groups(obs_before)}
         return [g for g in collecting if mono - born[g.group_id] >= timeout or g.group_id in old]

@@ -226,7 +226,7 @@ def test_two_nodes_expiring_one_group_emit_one_incomplete(
 
     def expire(db: IndexStore, who: str, hold: threading.Event | None) -> None:
         with db.transaction(f"expiring ({who})"):
-            for g in db.open_groups():
+            for g in db.collecting_groups():
                 db.set_group_state(g.group_id, "incomplete", OBS)
                 db.add_event("group.incomplete", g.group_id, {}, OBS)
                 emitted.append(who)

@@ -1,0 +1,45 @@
+"""Rows about the index and its nodes: heartbeats, counts for ``status``, notes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A daemon's last sign of life, one per node; ``status`` is the decoded JSON."""
+
+    node: str
+    pid: int | None
+    hostname: str | None
+    started_at: float | None
+    updated_at: float | None
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexCounts:
+    """Rows by state: ``files`` (indexed/missing/conflict/rejected), ``groups``,
+    ``conversions`` (jobs) and ``events`` (by type)."""
+
+    files: dict[str, int]
+    groups: dict[str, int]
+    conversions: dict[str, int]
+    events: dict[str, int]
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {
+            "files": self.files,
+            "groups": self.groups,
+            "conversions": self.conversions,
+            "events": self.events,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MetaEntry:
+    """One ``meta`` row: a note the index keeps about itself (longest group span, ...)."""
+
+    key: str
+    value: str | None
