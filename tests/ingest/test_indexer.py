@@ -123,6 +123,46 @@ def test_deleted_file_is_kept_with_stored_0(site: Site, sim_groups) -> None:
     assert db.count_events("group.complete") == 1
 
 
+def test_a_member_deleted_before_its_group_completes_no_longer_counts(site: Site) -> None:
+    """sb05 deleted while its group collects: the 16th arrival does not complete the
+    group (its event would name a file that is gone); sb05 back on disk completes it,
+    once."""
+    from dsa110_ingest.tools.simulate import plan_groups
+
+    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 3)
+    db, idx = _indexer(site)
+    paths = {
+        sb: write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
+        for sb, t in sorted(plan.files.items())
+    }
+    aside = site.root / "aside"
+    aside.mkdir()
+    last = aside / paths[3].name
+    shutil.move(paths.pop(3), last)
+    for p in paths.values():
+        idx.index_paths([str(p)])
+    kept = aside / paths[5].name
+    shutil.move(paths[5], kept)
+    assert idx.reconcile().missing == 1
+    (g,) = db.list_groups(None, None, None)
+    assert (g.state, g.n_subbands) == ("collecting", 14)
+    shutil.move(last, site.incoming / last.name)
+    r = idx.index_paths([str(site.incoming / last.name)])
+    assert r.indexed == 1 and r.events == []
+    (g,) = db.list_groups(None, None, None)
+    assert (g.state, g.n_subbands) == ("collecting", 15)
+    shutil.move(kept, paths[5])
+    r = idx.index_paths([str(paths[5])])
+    assert [e[0] for e in r.events] == ["group.complete"]
+    (g,) = db.list_groups(None, None, None)
+    assert (g.state, g.n_subbands) == ("complete", 16)
+    # gone again after completion: the complete group keeps its count and its one event
+    paths[5].unlink()
+    assert idx.reconcile().missing == 1
+    (g,) = db.list_groups(None, None, None)
+    assert (g.state, g.n_subbands, db.count_events("group.complete")) == ("complete", 16, 1)
+
+
 def test_moved_between_locations_updates_the_row_not_a_new_one(tmp_path: Path, sim_groups) -> None:
     site = write_site(tmp_path, extra_locations=("archive",))
     files = sim_groups(site.incoming, n=1)

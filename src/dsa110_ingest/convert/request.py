@@ -82,7 +82,9 @@ def build_request(
         raise ConversionError(f"group {group_id} is not in {db.name}; see `dsa110-ingest groups`")
     files = db.group_files(group_id)
     present = [f for f in files if not f.missing]
-    off_disk = [f.path for f in files if f.missing]
+    # a member gone from disk matters unless another member on disk holds its subband
+    held = {f.subband_num for f in present}
+    off_disk = [f.path for f in files if f.missing and f.subband_num not in held]
     if off_disk:
         raise ConversionError(
             f"group {group_id}: {len(off_disk)} file(s) no longer on disk, e.g. "

@@ -16,17 +16,11 @@ import structlog
 
 from dsa110_ingest.config import Config, StorageLocation, is_under, location_holding
 from dsa110_ingest.db import IndexStore
-from dsa110_ingest.db.records import FileRecord, Group, KnownFile
+from dsa110_ingest.db.records import KnownFile
 from dsa110_ingest.db.retry import busy_retry
 from dsa110_ingest.ingest.batch import BatchResult
-from dsa110_ingest.ingest.conflicts import (
-    check_frequencies,
-    record_name_conflict,
-    revise_frequency_verdicts,
-)
-from dsa110_ingest.ingest.file_row import file_row
-from dsa110_ingest.ingest.grouping import Band, join_group
-from dsa110_ingest.ingest.lifecycle import COMPLETABLE, Clock, Expiry, complete_group, is_complete
+from dsa110_ingest.ingest.lifecycle import Clock, Expiry
+from dsa110_ingest.ingest.placement import Placer
 from dsa110_ingest.ingest.reader import HeaderReader, ReadFailure
 from dsa110_ingest.ingest.scanner import Candidate, scan_tree, stat_path
 from dsa110_ingest.naming import NameParser, path_text
@@ -62,7 +56,16 @@ class Indexer:
         )
         self.locations: list[tuple[int, StorageLocation]] = []
         self.roots: tuple[str, ...] = ()
-        self.convert_enabled = cfg.convert.enabled
+        self.placer = Placer(db, cfg, self.expiry, convert=cfg.convert.enabled)
+
+    @property
+    def convert_enabled(self) -> bool:
+        """Whether a completed group also gets its conversion job."""
+        return self.placer.convert
+
+    @convert_enabled.setter
+    def convert_enabled(self, on: bool) -> None:
+        self.placer.convert = on
 
     def register_locations(
         self, extra: Sequence[StorageLocation] = (), within: Sequence[StorageLocation] = ()
@@ -255,12 +258,7 @@ class Indexer:
         header = self._admit(cand, read, now, result)
         if header is None:
             return
-        same_name = self.db.files_named(cand.filename)
-        existing = next((f for f in same_name if f.path == cand.path), None)
-        if existing is not None and existing.group_id is not None:
-            self._reindex(cand, header, existing, now, result)
-        elif not self._adopt_move(cand, now, result):
-            self._join(cand, header, now, result)
+        self.placer.place(cand, header, now, result)
 
     def _admit(
         self, cand: Candidate, read: Read, now: float, result: BatchResult
@@ -297,96 +295,6 @@ class Indexer:
             self._reject(cand, "time_mismatch", message, now, result)
             return None
         return read
-
-    def _reindex(
-        self,
-        cand: Candidate,
-        header: HeaderInfo,
-        existing: FileRecord,
-        now: float,
-        result: BatchResult,
-    ) -> None:
-        """Rewritten in place, or back after a disappearance: same name, same group."""
-        assert cand.name is not None
-        gid = existing.group_id
-        group = self.db.group(gid)
-        # a file once out of the count (a conflict) and now rewritten, with its slot still
-        # free, is judged again: the replacement may be the real one
-        judge_again = bool(
-            existing.conflict
-            and group is not None
-            and group.state in COMPLETABLE
-            and not self.db.subband_taken(gid, cand.name.subband_num)
-        )
-        conflict = existing.conflict and not judge_again
-        self.db.upsert_file(file_row(cand, header, gid, conflict, now))
-        self.db.unreject(cand.path)
-        result.updated += 1
-        if judge_again:
-            result.events += check_frequencies(self.db, self._band(cand, header), gid, now)
-            group = self.db.refresh_group(gid, group.min_ts, group.max_ts, now)
-            if group.n_subbands >= group.expected_subbands:
-                self._complete(group, now, result)
-                result.completed_by[gid] = cand.path
-
-    def _adopt_move(self, cand: Candidate, now: float, result: BatchResult) -> bool:
-        """A known file under a new path (moved, or an older spelling of the same path)
-        keeps its row and group; True when ``cand`` was one."""
-        for twin in self.db.files_named(cand.filename):
-            if (
-                twin.path != cand.path
-                and twin.file_size_bytes == cand.size
-                and (
-                    twin.missing
-                    or not os.path.exists(twin.path)
-                    # the same file under an older spelling (`..`, a symlinked folder)
-                    or os.path.realpath(twin.path) == os.path.realpath(cand.path)
-                )
-            ):
-                self.db.move_file(
-                    twin.path,
-                    cand.path,
-                    cand.location_id,
-                    cand.size,
-                    cand.mtime_ns / 1e9,
-                    cand.mtime_ns,
-                )
-                log.info("file.moved", src=twin.path, dst=cand.path, group_id=twin.group_id)
-                result.moved += 1
-                return True
-        return False
-
-    def _join(self, cand: Candidate, header: HeaderInfo, now: float, result: BatchResult) -> None:
-        """A new file: into its group (created, merged or renamed as clustering says)."""
-        assert cand.name is not None
-        placement, conflict = join_group(
-            self.db, cand.name.timestamp_unix, cand.name.subband_num, self.cfg.groups, now
-        )
-        gid = placement.group_id
-        if placement.target is None:
-            self.expiry.born(gid)
-        self.db.upsert_file(file_row(cand, header, gid, conflict, now))
-        self.db.unreject(cand.path)
-        result.indexed += 1
-        if not conflict:
-            result.events += check_frequencies(self.db, self._band(cand, header), gid, now)
-        result.events += revise_frequency_verdicts(self.db, gid, now)
-        group = self.db.refresh_group(gid, placement.min_ts, placement.max_ts, now)
-        if conflict:
-            result.events.append(
-                record_name_conflict(self.db, gid, cand.path, cand.name.subband_num, now)
-            )
-        if is_complete(group):
-            self._complete(group, now, result)
-            result.completed_by[gid] = cand.path
-
-    def _complete(self, group: Group, now: float, result: BatchResult) -> None:
-        result.events.append(complete_group(self.db, group, now, self.convert_enabled))
-
-    @staticmethod
-    def _band(cand: Candidate, header: HeaderInfo) -> Band:
-        assert cand.name is not None
-        return Band(cand.path, cand.name.subband_num, header.freq_min_hz, header.freq_max_hz)
 
     def expire_groups(self, full_rescan: bool = False) -> list[tuple[str, str]]:
         """Emit ``group.incomplete`` for collecting groups past their deadline (see

@@ -63,8 +63,9 @@ class FileStore(Store):
 
     @abc.abstractmethod
     def mark_missing(self, paths: Iterable[str]) -> int:
-        """*Inside a transaction.* Set ``stored = 0`` on these paths; returns how many
-        rows changed (already-missing ones do not count)."""
+        """*Inside a transaction.* Set ``stored = 0`` on these paths and take them out of
+        the subband count of their groups that are still collecting (or incomplete);
+        returns how many rows changed (already-missing ones do not count)."""
 
     @abc.abstractmethod
     def set_conflict(self, path: str, conflict: bool) -> None:

@@ -121,10 +121,22 @@ class PgFiles(FileStore):
         texts = [path_text(p) for p in paths]
         if not texts:
             return 0
-        return self.c.count(
-            "UPDATE hdf5_file_index SET stored = 0 WHERE path = ANY(%s) AND stored = 1",
+        groups = self.c.all(
+            "UPDATE hdf5_file_index SET stored = 0 WHERE path = ANY(%s) AND stored = 1 "
+            "RETURNING group_id",
             (texts,),
         )
+        # as in the SQLite store: a collecting group no longer counts the subband that left
+        gids = sorted({g[0] for g in groups if g[0] is not None})
+        if gids:
+            self.c.x(
+                "UPDATE groups SET n_subbands = (SELECT COUNT(DISTINCT f.subband_num) "
+                "FROM hdf5_file_index f WHERE f.group_id = groups.group_id "
+                "AND f.is_duplicate = 0 AND f.stored = 1) "
+                "WHERE group_id = ANY(%s) AND state IN ('collecting', 'incomplete')",
+                (gids,),
+            )
+        return len(groups)
 
     def set_conflict(self, path: str, conflict: bool) -> None:
         self._files = None  # file rows change

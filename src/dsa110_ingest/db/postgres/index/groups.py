@@ -145,7 +145,7 @@ class PgGroups(GroupStore):
         return (
             self.c.first(
                 "SELECT 1 FROM hdf5_file_index WHERE group_id = %s AND subband_num = %s "
-                "AND is_duplicate = 0 LIMIT 1",
+                "AND is_duplicate = 0 AND stored = 1 LIMIT 1",
                 (group_id, subband),
             )
             is not None
@@ -160,7 +160,9 @@ class PgGroups(GroupStore):
         row = self.c.first(
             "UPDATE groups SET min_ts = LEAST(min_ts, %s), max_ts = GREATEST(max_ts, %s), "
             "last_seen_at = %s, (n_subbands, n_conflicts, start_mjd, end_mjd) = ("
-            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 THEN subband_num END), "
+            # a member no longer on disk holds no subband: it cannot be converted
+            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 AND stored = 1 "
+            "THEN subband_num END), "
             "COALESCE(SUM(is_duplicate), 0), MIN(start_mjd), MAX(end_mjd) "
             "FROM hdf5_file_index WHERE group_id = %s) WHERE group_id = %s "
             f"RETURNING {_GROUP_COLS}",

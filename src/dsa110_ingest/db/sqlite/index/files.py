@@ -119,13 +119,27 @@ class SqliteFiles(FileStore):
         )
 
     def mark_missing(self, paths: Iterable[str]) -> int:
-        n = 0
+        groups: list[str | None] = []
         for p in paths:
-            n += self.conn.execute(
-                "UPDATE hdf5_file_index SET stored = 0 WHERE path = ? AND stored = 1",
-                (path_text(p),),
-            ).rowcount
-        return n
+            groups += [
+                r[0]
+                for r in self.conn.execute(
+                    "UPDATE hdf5_file_index SET stored = 0 WHERE path = ? AND stored = 1 "
+                    "RETURNING group_id",
+                    (path_text(p),),
+                )
+            ]
+        # a group still collecting no longer counts the subband that left, so it cannot
+        # complete without it; a group already complete keeps its count (its event was
+        # sent, and its conversion names the missing file)
+        for gid in {g for g in groups if g is not None}:
+            self.conn.execute(
+                "UPDATE groups SET n_subbands = (SELECT COUNT(DISTINCT subband_num) "
+                "FROM hdf5_file_index WHERE group_id = :g AND is_duplicate = 0 AND stored = 1) "
+                "WHERE group_id = :g AND state IN ('collecting', 'incomplete')",
+                {"g": gid},
+            )
+        return len(groups)
 
     def set_conflict(self, path: str, conflict: bool) -> None:
         self.conn.execute(

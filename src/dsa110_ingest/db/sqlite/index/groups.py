@@ -78,7 +78,7 @@ class SqliteGroups(GroupStore):
         return (
             self.conn.execute(
                 "SELECT 1 FROM hdf5_file_index WHERE group_id = ? AND subband_num = ? "
-                "AND is_duplicate = 0 LIMIT 1",
+                "AND is_duplicate = 0 AND stored = 1 LIMIT 1",
                 (group_id, subband),
             ).fetchone()
             is not None
@@ -89,7 +89,9 @@ class SqliteGroups(GroupStore):
         self.conn.execute(
             "UPDATE groups SET min_ts = MIN(min_ts, ?), max_ts = MAX(max_ts, ?), "
             "last_seen_at = ?, (n_subbands, n_conflicts, start_mjd, end_mjd) = ("
-            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 THEN subband_num END), "
+            # a member no longer on disk holds no subband: it cannot be converted
+            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 AND stored = 1 "
+            "THEN subband_num END), "
             "COALESCE(SUM(is_duplicate), 0), MIN(start_mjd), MAX(end_mjd) "
             "FROM hdf5_file_index WHERE group_id = ?) WHERE group_id = ?",
             (min_ts, max_ts, now, group_id, group_id),

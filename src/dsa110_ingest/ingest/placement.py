@@ -1,0 +1,143 @@
+"""Where an admitted file goes: a new member of its group (created, merged or renamed
+as clustering says), a known file rewritten or back on disk, or a known file moved."""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from dsa110_ingest.config import Config
+from dsa110_ingest.db import IndexStore
+from dsa110_ingest.db.records import FileRecord, Group
+from dsa110_ingest.ingest.batch import BatchResult
+from dsa110_ingest.ingest.conflicts import (
+    check_frequencies,
+    record_name_conflict,
+    revise_frequency_verdicts,
+)
+from dsa110_ingest.ingest.file_row import file_row
+from dsa110_ingest.ingest.grouping import Band, join_group
+from dsa110_ingest.ingest.lifecycle import COMPLETABLE, Expiry, complete_group, is_complete
+from dsa110_ingest.ingest.scanner import Candidate
+from dsa110_ingest.uvh5 import HeaderInfo
+
+log = structlog.get_logger("dsa110_ingest.indexer")
+
+
+class Placer:
+    """Places admitted files inside the indexer's transaction."""
+
+    def __init__(self, db: IndexStore, cfg: Config, expiry: Expiry, *, convert: bool) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.expiry = expiry
+        self.convert = convert
+
+    def place(self, cand: Candidate, header: HeaderInfo, now: float, result: BatchResult) -> None:
+        same_name = self.db.files_named(cand.filename)
+        existing = next((f for f in same_name if f.path == cand.path), None)
+        if existing is not None and existing.group_id is not None:
+            self._reindex(cand, header, existing, now, result)
+        elif not self._adopt_move(cand, now, result):
+            self._join(cand, header, now, result)
+
+    def _reindex(
+        self,
+        cand: Candidate,
+        header: HeaderInfo,
+        existing: FileRecord,
+        now: float,
+        result: BatchResult,
+    ) -> None:
+        """Rewritten in place, or back after a disappearance: same name, same group."""
+        assert cand.name is not None
+        gid = existing.group_id
+        group = self.db.group(gid)
+        # a file once out of the count (a conflict) and now rewritten, with its slot still
+        # free, is judged again: the replacement may be the real one
+        judge_again = bool(
+            existing.conflict
+            and group is not None
+            and group.state in COMPLETABLE
+            and not self.db.subband_taken(gid, cand.name.subband_num)
+        )
+        conflict = existing.conflict and not judge_again
+        self.db.upsert_file(file_row(cand, header, gid, conflict, now))
+        self.db.unreject(cand.path)
+        result.updated += 1
+        if judge_again:
+            result.events += check_frequencies(self.db, self._band(cand, header), gid, now)
+        if judge_again or existing.missing:
+            self._recount(gid, cand.path, now, result)
+
+    def _adopt_move(self, cand: Candidate, now: float, result: BatchResult) -> bool:
+        """A known file under a new path (moved, or an older spelling of the same path)
+        keeps its row and group; True when ``cand`` was one."""
+        for twin in self.db.files_named(cand.filename):
+            if (
+                twin.path != cand.path
+                and twin.file_size_bytes == cand.size
+                and (
+                    twin.missing
+                    or not os.path.exists(twin.path)
+                    # the same file under an older spelling (`..`, a symlinked folder)
+                    or os.path.realpath(twin.path) == os.path.realpath(cand.path)
+                )
+            ):
+                self.db.move_file(
+                    twin.path,
+                    cand.path,
+                    cand.location_id,
+                    cand.size,
+                    cand.mtime_ns / 1e9,
+                    cand.mtime_ns,
+                )
+                log.info("file.moved", src=twin.path, dst=cand.path, group_id=twin.group_id)
+                result.moved += 1
+                if twin.missing:
+                    self._recount(twin.group_id, cand.path, now, result)
+                return True
+        return False
+
+    def _join(self, cand: Candidate, header: HeaderInfo, now: float, result: BatchResult) -> None:
+        """A new file: into its group (created, merged or renamed as clustering says)."""
+        assert cand.name is not None
+        placement, conflict = join_group(
+            self.db, cand.name.timestamp_unix, cand.name.subband_num, self.cfg.groups, now
+        )
+        gid = placement.group_id
+        if placement.target is None:
+            self.expiry.born(gid)
+        self.db.upsert_file(file_row(cand, header, gid, conflict, now))
+        self.db.unreject(cand.path)
+        result.indexed += 1
+        if not conflict:
+            result.events += check_frequencies(self.db, self._band(cand, header), gid, now)
+        result.events += revise_frequency_verdicts(self.db, gid, now)
+        group = self.db.refresh_group(gid, placement.min_ts, placement.max_ts, now)
+        if conflict:
+            result.events.append(
+                record_name_conflict(self.db, gid, cand.path, cand.name.subband_num, now)
+            )
+        if is_complete(group):
+            self._complete(group, now, result)
+            result.completed_by[gid] = cand.path
+
+    def _recount(self, gid: str, path: str, now: float, result: BatchResult) -> None:
+        """A member back in its group's count (on disk again, or no longer a conflict)
+        may be the last one the group waited for."""
+        group = self.db.group(gid)
+        if group is not None:
+            group = self.db.refresh_group(gid, group.min_ts, group.max_ts, now)
+            if is_complete(group):
+                self._complete(group, now, result)
+                result.completed_by[gid] = path
+
+    def _complete(self, group: Group, now: float, result: BatchResult) -> None:
+        result.events.append(complete_group(self.db, group, now, self.convert))
+
+    @staticmethod
+    def _band(cand: Candidate, header: HeaderInfo) -> Band:
+        assert cand.name is not None
+        return Band(cand.path, cand.name.subband_num, header.freq_min_hz, header.freq_max_hz)
