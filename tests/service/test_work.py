@@ -3,6 +3,7 @@ and moves from the watcher."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,3 +88,33 @@ def test_deleted_and_moved_files_from_the_watcher(
     second.rename(moved)
     work_on.index([FileEvent(MOVED, str(moved), now, src_path=str(second))])
     assert str(second) not in work_on.rt.locked
+
+
+def test_events_from_the_dispatcher_reach_the_jsonl_mirror_without_waiting_for_a_file(
+    tmp_path: Path,
+) -> None:
+    """The dispatcher's ``group.converted`` (written on its own thread) is mirrored at the
+    loop's next turn, not when the next file's event happens to sync the mirror."""
+    site = write_site(tmp_path)
+    mirror = tmp_path / "events.jsonl"
+    site.config_path.write_text(f'events_jsonl = "{mirror}"\n' + site.config_path.read_text())
+    rt = Runtime(
+        site.cfg,
+        convert=False,
+        flags=Flags(),
+        notifier=Notifier(None),
+        metrics=Metrics(),
+        hooks=ServiceHooks(),
+        what="test",
+        watch_mounts=False,
+    )
+    try:
+        work = Work(rt, Health(rt))
+        with rt.db.transaction("a conversion's outcome"):
+            rt.db.add_event("group.converted", None, {"ms_path": "/x.ms"}, time.time())
+        rt._on_convert_event("group.converted", "g", 1.0)  # what the dispatcher calls
+        work.note_events()
+        lines = mirror.read_text().splitlines() if mirror.exists() else []
+        assert [json.loads(x)["type"] for x in lines] == ["group.converted"]
+    finally:
+        rt.close()

@@ -60,10 +60,13 @@ class Work:
             self.index([FileEvent("ready", p, seen) for p, seen in due])
 
     def note_events(self) -> None:
-        """The dispatcher emitted events: raise the id floor (it is written from here)."""
+        """The dispatcher emitted events: raise the id floor and mirror them (both are
+        written from this thread)."""
         if self.rt.events_dirty:
             self.rt.events_dirty = False
             self.rt.note_event_ids()
+            if self.rt.mirror:
+                self.rt.mirror.sync(self.rt.db)
 
     # -- periodic tasks -----------------------------------------------------------
     def expire_groups(self) -> None:
