@@ -239,6 +239,30 @@ def test_small_blocks_and_tiles_give_the_same_ms(tmp_path: Path) -> None:
             np.testing.assert_array_equal(a.getcol(c), b.getcol(c), err_msg=c)
 
 
+def test_numba_kernel_writes_the_numpy_kernels_ms(tmp_path: Path) -> None:
+    """Big groups go through the one-pass numba kernel, small ones through numpy: the
+    MS must not depend on which (forced here on a small group)."""
+    from dsa110_ingest.convert.native import fused
+
+    if not fused.available():
+        pytest.skip("numba is not installed")
+    p = SimParams(nants=5, nchan=3, ntimes=3, npols=4, time_offsets_s=(0.0, 2.0, 13.0))
+    files = _group(tmp_path / "in", p, _flagged)
+    group = native.plan_group(recipe.plan_for_request(_request(files)))
+    a_info = native.write_ms(group, tmp_path / "numpy.ms", fused_kernel=False)
+    b_info = native.write_ms(group, tmp_path / "numba.ms", fused_kernel=True)
+    assert native.write_ms(group, tmp_path / "auto.ms")["kernel"] == "numpy"  # small: numpy
+    assert (a_info["kernel"], b_info["kernel"]) == ("numpy", "numba")
+    t = casacore_tables.table
+    with (
+        t(str(tmp_path / "numpy.ms"), ack=False) as a,
+        t(str(tmp_path / "numba.ms"), ack=False) as b,
+    ):
+        for c in ("FLAG", "WEIGHT_SPECTRUM", "WEIGHT", "UVW"):
+            np.testing.assert_array_equal(a.getcol(c), b.getcol(c), err_msg=c)
+        np.testing.assert_allclose(a.getcol("DATA"), b.getcol("DATA"), rtol=1e-6, atol=1e-6)
+
+
 def test_worker_converts_with_native_by_default(tmp_path: Path) -> None:
     from dsa110_ingest.config import ConvertConfig
 

@@ -23,6 +23,11 @@ from dsa110_ingest.errors import PermanentConversionError
 # Rows per block: a multiple of the tile's rows, sized so that one block of one subband
 # (vis + flags + nsamples and the few temporaries of the kernel) stays near this many bytes.
 BLOCK_BYTES = 16 << 20
+# Below this much DATA the numpy kernel: loading numba and its cached kernel costs a fresh
+# worker ~0.9 CPU s, which the one-pass kernel wins back at ~0.7 s per GB of DATA over
+# the numpy passes (benchmarks/convert_profile.py, 64 antennas: 0.57 s vs ~1.0 s a 0.6 GB
+# MS); break-even near 1.3 GB, so numba pays only for groups well above it.
+FUSED_MIN_BYTES = 2 << 30
 
 
 def _main_columns(ms: Any, g: GroupPlan) -> None:
@@ -50,7 +55,9 @@ def _main_columns(ms: Any, g: GroupPlan) -> None:
 class _Writer:
     """One group's MAIN table, filled a block at a time; holds the per-block state."""
 
-    def __init__(self, g: GroupPlan, block_bytes: int, tile_bytes: int, fused_kernel: bool):
+    def __init__(
+        self, g: GroupPlan, block_bytes: int, tile_bytes: int, fused_kernel: bool | None
+    ) -> None:
         self.g = g
         subs = g.plan.subbands
         self.n_rows, self.n_pol = g.plan.n_rows, g.plan.n_pols
@@ -67,6 +74,8 @@ class _Writer:
         # (DSA-110: always); rows where they differ get a second pass.
         self.w_min = np.full((self.n_rows, self.n_pol), np.inf, np.float32)
         self.w_max = np.full((self.n_rows, self.n_pol), -np.inf, np.float32)
+        if fused_kernel is None:
+            fused_kernel = self.n_rows * g.plan.n_channels * self.n_pol * 8 >= FUSED_MIN_BYTES
         self.use_fused = fused_kernel and fused.available()
         self.buffers = fused.Buffers()
 
@@ -130,10 +139,11 @@ def write_ms(
     block_bytes: int = BLOCK_BYTES,
     tile_bytes: int = msfile.TILE_BYTES,
     read_ahead: int = 2,
-    fused_kernel: bool = True,
+    fused_kernel: bool | None = None,
 ) -> dict[str, Any]:
-    """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``
-    False uses the numpy kernel (the reference) even where numba is available."""
+    """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``:
+    None runs the numba kernel for groups of at least ``FUSED_MIN_BYTES`` of DATA (where
+    numba is installed), True for any size, False never (the numpy kernel, the reference)."""
     w = _Writer(group, block_bytes, tile_bytes, fused_kernel)
     w.write(path, extra_data_cols, read_ahead)
     freqs = group.plan.freq_hz
@@ -144,6 +154,7 @@ def write_ms(
         "freq_max_hz": float(freqs.max()),
         "tile_shape": w.tiling.shape,
         "block_rows": w.block_rows,
+        "kernel": "numba" if w.use_fused else "numpy",
     }
 
 
