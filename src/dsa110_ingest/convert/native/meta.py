@@ -131,11 +131,11 @@ def _read(r: _Reader, n_rows: int) -> FileMeta:
     diam = r.array("antenna_diameters", MAX_ANTS, required=False)
     mounts = r.array("mount_type", MAX_ANTS, required=False)
     uvw = r.need("uvw_array", 3 * MAX_ROWS).astype(np.float64).reshape(-1, 3)
-    integ = np.broadcast_to(
-        r.need("integration_time", MAX_ROWS).astype(np.float64).reshape(-1), (n_rows,)
-    )
     if uvw.shape[0] != n_rows:
         raise r.bad(f"uvw_array has {uvw.shape[0]} rows, time_array {n_rows}")
+    integ = r.need("integration_time", MAX_ROWS).astype(np.float64).reshape(-1)
+    if integ.size not in (1, n_rows):
+        raise r.bad(f"integration_time has {integ.size} rows, time_array {n_rows}")
     freq_n = r.need("freq_array", MAX_ROWS).size
     width = np.broadcast_to(
         r.need("channel_width", MAX_ROWS).astype(np.float64).reshape(-1), (freq_n,)
@@ -153,7 +153,7 @@ def _read(r: _Reader, n_rows: int) -> FileMeta:
         mount_types=None if mounts is None else _strings(mounts),
         uvw=uvw,
         projected=_projected(r, n_rows),
-        integration_s=np.array(integ),
+        integration_s=np.array(np.broadcast_to(integ, (n_rows,))),
         pols=r.need("polarization_array", 4).reshape(-1).astype(np.int64),
         spw_ids=np.asarray(spw, dtype=np.int64).reshape(-1),
         channel_width=np.array(width),
