@@ -28,20 +28,37 @@ def _cfg(tmp_path: Path, **convert: object) -> Config:
     return replace(cfg, convert=replace(cfg.convert, **convert))
 
 
-def test_pyuvdata_installed_is_available(tmp_path: Path) -> None:
+def test_the_installed_backends_are_available(tmp_path: Path) -> None:
     assert check_available(_cfg(tmp_path)) == []
+    assert check_available(_cfg(tmp_path, backend="pyuvdata")) == []
 
 
-@pytest.mark.parametrize("module", ["pyuvdata", "casacore"])
-def test_pyuvdata_backend_without_the_extra_names_the_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str
+@pytest.mark.parametrize(
+    ("backend", "module"),
+    [
+        ("native", "casacore"),
+        ("native", "erfa"),
+        ("native", "astropy_iers_data"),
+        ("pyuvdata", "pyuvdata"),
+        ("pyuvdata", "casacore"),
+    ],
+)
+def test_a_backend_without_the_extra_names_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, module: str
 ) -> None:
     # None in sys.modules is how Python spells "this import fails"
     monkeypatch.setitem(sys.modules, module, None)
-    (problem,) = check_available(_cfg(tmp_path))
+    (problem,) = check_available(_cfg(tmp_path, backend=backend))
     assert "pip install 'dsa110-ingest[convert]'" in problem and "--no-convert" in problem
     with pytest.raises(BackendUnavailableError, match=r"dsa110-ingest\[convert\]"):
-        require_available(_cfg(tmp_path))
+        require_available(_cfg(tmp_path, backend=backend))
+
+
+def test_the_native_backend_does_not_need_pyuvdata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyuvdata", None)
+    assert check_available(_cfg(tmp_path)) == []
 
 
 def test_command_backend_needs_an_executable(tmp_path: Path) -> None:
@@ -60,7 +77,7 @@ def test_command_backend_needs_an_executable(tmp_path: Path) -> None:
 def test_doctor_fails_a_missing_backend_and_passes_a_disabled_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "pyuvdata", None)
+    monkeypatch.setitem(sys.modules, "casacore", None)
     checks = {c.name: c for c in run_checks(_cfg(tmp_path), tmp_path)}
     assert checks["converter"].level == "FAIL" and "[convert]" in checks["converter"].detail
     checks = {c.name: c for c in run_checks(_cfg(tmp_path, enabled=False), tmp_path)}

@@ -28,7 +28,7 @@ from ..conftest import DATA
 casacore_tables = pytest.importorskip("casacore.tables")
 native = pytest.importorskip("dsa110_ingest.convert.native.backend")
 
-EXACT_COLS = ("TIME", "ANTENNA1", "ANTENNA2", "FLAG", "FIELD_ID", "DATA_DESC_ID")
+EXACT_COLS = ("TIME", "ANTENNA1", "ANTENNA2", "FLAG", "FIELD_ID", "DATA_DESC_ID", "SCAN_NUMBER")
 CLOSE_COLS = ("INTERVAL", "EXPOSURE", "WEIGHT_SPECTRUM", "TIME_CENTROID")
 
 
@@ -100,21 +100,47 @@ def _compare(ref: Path, nat: Path, first_file: Path) -> None:
         # pyuvdata leaves SIGMA uninitialised where WEIGHT is 0; compare where defined
         sig = a.getcol("SIGMA")[:, perm]
         np.testing.assert_allclose(sig[w > 0], b.getcol("SIGMA")[w > 0], rtol=1e-7)
-    for sub, cols in (
-        ("ANTENNA", ("POSITION", "NAME", "DISH_DIAMETER")),
-        ("SPECTRAL_WINDOW", ("CHAN_FREQ", "CHAN_WIDTH", "NUM_CHAN", "REF_FREQUENCY")),
-        ("FIELD", ("PHASE_DIR", "REFERENCE_DIR", "NAME")),
-        ("POLARIZATION", ("CORR_TYPE", "NUM_CORR")),
-        ("DATA_DESCRIPTION", ("SPECTRAL_WINDOW_ID", "POLARIZATION_ID")),
-    ):
+
+        # keywords (units, pyuvdata's extra keywords); subtable links name their own MS
+        def own(kw: dict[str, object]) -> dict[str, object]:
+            return {k: v for k, v in kw.items() if not str(v).startswith("Table:")}
+
+        assert _same(own(a.getkeywords()), own(b.getkeywords()))
+        for c in a.colnames():
+            assert _same(a.getcolkeywords(c), b.getcolkeywords(c)), c
+    _compare_subtables(ref, nat)
+
+
+def _same(x: object, y: object) -> bool:
+    """Keyword records compared through their nested arrays."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    return bool(np.array_equal(np.asarray(x), np.asarray(y)))
+
+
+def _cell_values(tab: object, col: str) -> list[object]:
+    # cells of variable shape (or undefined ones) cannot come back as one array
+    return [tab.getcell(col, i) if tab.iscelldefined(col, i) else None for i in range(tab.nrows())]
+
+
+def _compare_subtables(ref: Path, nat: Path) -> None:
+    """Every column and column keyword of every subtable but HISTORY (which names the
+    converter) as pyuvdata writes it."""
+    t = casacore_tables.table
+    subs = sorted(p.name for p in ref.iterdir() if p.is_dir() and p.name != "HISTORY")
+    assert subs == sorted(p.name for p in nat.iterdir() if p.is_dir() and p.name != "HISTORY")
+    for sub in subs:
         with t(f"{ref}/{sub}", ack=False) as a, t(f"{nat}/{sub}", ack=False) as b:
             assert a.nrows() == b.nrows(), sub
-            for c in cols:
-                x, y = a.getcol(c), b.getcol(c)
-                if isinstance(x, np.ndarray) and x.dtype.kind == "f":
-                    np.testing.assert_allclose(x, y, rtol=1e-12, err_msg=f"{sub}.{c}")
-                else:
-                    assert np.array_equal(x, y), f"{sub}.{c}"
+            assert sorted(a.colnames()) == sorted(b.colnames()), sub
+            assert _same(a.getkeywords(), b.getkeywords()), sub
+            for c in a.colnames():
+                assert _same(a.getcolkeywords(c), b.getcolkeywords(c)), f"{sub}.{c}"
+                for x, y in zip(_cell_values(a, c), _cell_values(b, c), strict=True):
+                    if isinstance(x, np.ndarray) and x.dtype.kind in "fc":
+                        np.testing.assert_allclose(x, y, rtol=1e-12, err_msg=f"{sub}.{c}")
+                    else:
+                        assert np.array_equal(np.asarray(x), np.asarray(y)), f"{sub}.{c}"
 
 
 def _summarise(ms: Path) -> None:
@@ -213,6 +239,30 @@ def test_small_blocks_and_tiles_give_the_same_ms(tmp_path: Path) -> None:
             np.testing.assert_array_equal(a.getcol(c), b.getcol(c), err_msg=c)
 
 
+def test_numba_kernel_writes_the_numpy_kernels_ms(tmp_path: Path) -> None:
+    """Big groups go through the one-pass numba kernel, small ones through numpy: the
+    MS must not depend on which (forced here on a small group)."""
+    from dsa110_ingest.convert.native import fused
+
+    if not fused.available():
+        pytest.skip("numba is not installed")
+    p = SimParams(nants=5, nchan=3, ntimes=3, npols=4, time_offsets_s=(0.0, 2.0, 13.0))
+    files = _group(tmp_path / "in", p, _flagged)
+    group = native.plan_group(recipe.plan_for_request(_request(files)))
+    a_info = native.write_ms(group, tmp_path / "numpy.ms", fused_kernel=False)
+    b_info = native.write_ms(group, tmp_path / "numba.ms", fused_kernel=True)
+    assert native.write_ms(group, tmp_path / "auto.ms")["kernel"] == "numpy"  # small: numpy
+    assert (a_info["kernel"], b_info["kernel"]) == ("numpy", "numba")
+    t = casacore_tables.table
+    with (
+        t(str(tmp_path / "numpy.ms"), ack=False) as a,
+        t(str(tmp_path / "numba.ms"), ack=False) as b,
+    ):
+        for c in ("FLAG", "WEIGHT_SPECTRUM", "WEIGHT", "UVW"):
+            np.testing.assert_array_equal(a.getcol(c), b.getcol(c), err_msg=c)
+        np.testing.assert_allclose(a.getcol("DATA"), b.getcol("DATA"), rtol=1e-6, atol=1e-6)
+
+
 def test_worker_converts_with_native_by_default(tmp_path: Path) -> None:
     from dsa110_ingest.config import ConvertConfig
 
@@ -236,3 +286,33 @@ def test_unreadable_visibilities_name_the_file_and_leave_no_ms(tmp_path: Path) -
         worker.run(req)
     assert not out.exists()
     assert not list(out.parent.glob(".g.ms.tmp-*"))
+
+
+def test_native_worker_imports_neither_pyuvdata_nor_astropy(tmp_path: Path) -> None:
+    """A fresh worker process converting with "native" never imports pyuvdata or astropy
+    (seconds of CPU in every worker): the metadata come from h5py, the tables from casacore."""
+    import json
+    import subprocess
+    import sys
+
+    files = _group(tmp_path / "in", SimParams(nants=4, nchan=2, ntimes=2))
+    req = _request(files, out=str(tmp_path / "g.ms"))
+    child = (
+        "import json, sys\n"
+        "from dsa110_ingest.convert import worker\n"
+        "from dsa110_ingest.convert.request import ConversionRequest\n"
+        "res = worker.run(ConversionRequest.from_json(json.loads(sys.stdin.read())))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyuvdata', 'astropy'))\n"
+        "print(json.dumps({'skipped': res['skipped'], 'heavy': heavy}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child],
+        input=json.dumps(req.to_json()),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"skipped": False, "heavy": []}
+    assert pyuvdata_backend.validate_ms(tmp_path / "g.ms", 32) is None

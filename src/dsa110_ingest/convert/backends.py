@@ -56,20 +56,28 @@ def require_casacore(backend: str) -> None:
         ) from e
 
 
-def _pyuvdata(cfg: Config) -> list[str]:
-    missing = [
-        dist
-        for mod, dist in (("pyuvdata", "pyuvdata"), ("casacore", "python-casacore"))
-        if _module_missing(mod)
-    ]
-    if not missing:
-        return []
-    return [
-        f'[convert] backend = "{cfg.convert.backend}" needs {" and ".join(missing)}, which '
-        "are not "
-        f"installed: {CONVERT_EXTRA_HINT} (or set [convert] enabled = false, or run "
-        "with --no-convert, to index and group only)"
-    ]
+def _needs(*modules: tuple[str, str]) -> Callable[[Config], list[str]]:
+    """The requirement check of a backend that imports these (module, distribution)s."""
+
+    def check(cfg: Config) -> list[str]:
+        missing = [dist for mod, dist in modules if _module_missing(mod)]
+        if not missing:
+            return []
+        return [
+            f'[convert] backend = "{cfg.convert.backend}" needs {" and ".join(missing)}, '
+            "which are not "
+            f"installed: {CONVERT_EXTRA_HINT} (or set [convert] enabled = false, or run "
+            "with --no-convert, to index and group only)"
+        ]
+
+    return check
+
+
+_pyuvdata = _needs(("pyuvdata", "pyuvdata"), ("casacore", "python-casacore"))
+# the native writer: h5py and casacore for the data, ERFA and the IERS tables for UVWs
+_native = _needs(
+    ("casacore", "python-casacore"), ("erfa", "pyerfa"), ("astropy_iers_data", "astropy-iers-data")
+)
 
 
 def _command(cfg: Config) -> list[str]:
@@ -117,8 +125,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        # the native writer uses pyuvdata for metadata, casacore for the tables
-        Backend("native", "dsa110_ingest.convert.native.backend", _pyuvdata, writes_ms=True),
+        Backend("native", "dsa110_ingest.convert.native.backend", _native, writes_ms=True),
         Backend("pyuvdata", "dsa110_ingest.convert.pyuvdata_backend", _pyuvdata, writes_ms=True),
         Backend("command", "dsa110_ingest.convert.command_backend", _command, writes_ms=False),
     )

@@ -95,15 +95,9 @@ def read_aligned(
         raise PermanentConversionError(
             f"{sb.name}: pyuvdata reads {uv.Nblts} rows, the header has {sb.row_index.size}"
         )
-    # source row of every MS row: the file row mapped there, else any row of the baseline
-    src = np.full(plan.n_rows, -1, dtype=np.int64)
-    src[sb.row_index] = np.arange(sb.row_index.size)
-    padded = src < 0
-    if padded.any():
-        first_of_bl = np.full(plan.n_baselines, -1, dtype=np.int64)
-        bl_of_row = sb.row_index % plan.n_baselines
-        first_of_bl[bl_of_row[::-1]] = np.arange(sb.row_index.size)[::-1]
-        src[padded] = first_of_bl[np.flatnonzero(padded) % plan.n_baselines]
+    src = plan.source_rows(k)
+    padded = np.ones(plan.n_rows, bool)
+    padded[sb.row_index] = False
     _take_rows(uv, src)
     uv.time_array = np.repeat(plan.grid_jd, plan.n_baselines)
     uv.Ntimes = plan.n_integrations

@@ -179,6 +179,20 @@ class ConversionPlan:
         """Rows x subbands padded because a subband lacks an integration or baseline."""
         return sum(self.n_rows - s.row_index.size for s in self.subbands)
 
+    def source_rows(self, k: int) -> np.ndarray:
+        """Per MS row, the row of subband ``k``'s file its metadata come from: the row
+        mapped there, else (a row the file lacks) the baseline's first row in the file."""
+        sb = self.subbands[k]
+        src = np.full(self.n_rows, -1, dtype=np.int64)
+        src[sb.row_index] = np.arange(sb.row_index.size)
+        padded = src < 0
+        if padded.any():
+            first_of_bl = np.full(self.n_baselines, -1, dtype=np.int64)
+            bl_of_row = sb.row_index % self.n_baselines
+            first_of_bl[bl_of_row[::-1]] = np.arange(sb.row_index.size)[::-1]
+            src[padded] = first_of_bl[np.flatnonzero(padded) % self.n_baselines]
+        return src
+
     def field_names(self) -> list[str]:
         if self.phasing == "meridian_mid":
             return ["meridian_icrs_mid"]

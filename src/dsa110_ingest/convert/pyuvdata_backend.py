@@ -18,6 +18,7 @@ import numpy as np
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.backends import require_casacore
 from dsa110_ingest.convert.request import ConversionRequest
+from dsa110_ingest.convert.verify import rows_per_read
 from dsa110_ingest.errors import PermanentConversionError
 
 
@@ -68,7 +69,7 @@ def finish_ms(path: Path, plan: recipe.ConversionPlan, *, imaging_columns: bool)
     # (MODEL_DATA = 0, CORRECTED_DATA = DATA, natural IMAGING_WEIGHT), in row blocks
     addImagingColumns(str(path), ack=False)
     with table(str(path), readonly=False, ack=False) as main:
-        step = 16384
+        step = rows_per_read(plan.n_channels, plan.n_pols)
         for start in range(0, main.nrows(), step):
             n = min(step, main.nrows() - start)
             data = main.getcol("DATA", startrow=start, nrow=n)

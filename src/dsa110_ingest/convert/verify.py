@@ -14,6 +14,15 @@ if TYPE_CHECKING:
 
 # MOUNT values CASA's measures understand (ANTENNA.MOUNT); anything else becomes alt-az
 CASA_MOUNTS = ("alt-az", "equatorial", "X-Y", "orbiting", "bizarre")
+# DATA read back (verification, imaging columns) in blocks of about this many bytes: a
+# fixed row count would be 100 MB at real DSA-110 size (768 channels, 4 pols), above the
+# writer's own memory bound
+READ_BLOCK_BYTES = 16 << 20
+
+
+def rows_per_read(n_channels: int, n_pols: int) -> int:
+    """Rows of complex64 DATA in about ``READ_BLOCK_BYTES``."""
+    return max(1, READ_BLOCK_BYTES // (8 * max(1, n_channels * n_pols)))
 
 
 def verify_ms(path: Path, plan: ConversionPlan) -> None:
@@ -59,8 +68,9 @@ def verify_ms(path: Path, plan: ConversionPlan) -> None:
     want = (plan.n_channels, plan.n_pols)
     try:
         with table(str(path), ack=False) as main:
-            for start in range(0, nrows, 4096):
-                block = main.getcol("DATA", startrow=start, nrow=min(4096, nrows - start))
+            step = rows_per_read(plan.n_channels, plan.n_pols)
+            for start in range(0, nrows, step):
+                block = main.getcol("DATA", startrow=start, nrow=min(step, nrows - start))
                 if block.shape[1:] != want:
                     raise fail(f"DATA cells are {block.shape[1:]}, expected {want}")
                 if np.any(block != 0):

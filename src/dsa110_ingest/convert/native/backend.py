@@ -1,8 +1,12 @@
-"""16 UVH5 files -> one Measurement Set, streamed a subband block at a time."""
+"""16 UVH5 files -> one Measurement Set, streamed a subband block at a time.
+
+Imports neither pyuvdata nor astropy: the group's metadata come from h5py
+(convert/native/group.py, meta.py), the subtables are written with python-casacore
+(subtables.py); a fresh worker spends its CPU on the data, not on imports.
+"""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,59 +15,120 @@ import numpy as np
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend
 from dsa110_ingest.convert.backends import require_casacore
-from dsa110_ingest.convert.native import fused, kernel, msfile, reader
+from dsa110_ingest.convert.native import fused, kernel, msfile, reader, subtables
 from dsa110_ingest.convert.native.group import GroupPlan, plan_group
 from dsa110_ingest.convert.request import ConversionRequest
-from dsa110_ingest.errors import PermanentConversionError, TransientConversionError
+from dsa110_ingest.errors import PermanentConversionError
 
 # Rows per block: a multiple of the tile's rows, sized so that one block of one subband
 # (vis + flags + nsamples and the few temporaries of the kernel) stays near this many bytes.
 BLOCK_BYTES = 16 << 20
+# Below this much DATA the numpy kernel: loading numba and its cached kernel costs a fresh
+# worker ~0.9 CPU s, which the one-pass kernel wins back at ~0.7 s per GB of DATA over
+# the numpy passes (benchmarks/convert_profile.py, 64 antennas: 0.57 s vs ~1.0 s a 0.6 GB
+# MS); break-even near 1.3 GB, so numba pays only for groups well above it.
+FUSED_MIN_BYTES = 2 << 30
 
 
-def _main_columns(ms: Any, uv: Any) -> None:
+def _main_columns(ms: Any, g: GroupPlan) -> None:
     """The per-row columns, as pyuvdata's ``write_ms`` fills them for one spectral window."""
-    from astropy.time import Time
-
-    if uv.scan_number_array is None:
-        uv._set_scan_numbers()
-    jd, inv = np.unique(uv.time_array, return_inverse=True)
-    t = (Time(jd, format="jd", scale="utc").mjd * 86400.0)[inv]
-    ms.putcol("ANTENNA1", uv.ant_1_array)
-    ms.putcol("ANTENNA2", uv.ant_2_array)
-    ms.putcol("INTERVAL", uv.integration_time)
-    ms.putcol("EXPOSURE", uv.integration_time)
-    ms.putcol("DATA_DESC_ID", np.zeros(uv.Nblts, np.int32))
-    ms.putcol("SCAN_NUMBER", uv.scan_number_array)
+    t = subtables.mjd_seconds(np.repeat(g.plan.grid_jd, g.plan.n_baselines))
+    uvw = g.uvw if g.flip is None else np.where(g.flip[:, None], -g.uvw, g.uvw)
+    ms.putcol("ANTENNA1", g.ant1.astype(np.int32))
+    ms.putcol("ANTENNA2", g.ant2.astype(np.int32))
+    ms.putcol("INTERVAL", g.integration_s)
+    ms.putcol("EXPOSURE", g.integration_s)
+    ms.putcol("DATA_DESC_ID", np.zeros(t.size, np.int32))
+    ms.putcol("SCAN_NUMBER", g.scan_numbers)
     ms.putcol("TIME", t)
     ms.putcol("TIME_CENTROID", t)
-    ms.putcol("UVW", -uv.uvw_array)  # pyuvdata's flip_conj: CASA sees the conjugate
-    field_ids = np.empty_like(uv.phase_center_id_array)
-    for idx, cat_id in enumerate(uv.phase_center_catalog):
-        field_ids[uv.phase_center_id_array == cat_id] = idx
-    ms.putcol("FIELD_ID", field_ids)
-    ms.putcolkeyword("DATA", "QuantumUnits", uv.vis_units)
-    if uv.extra_keywords:
-        ms.putkeyword("pyuvdata_extra", uv.extra_keywords)
-    if uv.pol_convention is not None:
-        ms.putkeyword("pyuvdata_polconv", uv.pol_convention)
+    ms.putcol("UVW", -uvw)  # pyuvdata's flip_conj: CASA sees the conjugate
+    ms.putcol("FIELD_ID", g.field_ids)
+    ms.putcolkeyword("DATA", "QuantumUnits", g.meta.vis_units)
+    if g.meta.extra_keywords:
+        ms.putkeyword("pyuvdata_extra", g.meta.extra_keywords)
+    if g.meta.pol_convention is not None:
+        ms.putkeyword("pyuvdata_polconv", g.meta.pol_convention)
     ms.putkeyword("pyuvdata_flip_conj", True)
 
 
-def _subtables(path: Path, uv: Any, pol_order: Any) -> None:
-    from pyuvdata.utils.io import ms as ms_utils
+class _Writer:
+    """One group's MAIN table, filled a block at a time; holds the per-block state."""
 
-    p = str(path)
-    ms_utils.write_ms_antenna(p, uvobj=uv)
-    ms_utils.write_ms_data_description(p, uvobj=uv)
-    ms_utils.write_ms_feed(p, uvobj=uv)
-    ms_utils.write_ms_field(p, uvobj=uv)
-    ms_utils.write_ms_history(p, uvobj=uv)
-    ms_utils.write_ms_observation(p, uvobj=uv)
-    ms_utils.write_ms_pointing(p, uvobj=uv)
-    ms_utils.write_ms_polarization(p, pol_order=pol_order, uvobj=uv)
-    ms_utils.write_ms_source(p, uvobj=uv)
-    ms_utils.write_ms_spectral_window(p, uvobj=uv)
+    def __init__(
+        self, g: GroupPlan, block_bytes: int, tile_bytes: int, fused_kernel: bool | None
+    ) -> None:
+        self.g = g
+        subs = g.plan.subbands
+        self.n_rows, self.n_pol = g.plan.n_rows, g.plan.n_pols
+        self.pol_order = subtables.casa_pol_order(g.meta.pols)
+        self.conj_pol_order = subtables.conj_pol_order(g.meta.pols)
+        self.tiling = msfile.choose_tiling(
+            self.n_pol, [s.n_channels for s in subs], tile_bytes, max_rows=self.n_rows
+        )
+        per_row = max(s.n_channels for s in subs) * self.n_pol * (8 + 1 + 4)
+        rows = self.tiling.rows
+        self.block_rows = max(rows, (block_bytes // per_row) // rows * rows)
+        # WEIGHT is the median of WEIGHT_SPECTRUM over all channels; the streaming pass
+        # keeps only each row's min and max, which give the median whenever they agree
+        # (DSA-110: always); rows where they differ get a second pass.
+        self.w_min = np.full((self.n_rows, self.n_pol), np.inf, np.float32)
+        self.w_max = np.full((self.n_rows, self.n_pol), -np.inf, np.float32)
+        if fused_kernel is None:
+            fused_kernel = self.n_rows * g.plan.n_channels * self.n_pol * 8 >= FUSED_MIN_BYTES
+        self.use_fused = fused_kernel and fused.available()
+        self.buffers = fused.Buffers()
+
+    def block(self, ms: Any, blk: reader.Block) -> None:
+        g = self.g
+        sb = g.plan.subbands[blk.source]
+        nc = sb.n_channels
+        if blk.vis.shape[1:] != (nc, self.n_pol):
+            raise PermanentConversionError(
+                f"{sb.name}: visdata has shape {blk.vis.shape[1:]} per row, the header "
+                f"promises ({nc}, {self.n_pol}); the file is inconsistent: replace it"
+            )
+        rows = slice(blk.start, blk.stop)
+        args = dict(
+            delta_w_m=g.delta_w[rows],
+            freqs_hz=sb.freq_hz,  # the file's channel order
+            descending=sb.descending,
+            pol_order=self.pol_order,
+            conj_rows=None if g.flip is None else g.flip[rows],
+            conj_pol_order=self.conj_pol_order,
+        )
+        w_min, w_max = self.w_min[rows], self.w_max[rows]
+        if self.use_fused:
+            d, fl, ns = fused.ms_block(
+                blk.vis, blk.flags, blk.nsamples, **args,
+                w_min=w_min, w_max=w_max, buffers=self.buffers,
+            )  # fmt: skip
+        else:
+            d, fl, ns = kernel.ms_block(blk.vis, blk.flags, blk.nsamples, **args)
+            _track_weights(ns, w_min, w_max)
+        blc = [sb.chan_start, 0]
+        trc = [sb.chan_start + nc - 1, self.n_pol - 1]
+        n = blk.stop - blk.start
+        ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=n)
+        ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=n)
+        ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=n)
+
+    def write(self, path: Path, extra_data_cols: tuple[str, ...], read_ahead: int) -> None:
+        g = self.g
+        ms = msfile.create_main(
+            path, self.n_rows, g.plan.n_channels, self.n_pol, self.tiling, extra_data_cols
+        )
+        try:
+            _main_columns(ms, g)
+            paths = [s.path for s in g.plan.subbands]
+            for blk in reader.blocks_ahead(
+                paths, g.row_maps, self.n_rows, self.block_rows, read_ahead
+            ):
+                self.block(ms, blk)
+            _put_weight_and_sigma(ms, self.w_min, self.w_max, self.block_rows)
+        finally:
+            ms.close()
+        subtables.write_all(path, g.subtables())
 
 
 def write_ms(
@@ -74,110 +139,23 @@ def write_ms(
     block_bytes: int = BLOCK_BYTES,
     tile_bytes: int = msfile.TILE_BYTES,
     read_ahead: int = 2,
-    fused_kernel: bool = True,
+    fused_kernel: bool | None = None,
 ) -> dict[str, Any]:
-    """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``
-    False uses the numpy kernel (the reference) even where numba is available."""
-    try:
-        from pyuvdata import utils
-    except ImportError as e:
-        raise TransientConversionError(
-            "backend 'native' needs the extra 'convert': pip install 'dsa110-ingest[convert]'"
-        ) from e
-
-    uv = group.uv
-    subs = group.plan.subbands
-    if uv.Nspws != 1:
-        raise PermanentConversionError(
-            f"{subs[0].name}: {uv.Nspws} spectral windows; the native writer "
-            'writes one: set [convert] backend = "pyuvdata" for this data'
-        )
-    w_new = uv.uvw_array[:, 2].copy()
-    flip = _one_conjugation(uv)
-    n_rows, n_chan, n_pol = int(uv.Nblts), int(uv.Nfreqs), int(uv.Npols)
-    pol_order = np.asarray(utils.pol.determine_pol_order(uv.polarization_array, order="CASA"))
-    conj_pol_order = np.argsort(utils.pol.reorder_conj_pols(uv.polarization_array))
-    delta_w = w_new - group.w_old
-    freqs = np.asarray(uv.freq_array, dtype=np.float64).reshape(-1)
-    tiling = msfile.choose_tiling(n_pol, [s.n_channels for s in subs], tile_bytes, max_rows=n_rows)
-    max_chan = max(s.n_channels for s in subs)
-    per_row = max_chan * n_pol * (8 + 1 + 4)
-    block_rows = max(tiling.rows, (block_bytes // per_row) // tiling.rows * tiling.rows)
-
-    # WEIGHT is the median of WEIGHT_SPECTRUM over all channels; the streaming pass keeps
-    # only each row's min and max, which give the median whenever they agree (DSA-110:
-    # always); rows where they differ get a second pass over their WEIGHT_SPECTRUM.
-    w_min = np.full((n_rows, n_pol), np.inf, np.float32)
-    w_max = np.full((n_rows, n_pol), -np.inf, np.float32)
-
-    use_fused = fused_kernel and fused.available()
-    buffers = fused.Buffers()
-    ms = msfile.create_main(path, n_rows, n_chan, n_pol, tiling, extra_data_cols)
-    try:
-        _main_columns(ms, uv)
-        for blk in reader.blocks_ahead(
-            [s.path for s in subs],
-            group.row_maps,
-            n_rows,
-            block_rows,
-            read_ahead,
-        ):
-            sb = subs[blk.source]
-            nc = sb.n_channels
-            vis = blk.vis
-            if vis.shape[1:] != (nc, n_pol):
-                raise PermanentConversionError(
-                    f"{sb.name}: visdata has shape {vis.shape[1:]} per row, the header "
-                    f"promises ({nc}, {n_pol}); the file is inconsistent: replace it"
-                )
-            rows = slice(blk.start, blk.stop)
-            args = dict(
-                delta_w_m=delta_w[rows],
-                freqs_hz=sb.freq_hz,  # the file's channel order
-                descending=sb.descending,
-                pol_order=pol_order,
-                conj_rows=None if flip is None else flip[rows],
-                conj_pol_order=conj_pol_order,
-            )
-            if use_fused:
-                d, fl, ns = fused.ms_block(
-                    vis, blk.flags, blk.nsamples, **args,
-                    w_min=w_min[rows], w_max=w_max[rows], buffers=buffers,
-                )  # fmt: skip
-            else:
-                d, fl, ns = kernel.ms_block(vis, blk.flags, blk.nsamples, **args)
-                _track_weights(ns, w_min[rows], w_max[rows])
-            blc = [sb.chan_start, 0]
-            trc = [sb.chan_start + nc - 1, n_pol - 1]
-            nrow = blk.stop - blk.start
-            ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=nrow)
-            ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=nrow)
-            ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=nrow)
-        _put_weight_and_sigma(ms, w_min, w_max, block_rows)
-    finally:
-        ms.close()
-    _subtables(path, uv, utils.tools.slicify(pol_order, allow_empty=True))
+    """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``:
+    None runs the numba kernel for groups of at least ``FUSED_MIN_BYTES`` of DATA (where
+    numba is installed), True for any size, False never (the numpy kernel, the reference)."""
+    w = _Writer(group, block_bytes, tile_bytes, fused_kernel)
+    w.write(path, extra_data_cols, read_ahead)
+    freqs = group.plan.freq_hz
     return {
-        "n_channels": n_chan,
-        "n_rows": n_rows,
+        "n_channels": int(freqs.size),
+        "n_rows": w.n_rows,
         "freq_min_hz": float(freqs.min()),
         "freq_max_hz": float(freqs.max()),
-        "tile_shape": tiling.shape,
-        "block_rows": block_rows,
+        "tile_shape": w.tiling.shape,
+        "block_rows": w.block_rows,
+        "kernel": "numba" if w.use_fused else "numpy",
     }
-
-
-def _one_conjugation(uv: Any) -> np.ndarray | None:
-    """Conjugate baselines to ant1 < ant2 where both states occur (CASA wants one, as
-    pyuvdata's write_ms does); the rows flipped, or None when none needed it."""
-    if not (np.any(uv.ant_1_array < uv.ant_2_array) and np.any(uv.ant_1_array > uv.ant_2_array)):
-        return None
-    before = uv.ant_1_array.copy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        uv.conjugate_bls("ant1<ant2")
-    flip: np.ndarray = uv.ant_1_array != before
-    return flip
 
 
 def _track_weights(ns: np.ndarray, w_min: np.ndarray, w_max: np.ndarray) -> None:

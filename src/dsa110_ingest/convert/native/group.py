@@ -1,38 +1,82 @@
 """The group's metadata, planned once from headers: rows, UVWs, phase centres, subtables.
 
-pyuvdata reads the first subband's header (telescope, antennas, catalog, keywords, as
-its own ``write_ms`` would see them); LSTs, apparent centres and UVWs come from ERFA
-(convert/native/astrometry.py), once per integration.
+The first subband's header (h5py, convert/native/meta.py) gives the antennas, each row's
+integration time and pre-phasing w; LSTs, apparent centres and UVWs come from ERFA
+(convert/native/astrometry.py), once per integration. The numbers are those of the
+recipe's pyuvdata path (``plan.phased_metadata``; tests/convert/test_native_astrometry.py
+compares them), computed without importing pyuvdata or astropy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import h5py
 import numpy as np
 
 from dsa110_ingest.convert import plan as recipe
-from dsa110_ingest.convert.native import astrometry, jit
+from dsa110_ingest.convert.native import astrometry, meta, subtables
+from dsa110_ingest.errors import PermanentConversionError
 
 
 @dataclass
 class GroupPlan:
     """What the writer needs, computed once per group from metadata only.
 
-    ``uv`` is pyuvdata's metadata-only object of the group built and phased by the recipe
-    (convert/plan.py): rows in MS order, channels ascending. ``w_old`` is the w each row
-    was projected with before phasing (0 for unprojected drift-scan rows): the data's
-    rotation is ``exp(-2j pi (w_new - w_old) f / c)``. ``row_maps[k]`` takes MS rows to
-    rows of subband k's file (-1: the file lacks it); ``None`` when they coincide.
+    Rows are the MS's (integration-major, ``plan.baselines`` order). ``uvw`` is each
+    row's UVW after phasing, with the files' antenna order (pyuvdata's convention);
+    ``flip`` the rows the MS conjugates to ant1 < ant2 (None: none), whose ``ant1``/``ant2``
+    are already swapped. ``delta_w`` is w_new - w_old: the data's rotation is
+    ``exp(-2j pi delta_w f / c)`` (w_old: the w the file's data are projected with, 0
+    for drift scans). ``row_maps[k]`` takes MS rows to rows of subband k's file (-1:
+    the file lacks it); ``None`` when they coincide.
     """
 
     plan: recipe.ConversionPlan
-    uv: Any
-    w_old: np.ndarray
+    meta: meta.FileMeta
+    uvw: np.ndarray
+    delta_w: np.ndarray
+    flip: np.ndarray | None
+    ant1: np.ndarray
+    ant2: np.ndarray
+    integration_s: np.ndarray
+    field_ids: np.ndarray
+    phasing: astrometry.Phasing
+    site: astrometry.Site
     row_maps: list[np.ndarray | None]
     centres: list[recipe.PhaseCentre]
+    channel_width: np.ndarray  # MS (ascending) channel order
+    spw_id: int
+
+    @property
+    def scan_numbers(self) -> np.ndarray:
+        """1 + the run of equal FIELD_ID each row is in (pyuvdata's scans, in row order)."""
+        f = self.field_ids
+        return np.concatenate(([1], 1 + np.cumsum(f[1:] != f[:-1]))).astype(np.int32)
+
+    def subtables(self) -> subtables.Subtables:
+        m, plan = self.meta, self.plan
+        n_bl = plan.n_baselines
+        observer = next(
+            (str(v) for k, v in m.extra_keywords.items() if k.upper() == "OBSERVER"),
+            plan.telescope_name,
+        )
+        return subtables.Subtables(
+            meta=m,
+            site_xyz=self.site.xyz,
+            telescope_name=plan.telescope_name,
+            observer=observer,
+            freq_hz=plan.freq_hz,
+            channel_width=self.channel_width,
+            spw_id=self.spw_id,
+            field_names=[c.name for c in self.centres],
+            field_dirs=np.array([[c.ra_rad, c.dec_rad] for c in self.centres]),
+            mid_time_s=float(subtables.mjd_seconds(np.median(plan.grid_jd))),
+            int_times_s=subtables.mjd_seconds(plan.grid_jd),
+            int_interval_s=np.median(self.integration_s.reshape(-1, n_bl), axis=1),
+            history=m.history.rstrip("\n")
+            + "\nConverted to a Measurement Set by dsa110-ingest (native writer).",
+        )
 
 
 def _row_map(row_index: np.ndarray, n_rows: int) -> np.ndarray | None:
@@ -60,121 +104,87 @@ def _freq_params(sb: recipe.SubbandPlan, default_spw: int) -> tuple[np.ndarray, 
     return np.array(width), np.array(spw)
 
 
-def _extend_freq_axis(uv: Any, plan: recipe.ConversionPlan) -> None:
-    """Give subband 0's metadata-only object the whole group's channels.
-
-    What ``plan.combine`` (pyuvdata's ``fast_concat`` along frequency) makes of the 16
-    metadata-only objects, without reading 15 more: everything but the frequency axis is
-    taken from the first subband there too.
-    """
-    default_spw = int(np.asarray(uv.spw_array).reshape(-1)[0])
-    widths, spws = [np.asarray(uv.channel_width, dtype=np.float64)], [uv.flex_spw_id_array]
+def _channels(plan: recipe.ConversionPlan, m: meta.FileMeta) -> tuple[np.ndarray, int]:
+    """Channel widths of the whole band (ascending) and its one spectral window id."""
+    first = plan.subbands[0]
+    w0, s0 = m.channel_width, m.spw_ids
+    widths = [w0[::-1] if first.descending else w0]
+    spws = [s0]
     for sb in plan.subbands[1:]:
-        w, s = _freq_params(sb, default_spw)
+        w, s = _freq_params(sb, int(s0[0]))
         widths.append(w)
         spws.append(s)
-    uv.freq_array = plan.freq_hz.astype(np.float64)
-    uv.channel_width = np.concatenate(widths)
-    uv.flex_spw_id_array = np.concatenate(spws).astype(uv.flex_spw_id_array.dtype)
-    uv.Nfreqs = int(uv.freq_array.size)
-    first = np.sort(np.unique(uv.flex_spw_id_array, return_index=True)[1])
-    uv.spw_array = uv.flex_spw_id_array[first]
-    uv.Nspws = int(uv.spw_array.size)
-    uv.history += " Combined data along frequency axis using pyuvdata."
+    ids = np.unique(np.concatenate(spws))
+    if ids.size != 1:
+        raise PermanentConversionError(
+            f"{first.name}: {ids.size} spectral windows; the native writer writes one: "
+            'set [convert] backend = "pyuvdata" for this data'
+        )
+    return np.concatenate(widths), int(ids[0])
+
+
+def _antenna_index(numbers: np.ndarray, ants: np.ndarray, where: str) -> np.ndarray:
+    order = np.argsort(numbers)
+    pos = np.searchsorted(numbers, ants, sorter=order)
+    idx = order[np.minimum(pos, numbers.size - 1)]
+    if not np.array_equal(numbers[idx], ants):
+        raise PermanentConversionError(
+            f"{where}: baselines use antenna numbers missing from Header/antenna_numbers; "
+            "the file is damaged"
+        )
+    return idx
 
 
 def plan_group(plan: recipe.ConversionPlan) -> GroupPlan:
     """The recipe's metadata for the whole group, phased, and each file's row mapping.
 
-    The same steps as ``plan.phased_metadata`` (read aligned, combine, phase), with the
-    pre-phasing w kept: it is the w the file's data are projected with. Only the first
-    subband is read through pyuvdata; the others add their channels (``_extend_freq_axis``).
-    LSTs and phasing are computed with ERFA once per integration (``_ErfaUVData``,
-    :func:`phase`), not by pyuvdata's astropy path: the same numbers, seconds sooner.
+    The same steps as ``plan.phased_metadata`` (read aligned, combine, phase): per-row
+    metadata from the first subband (as ``plan.combine`` takes them), UVWs from the
+    antenna positions at the plan's phase centres, computed with ERFA once per
+    integration (:func:`astrometry.phase_integrations`).
     """
-    jit.cache_pyuvdata_kernels()
-    uv = recipe.read_aligned(plan, 0, read_data=False, uvdata_class=_erfa_uvdata())
-    if len(plan.subbands) > 1:
-        _extend_freq_axis(uv, plan)
-    unprojected = uv._check_for_cat_type("unprojected")
-    w_old = np.where(unprojected, 0.0, uv.uvw_array[:, 2])
-    centres = phase(uv, plan)
-    uv.telescope.name = plan.telescope_name
-    maps = [_row_map(s.row_index, plan.n_rows) for s in plan.subbands]
-    return GroupPlan(plan, uv, w_old, maps, centres)
-
-
-def _site(uv: Any) -> astrometry.Site:
-    return astrometry.Site.from_xyz(np.asarray(uv.telescope._location.xyz(), np.float64))
-
-
-_ERFA_UVDATA: type | None = None
-
-
-def _erfa_lsts(uv: Any, **_: object) -> None:
-    jd, inv = np.unique(uv.time_array, return_inverse=True)
-    uv.lst_array = astrometry.lst(astrometry.Times.from_jd(jd), _site(uv))[inv]
-
-
-def _erfa_uvdata() -> type:
-    """``UVData`` whose LSTs come from :func:`astrometry.lst` (pyuvdata's ERFA formula)
-    instead of astropy ``Time`` objects and a parse of the IERS tables (seconds in every
-    fresh worker). pyuvdata reads a UVH5 file through its ``UVH5`` subclass, which sets
-    the LSTs while reading the header: that class gets the same method."""
-    global _ERFA_UVDATA
-    if _ERFA_UVDATA is None:
-        from pyuvdata import UVData
-        from pyuvdata.uvdata.uvh5 import UVH5
-
-        class ErfaUVH5(UVH5):  # type: ignore[misc]
-            set_lsts_from_time_array = _erfa_lsts
-
-        class ErfaUVData(UVData):  # type: ignore[misc]
-            set_lsts_from_time_array = _erfa_lsts
-
-            def read_uvh5(self, filename: str, **kwargs: Any) -> None:
-                obj = ErfaUVH5()
-                obj.read_uvh5(filename, **kwargs)
-                self._convert_from_filetype(obj)
-
-        _ERFA_UVDATA = ErfaUVData
-    return _ERFA_UVDATA
-
-
-def phase(uv: Any, plan: recipe.ConversionPlan) -> list[recipe.PhaseCentre]:
-    """What ``plan.apply_phasing`` (pyuvdata ``phase(use_ant_pos=True)`` per centre) does
-    to a metadata-only object: UVWs from the antenna positions, apparent centres, frame
-    position angles, the phase-centre catalog (pyuvdata's own bookkeeping, so FIELD ids
-    are the same), computed once per integration."""
+    sb0 = plan.subbands[0]
+    m = meta.read_file_meta(sb0.path, sb0.row_index.size)
+    if m.pols.size != plan.n_pols:
+        raise PermanentConversionError(f"{sb0.name}: polarization_array changed while planning")
+    src = plan.source_rows(0)
+    site = astrometry.Site.from_geodetic(plan.site_lat_deg, plan.site_lon_deg, plan.site_alt_m)
     centres = plan.phase_centres()
     ra = np.empty(plan.n_integrations)
     dec = np.empty(plan.n_integrations)
-    for c in centres:
+    field_of_int = np.empty(plan.n_integrations, np.int32)
+    for i, c in enumerate(centres):
         ra[list(c.integrations)] = c.ra_rad
         dec[list(c.integrations)] = c.dec_rad
-    site = _site(uv)
+        field_of_int[list(c.integrations)] = i
     ph = astrometry.phase_integrations(plan.grid_jd, ra, dec, site)
-    t_idx = np.arange(uv.Nblts) // plan.n_baselines
-    numbers = np.asarray(uv.telescope.antenna_numbers)
-    order = np.argsort(numbers)
-    idx1 = order[np.searchsorted(numbers, uv.ant_1_array, sorter=order)]
-    idx2 = order[np.searchsorted(numbers, uv.ant_2_array, sorter=order)]
-    pos = np.asarray(uv.telescope.antenna_positions, np.float64)
-    uv.uvw_array = astrometry.uvw(ph, site, pos, idx1, idx2, t_idx)
-    uv.phase_center_app_ra = ph.app_ra[t_idx]
-    uv.phase_center_app_dec = ph.app_dec[t_idx]
-    uv.phase_center_frame_pa = ph.frame_pa[t_idx]
-    for c in centres:
-        cat_id = uv._add_phase_center(
-            c.name,
-            cat_type="sidereal",
-            cat_lon=c.ra_rad,
-            cat_lat=c.dec_rad,
-            cat_frame="icrs",
-            cat_epoch=2000.0,
-            info_source="user",
-            force_update=True,
-        )
-        uv.phase_center_id_array[np.isin(t_idx, c.integrations)] = cat_id
-        uv._clear_unused_phase_centers()
-    return centres
+    t_idx = np.arange(plan.n_rows) // plan.n_baselines
+    ant1 = np.tile(plan.baselines[:, 0], plan.n_integrations)
+    ant2 = np.tile(plan.baselines[:, 1], plan.n_integrations)
+    idx1 = _antenna_index(m.antenna_numbers, ant1, sb0.name)
+    idx2 = _antenna_index(m.antenna_numbers, ant2, sb0.name)
+    uvw = astrometry.uvw(ph, site, m.antenna_positions, idx1, idx2, t_idx)
+    w_old = np.where(m.projected[src], m.uvw[src, 2], 0.0)
+    flip = None
+    if np.any(ant1 < ant2) and np.any(ant1 > ant2):
+        # CASA wants one conjugation state: ant1 < ant2, as pyuvdata's write_ms makes it
+        flip = ant1 > ant2
+        ant1, ant2 = np.where(flip, ant2, ant1), np.where(flip, ant1, ant2)
+    width, spw = _channels(plan, m)
+    return GroupPlan(
+        plan=plan,
+        meta=m,
+        uvw=uvw,
+        delta_w=uvw[:, 2] - w_old,
+        flip=flip,
+        ant1=ant1,
+        ant2=ant2,
+        integration_s=m.integration_s[src],
+        field_ids=field_of_int[t_idx],
+        phasing=ph,
+        site=site,
+        row_maps=[_row_map(s.row_index, plan.n_rows) for s in plan.subbands],
+        centres=centres,
+        channel_width=width,
+        spw_id=spw,
+    )
