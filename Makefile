@@ -20,10 +20,11 @@ lint: $(STAMP)
 
 # two workers, each test file whole on one (its module fixtures and its order kept): on
 # two cores much of the suite waits on daemons, locks and deadlines, and the other worker
-# fills that time; tests/conftest.py sends the longest files first
+# fills that time; tests/conftest.py sends the longest files first (kept in that order:
+# xdist would otherwise start the files with the most tests first)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 demo: $(STAMP)
 	$(PY) -m dsa110_ingest demo --dir demo-run
