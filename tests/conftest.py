@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +31,90 @@ SMALL = SimParams(nants=4, nchan=2, ntimes=2)
 TINY_SIM_ARGS = ("--nants", "2", "--nchan", "1", "--ntimes", "2")
 # every store backend the backend-neutral DB tests run on (one parametrized fixture)
 STORE_BACKENDS = ["sqlite", "postgresql"]
+
+
+# -- one private temp folder per session, left empty -------------------------------------
+# Every temp folder of the run (pytest's tmp_path, tempfile.* in tests, product code and the
+# daemons it starts, which inherit TMPDIR) lands in a folder of this session's own, so
+# other work on the machine cannot add to it. Whatever is still in it at the end, besides
+# pytest's own tmp_path tree, was left behind by a test or the product: the run fails.
+_TMP_KEY = pytest.StashKey[tuple[Path, str | None]]()
+_TMP_LEFT = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return  # a pytest-xdist worker: it inherits the controller's TMPDIR, which checks
+    private = Path(tempfile.mkdtemp(prefix="dsa110-tests-", dir=tempfile.gettempdir()))
+    # the PostgreSQL server's user (tests/pg_server.py) makes its folder in here too
+    private.chmod(0o755)
+    config.stash[_TMP_KEY] = (private, os.environ.get("TMPDIR"))
+    os.environ["TMPDIR"] = str(private)
+    tempfile.tempdir = None  # re-read TMPDIR on the next gettempdir()
+
+
+def _left_in(private: Path) -> list[str]:
+    out = []
+    for entry in sorted(private.iterdir()):
+        if entry.name.startswith("pytest-of-"):
+            continue
+        kind = "empty folder" if entry.is_dir() and not any(entry.iterdir()) else "entry"
+        out.append(f"{entry} ({kind})")
+    return out
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _TMP_KEY not in session.config.stash:
+        return  # a pytest-xdist worker
+    private, old = session.config.stash[_TMP_KEY]
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
+    left = _left_in(private)
+    session.config.stash[_TMP_LEFT] = left
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif session.exitstatus == pytest.ExitCode.OK:
+        shutil.rmtree(private, ignore_errors=True)  # kept after a failure, for a look
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    left = config.stash.get(_TMP_LEFT, [])
+    if left:
+        terminalreporter.write_line(
+            f"FAILED: the run left {len(left)} files or folders in its temp folder (a test "
+            "or the product creates a temp file or folder and never removes it; remove it "
+            "where it is made):",
+            red=True,
+            bold=True,
+        )
+        for line in left[:50]:
+            terminalreporter.write_line(f"  {line}", red=True)
+
+
+# the files that take longest, started first: with `make test`'s two workers (one file
+# whole on each) the run's tail is then short files, not the soak alone on one worker
+LONGEST_FIRST = (
+    "tests/reliability/test_soak.py",
+    "tests/reliability/test_faults.py",
+    "tests/convert/test_dask.py",
+    "tests/reliability/test_fuzz.py",
+    "tests/test_packaging.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    root = config.rootpath
+
+    def key(item: pytest.Item) -> int:
+        rel = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        return rank.get(rel, len(rank))
+
+    items.sort(key=key)  # stable: every file keeps its own order
 
 
 def store_target(request: pytest.FixtureRequest, backend: str, name: str) -> str | Path:

@@ -8,7 +8,6 @@ Every maker edits ``path`` in place and returns the reject reason the reader mus
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,21 +154,27 @@ def compressed_bomb(path: Path, n: int, elsewhere: Path) -> str:
     return "header_too_large"
 
 
-_BOMB: list[Path] = []
+_BOMB: list[bytes] = []
 
 
 def _string_bomb(elsewhere: Path) -> Path:
-    """A file holding one gzip-compressed 100 MB fixed-length string (~100 KB on disk),
-    written once per process (it takes seconds) and copied from then on."""
-    if not _BOMB or not _BOMB[0].exists():
-        p = Path(tempfile.mkdtemp(prefix="bomb-")) / "string-bomb.h5"
-        with h5py.File(p, "w") as f:
-            ds = f.create_dataset(
-                "s", shape=(1,), dtype=f"S{100 * 2**20}", chunks=(1,), compression="gzip"
-            )
-            ds[0] = b"OVRO_DSA"
-        _BOMB[:] = [p]
-    return _BOMB[0]
+    """A file in ``elsewhere`` holding one gzip-compressed 100 MB fixed-length string
+    (~100 KB on disk). Writing it takes seconds, so it is written once per process and its
+    bytes kept; later calls only copy those bytes. It lives in the caller's folder, never
+    in a temp folder of its own that nothing would remove."""
+    p = elsewhere / "string-bomb.h5"
+    if p.exists():
+        return p
+    if _BOMB:
+        p.write_bytes(_BOMB[0])
+        return p
+    with h5py.File(p, "w") as f:
+        ds = f.create_dataset(
+            "s", shape=(1,), dtype=f"S{100 * 2**20}", chunks=(1,), compression="gzip"
+        )
+        ds[0] = b"OVRO_DSA"
+    _BOMB[:] = [p.read_bytes()]
+    return p
 
 
 MAKERS: dict[str, Callable[[Path, int, Path], str]] = {

@@ -132,6 +132,9 @@ class DaskCluster:
             stdout=self._logf,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # killed as a group at teardown: nanny and worker
+            # the scheduler has no --local-directory: without this it leaves a
+            # dask-scratch-space folder in the system temp dir
+            env={**os.environ, "DASK_TEMPORARY_DIRECTORY": str(self.root)},
         )
         self.procs.append(p)
         return p

@@ -51,17 +51,46 @@ def _converted(site) -> int:
     )
 
 
-def test_sigkill_daemon_20_times(tmp_path: Path, daemon_factory, record) -> None:
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds ``path`` open (from /proc: its DB work has begun)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+    return False
+
+
+KILLS = 10
+
+
+def test_sigkill_daemon_at_random_moments_of_its_work(
+    tmp_path: Path, daemon_factory, record
+) -> None:
+    """Each kill lands 0-1 s after the daemon opened its index DB: in migrations, the
+    start-up reconcile, indexing transactions, claims and conversions. (A fixed delay
+    after the spawn, as this test once used, mostly killed a daemon still importing
+    h5py on a busy machine, before it had touched anything: those kills proved nothing.)"""
     conv = stand_in_converter(tmp_path / "c", "time.sleep(0.2)")
     site = reliability_site(tmp_path / "s", conv)
+    hdf5 = site.root / "state" / "hdf5.sqlite3"
     n = 24
     writer = _stream(site, n, pause=0.3)
     rng = random.Random(20)
     kills = 0
     t0 = time.monotonic()
-    while kills < 20:
+    while kills < KILLS:
         d = daemon_factory(site)
-        time.sleep(rng.uniform(0.2, 1.2))  # write bursts, transactions, reconciles, conversions
+        wait_for(
+            lambda d=d: _has_open(d.proc.pid, hdf5) or d.proc.poll() is not None,
+            120,
+            lambda d=d: f"the daemon never opened {hdf5}:\n{d.log.read_text()[-3000:]}",
+        )
+        assert d.proc.poll() is None, d.log.read_text()[-3000:]
+        time.sleep(rng.uniform(0.0, 1.0))
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         kills += 1
@@ -73,7 +102,7 @@ def test_sigkill_daemon_20_times(tmp_path: Path, daemon_factory, record) -> None
     led = ledger(site)
     assert_exact(led, n)
     record(
-        "SIGKILL of the daemon at 20 random moments",
+        f"SIGKILL of the daemon at {KILLS} random moments of its work",
         groups=n,
         files=16 * n,
         kills=kills,

@@ -140,7 +140,7 @@ def _make_at(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path,
         # sb00's data under the name of sb01, beside a real sb00 and sb02: a conflict,
         # the impostor the suspect, the group never complete
         ts = T_BAD + 500 + 1000 * (i % 50)
-        d = Path(tempfile.mkdtemp())
+        d = Path(tempfile.mkdtemp(dir=outside))  # in the test's folder: removed with it
         for sb in (0, 2, 3, 4):  # enough genuine subbands for the band plan
             q = write_file(d, ts, sb, SMALL)
             if not (inc / q.name).exists():
@@ -149,7 +149,7 @@ def _make_at(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path,
         if not fake.exists():
             shutil.copy(inc / f"{unix_to_iso(ts)}_sb00.hdf5", fake)
         return fake, "conflict"
-    src = _template(Path(tempfile.mkdtemp()), i)
+    src = _template(Path(tempfile.mkdtemp(dir=outside)), i)
     if kind in hostile.MAKERS:
         return src, hostile.MAKERS[kind](src, n, outside)  # _make moves it in, spoiled
     if kind == "symlink_out":

@@ -1,5 +1,6 @@
-"""Soak: a day (``make soak``: a week) of observations at accelerated cadence, into two
-locations, with every kind of writer, while the daemon indexes and converts."""
+"""Soak: 8 hours (``make reliability-report``: a day, ``make soak``: a week) of observations
+at accelerated cadence, into two locations, with every kind of writer, while the daemon
+indexes and converts."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_order_check_flags_only_a_waiting_older_group() -> None:
 
 
 # its own deadlines (600 s to drain) are the bound, not the suite's default 300 s: on a
-# busy 2-core machine a day of groups can take longer than that and still be right
+# busy 2-core machine a day (or week) of groups can take longer than that and still be right
 @pytest.mark.timeout(1800)
 def test_soak(tmp_path: Path, daemon_factory, record) -> None:
     conv = stand_in_converter(tmp_path / "convert")
