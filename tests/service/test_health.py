@@ -186,3 +186,37 @@ def test_start_up_progress_asks_systemd_for_time_and_a_second_signal_ends_it(
         rt.flags.on_signal(15, None)
         with pytest.raises(ForcedExit):
             report(40, 1000)
+
+
+def test_indexing_that_fails_on_the_db_makes_the_beat_unhealthy_until_it_passes(
+    site: Site, notify: Notify
+) -> None:
+    """A full state disk fails every indexing transaction while the heartbeat's small
+    write still passes: the beat must not call that healthy (no watchdog ping, the
+    reason in /healthz and in the heartbeat row `status` reads)."""
+    from dsa110_ingest.errors import DatabaseError
+    from dsa110_ingest.ingest.batch import BatchResult
+    from dsa110_ingest.service.work import Work
+
+    n, listener = notify
+    with running(site.cfg, n) as rt:
+        h = Health(rt)
+        h.mark_ready()
+        work = Work(rt, h)
+
+        def full() -> BatchResult:
+            raise DatabaseError("database /s/hdf5.sqlite3: database or disk is full")
+
+        assert work.guard(full) is None
+        listener.read().clear()
+        h.beat()
+        ok, why = h.check()
+        assert (
+            not ok and why == "indexing fails: database /s/hdf5.sqlite3: database or disk is full"
+        )
+        assert "WATCHDOG=1" not in listener.read()
+        assert h.status()["problem"] == why
+        assert work.guard(BatchResult) is not None  # the disk has room again
+        h.beat()
+        assert h.check() == (True, "ok") and "WATCHDOG=1" in listener.read()
+        assert h.status()["problem"] is None

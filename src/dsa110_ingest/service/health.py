@@ -44,6 +44,9 @@ class Health:
         self.last_alive = mono()
         self.state: tuple[bool, str] = (False, "starting: start-up reconcile running")
         self._transient_seen = 0
+        # the last unit of indexing work failed on the DB (a full disk, a read-only file):
+        # the heartbeat's own small write may still pass, so it cannot tell
+        self.work_error: str | None = None
 
     def alive(self) -> None:
         """The main thread is working (a loop turn, a reconcile's progress)."""
@@ -92,6 +95,7 @@ class Health:
             for what, ok in (
                 ("a watcher thread died", watcher_ok),
                 ("the HDF5 DB takes no writes", db_ok),
+                (f"indexing fails: {self.work_error}", self.work_error is None),
                 ("the conversion dispatcher died", conv_ok),
             )
             if not ok
@@ -107,6 +111,7 @@ class Health:
             "service.unhealthy",
             watcher_alive=watcher_ok,
             db_writable=db_ok,
+            indexing_error=self.work_error,
             dispatcher_alive=conv_ok,
             action="no watchdog ping: systemd restarts the service if this lasts"
             if systemd_watches
@@ -175,6 +180,8 @@ class Health:
             "converting": len(rt.dispatcher.running) if rt.dispatcher else 0,
             "executor": rt.dispatcher.describe() if rt.dispatcher else None,
             "watch_modes": rt.watcher.modes,
+            # what the last beat found wrong (None: healthy), for `status`
+            "problem": None if self.state[0] else self.state[1],
         }
 
     def status_line(self) -> str:

@@ -149,15 +149,18 @@ class Work:
     def guard(self, fn: Callable[[], BatchResult]) -> BatchResult | None:
         """Run one unit of DB work; None: it failed, was logged, and is retried later."""
         try:
-            return fn()
+            r = fn()
         except DatabaseError as e:
             log.error("service.db_error", error=str(e), hint="work is kept and retried")
+            self.health.work_error = str(e)
             return None
         except OSError as e:
             if not out_of_fds(e):
                 raise
             self.rt.fds.report(e, where="indexing")
             return None
+        self.health.work_error = None
+        return r
 
     def publish(self, r: BatchResult | None) -> None:
         """Count a batch's outcome, wake the dispatcher and mirror its events."""
