@@ -121,7 +121,10 @@ class Indexer:
             cand = stat_path(path, held[0], self.parser, self.roots)
             if cand is not None and not self._unchanged(cand):
                 cands.append(cand)
-        return self.process(cands)
+        # one transaction a file: a file's row is committed as soon as its header is read,
+        # not after the reads of the files that arrived with it (a commit without an
+        # event does not sync: it costs a fraction of a header read)
+        return self.process(cands, batch_size=1)
 
     def reconcile(
         self, on_progress: Callable[[int, int], None] | None = None, obs_expiry: bool = False
@@ -207,16 +210,20 @@ class Indexer:
         )
 
     def process(
-        self, cands: Sequence[Candidate], on_progress: Callable[[int, int], None] | None = None
+        self,
+        cands: Sequence[Candidate],
+        on_progress: Callable[[int, int], None] | None = None,
+        batch_size: int | None = None,
     ) -> BatchResult:
-        """Index candidates oldest observation first, ``batch_size`` files a transaction."""
+        """Index candidates oldest observation first, ``batch_size`` files a transaction
+        (the configured ``read.batch_size`` unless given)."""
         result = BatchResult()
         cands = sorted(cands, key=lambda c: c.sort_key)
         readable = [c for c in cands if c.name is not None and not c.symlink_escape]
         headers = iter(
             zip(readable, self.reader.read_many([c.path for c in readable]), strict=True)
         )
-        size = max(1, self.cfg.read.batch_size)
+        size = max(1, batch_size or self.cfg.read.batch_size)
         done = 0
         pending: list[tuple[Candidate, Read]] = []
         for cand in cands:

@@ -294,73 +294,102 @@ class HeaderReader:
             self._spawn()
         results: dict[int, HeaderInfo | ReadFailure] = {}
         todo = iter(enumerate(paths))
-        nxt = 0
         busy: dict[int, _Worker] = {}  # fd -> worker with a task
-        last_ping = 0.0
         with selectors.DefaultSelector() as sel:
-            exhausted = False
-            while nxt < len(paths):
-                # hand a file to every idle worker
-                for w in list(self._pool):
-                    if exhausted or w.task is not None:
-                        continue
-                    try:
-                        w.wait_ready()
-                    except IngestError:
-                        self._pool.remove(w)
-                        raise
-                    item = next(todo, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    if not w.send(*item):
-                        self._lost(w, results, sel, busy)
-                        continue
-                    busy[w.fd] = w
-                    sel.register(w.fd, selectors.EVENT_READ)
-                if not busy and not exhausted:
-                    self._spawn()  # every worker was lost: start one again
-                    continue
-                now = time.monotonic()
-                wait = min((w.since + self.deadline_s for w in busy.values()), default=now) - now
-                if self.on_wait is not None:
-                    if now - last_ping >= 1.0:
-                        self.on_wait()
-                        last_ping = now
-                    wait = min(wait, 1.0)
-                for key, _ in sel.select(max(0.0, wait)):
-                    w = busy[key.fd]  # type: ignore[index]
-                    if not w.fill():
-                        self._lost(w, results, sel, busy)
-                        continue
-                    line = w.take_line()
-                    if line is not None:
-                        assert w.task is not None
-                        results[w.task] = self._parse(line)
-                        w.task = None
-                        sel.unregister(w.fd)
-                        del busy[w.fd]
-                now = time.monotonic()
-                for w in [w for w in busy.values() if now - w.since >= self.deadline_s]:
-                    assert w.task is not None
-                    results[w.task] = _failure(
-                        "read_timeout",
-                        f"reading the header did not finish within {self.deadline_s:.0f} s "
-                        "(a hung filesystem, or a link to a FIFO or device); the reader "
-                        "was killed",
-                        "check the file and its filesystem; it is tried again when it changes",
-                    )
-                    sel.unregister(w.fd)
-                    del busy[w.fd]
-                    self._drop(w)
-                while nxt in results:
-                    yield results.pop(nxt)
-                    nxt += 1
+            try:
+                yield from self._serve(paths, todo, results, sel, busy)
+            finally:
+                # a caller that stopped early (its transaction failed) leaves reads in
+                # flight: their answers must not be taken for the next call's files
+                for w in list(busy.values()):
+                    self._settle(w)
         if len(self._pool) > 1:
             # a backfill's readers go once it is done; one stays for the live path
             for w in self._pool[1:]:
                 w.stop()
             del self._pool[1:]
+
+    def _serve(
+        self,
+        paths: Sequence[str],
+        todo: Iterator[tuple[int, str]],
+        results: dict[int, HeaderInfo | ReadFailure],
+        sel: selectors.BaseSelector,
+        busy: dict[int, _Worker],
+    ) -> Iterator[HeaderInfo | ReadFailure]:
+        nxt = 0
+        last_ping = 0.0
+        exhausted = False
+        while True:
+            # hand a file to every idle worker, before yielding what is done: the next
+            # header is read while the caller indexes this one (a pipeline even with the
+            # live path's single reader)
+            for w in list(self._pool):
+                if exhausted or w.task is not None:
+                    continue
+                try:
+                    w.wait_ready()
+                except IngestError:
+                    self._pool.remove(w)
+                    raise
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                if not w.send(*item):
+                    self._lost(w, results, sel, busy)
+                    continue
+                busy[w.fd] = w
+                sel.register(w.fd, selectors.EVENT_READ)
+            while nxt in results:
+                yield results.pop(nxt)
+                nxt += 1
+            if nxt >= len(paths):
+                return
+            if not busy and not exhausted:
+                self._spawn()  # every worker was lost: start one again
+                continue
+            now = time.monotonic()
+            wait = min((w.since + self.deadline_s for w in busy.values()), default=now) - now
+            if self.on_wait is not None:
+                if now - last_ping >= 1.0:
+                    self.on_wait()
+                    last_ping = now
+                wait = min(wait, 1.0)
+            for key, _ in sel.select(max(0.0, wait)):
+                w = busy[key.fd]  # type: ignore[index]
+                if not w.fill():
+                    self._lost(w, results, sel, busy)
+                    continue
+                line = w.take_line()
+                if line is not None:
+                    assert w.task is not None
+                    results[w.task] = self._parse(line)
+                    w.task = None
+                    sel.unregister(w.fd)
+                    del busy[w.fd]
+            now = time.monotonic()
+            for w in [w for w in busy.values() if now - w.since >= self.deadline_s]:
+                assert w.task is not None
+                results[w.task] = _failure(
+                    "read_timeout",
+                    f"reading the header did not finish within {self.deadline_s:.0f} s "
+                    "(a hung filesystem, or a link to a FIFO or device); the reader "
+                    "was killed",
+                    "check the file and its filesystem; it is tried again when it changes",
+                )
+                sel.unregister(w.fd)
+                del busy[w.fd]
+                self._drop(w)
+
+    def _settle(self, w: _Worker) -> None:
+        """Wait out (and drop) the answer of a read nobody wants any more, so the worker
+        is idle for the next call; one that does not answer in time is replaced."""
+        line = w.take_line() or w._wait_line(w.since + self.deadline_s)
+        if line is None:
+            self._drop(w)
+        else:
+            w.task = None
 
     def _lost(
         self,
