@@ -13,9 +13,11 @@ import contextlib
 import errno
 import os
 import sqlite3
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -256,3 +258,61 @@ def backup(conn: sqlite3.Connection, dest: Path) -> None:
         conn.backup(out)
     finally:
         out.close()
+
+
+class Checkpointer:
+    """Checkpoints a database's WAL on a thread of its own, instead of in the COMMIT of
+    whichever transaction of ``owner`` grows the WAL past SQLite's threshold.
+
+    A checkpoint syncs the WAL, copies its pages into the DB file and syncs that: two
+    syncs and megabytes of writes inside some file's commit, every hundred files or so,
+    holding that file and every file behind it. Here it runs beside the owner's writes (a
+    PASSIVE checkpoint takes no write lock), only when something was committed since the
+    last one, and ``owner`` no longer checkpoints by itself while this runs.
+    """
+
+    EVERY_S = 0.5
+
+    def __init__(self, owner: Connection, on_error: Callable[[str], None]) -> None:
+        assert owner.db_path is not None
+        self.owner = owner
+        self.on_error = on_error
+        self._conn = connect(owner.db_path)
+        self._stop = threading.Event()
+        self._seen = -1
+        owner.execute("PRAGMA wal_autocheckpoint = 0")
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.EVERY_S):
+            try:
+                self.checkpoint()
+            except sqlite3.Error as e:
+                # busy, I/O: the next turn tries again; the WAL only grows meanwhile
+                self.on_error(str(e))
+
+    def checkpoint(self) -> bool:
+        """One PASSIVE checkpoint if another connection committed since the last one;
+        True when it ran."""
+        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        if version == self._seen:
+            return False
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self._seen = version
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+        with contextlib.suppress(sqlite3.Error):
+            self.owner.execute("PRAGMA wal_autocheckpoint = 1000")  # SQLite's default
+
+
+def checkpointer(conn: Any, on_error: Callable[[str], None]) -> Checkpointer | None:
+    """A :class:`Checkpointer` for a SQLite file connection; None for anything else (a
+    server database, an in-memory one)."""
+    if isinstance(conn, Connection) and conn.db_path is not None:
+        return Checkpointer(conn, on_error)
+    return None
