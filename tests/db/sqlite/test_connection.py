@@ -139,10 +139,17 @@ def test_the_checkpointer_takes_the_checkpoints_out_of_the_owners_commits(
                 conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(3000),)] * 30)
         frames = (path.with_name(path.name + "-wal").stat().st_size - 32) // (4096 + 24)
         assert frames > 1000  # no commit checkpointed (the WAL would have restarted)
+        assert not ckpt.checkpoint()  # 41 commits: fewer than it waits for
+        assert ckpt.checkpoint(force=True)
+        assert not ckpt.checkpoint(force=True)  # nothing committed since
+        for _ in range(Checkpointer.AFTER_COMMITS):
+            with transaction(conn, path, "one more"):
+                conn.execute("INSERT INTO t VALUES (x'00')")
         assert ckpt.checkpoint()
-        assert not ckpt.checkpoint()  # nothing committed since
         with transaction(conn, path, "one more"):
             conn.execute("INSERT INTO t VALUES (x'00')")
+        assert not ckpt.checkpoint()
+        monkeypatch.setattr(Checkpointer, "MAX_AGE_S", 0.0)  # long after that commit
         assert ckpt.checkpoint()
         assert errors == []
     finally:
@@ -156,6 +163,7 @@ def test_the_checkpointer_thread_runs_after_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Checkpointer, "EVERY_S", 0.05)
+    monkeypatch.setattr(Checkpointer, "AFTER_COMMITS", 1)
     store = open_index_at(tmp_path / "h.sqlite3")
     ckpt = checkpointer(store.dbapi_connection(), print)
     assert ckpt is not None

@@ -14,6 +14,7 @@ import errno
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,6 +87,7 @@ class Connection(sqlite3.Connection):
     durable_tables: tuple[str, ...] = ()
     db_path: Path | None = None
     must_sync = False
+    commits = 0  # transactions committed through :func:`transaction` (the checkpointer's cue)
     _armed_at = -1  # main's schema_version when the triggers were (re)created
 
     def arm(self) -> None:
@@ -236,6 +238,8 @@ def transaction(conn: sqlite3.Connection, path: Path | str, doing: str) -> Itera
         if isinstance(exc, sqlite3.Error):
             raise translate(exc, path, doing) from None
         raise
+    if isinstance(conn, Connection):
+        conn.commits += 1
     if durable and conn.must_sync:
         _sync(conn, path, doing)
 
@@ -267,11 +271,16 @@ class Checkpointer:
     A checkpoint syncs the WAL, copies its pages into the DB file and syncs that: two
     syncs and megabytes of writes inside some file's commit, every hundred files or so,
     holding that file and every file behind it. Here it runs beside the owner's writes (a
-    PASSIVE checkpoint takes no write lock), only when something was committed since the
-    last one, and ``owner`` no longer checkpoints by itself while this runs.
+    PASSIVE checkpoint takes no write lock), and ``owner`` no longer checkpoints by itself
+    while this runs. About as often as SQLite would (every ``AFTER_COMMITS`` of the
+    owner's commits, a few pages each, against SQLite's 1,000 pages), or ``MAX_AGE_S``
+    after a commit when fewer came: each checkpoint's syncs compete with the sync of an
+    event's commit for the disk, so checkpointing more often would slow the events.
     """
 
     EVERY_S = 0.5
+    AFTER_COMMITS = 100
+    MAX_AGE_S = 30.0
 
     def __init__(self, owner: Connection, on_error: Callable[[str], None]) -> None:
         assert owner.db_path is not None
@@ -279,7 +288,8 @@ class Checkpointer:
         self.on_error = on_error
         self._conn = connect(owner.db_path)
         self._stop = threading.Event()
-        self._seen = -1
+        self._done_at = owner.commits  # the owner's commit count at the last checkpoint
+        self._last = time.monotonic()
         owner.execute("PRAGMA wal_autocheckpoint = 0")
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
         self._thread.start()
@@ -292,14 +302,16 @@ class Checkpointer:
                 # busy, I/O: the next turn tries again; the WAL only grows meanwhile
                 self.on_error(str(e))
 
-    def checkpoint(self) -> bool:
-        """One PASSIVE checkpoint if another connection committed since the last one;
-        True when it ran."""
-        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-        if version == self._seen:
+    def checkpoint(self, force: bool = False) -> bool:
+        """One PASSIVE checkpoint if the owner committed enough, or long enough ago, since
+        the last one (any commit at all with ``force``); True when it ran."""
+        commits, now = self.owner.commits, time.monotonic()
+        new = commits - self._done_at
+        due = new >= self.AFTER_COMMITS or (new > 0 and now - self._last >= self.MAX_AGE_S)
+        if not (due or (force and new > 0)):
             return False
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self._seen = version
+        self._done_at, self._last = commits, now
         return True
 
     def close(self) -> None:
