@@ -137,19 +137,24 @@ def test_the_checkpointer_takes_the_checkpoints_out_of_the_owners_commits(
         for _ in range(40):  # ~1,200 pages: past SQLite's own threshold of 1,000
             with transaction(conn, path, "writing"):
                 conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(3000),)] * 30)
-        frames = (path.with_name(path.name + "-wal").stat().st_size - 32) // (4096 + 24)
-        assert frames > 1000  # no commit checkpointed (the WAL would have restarted)
-        assert not ckpt.checkpoint()  # 41 commits: fewer than it waits for
+        frames = ckpt.pending_frames()
+        assert frames > 1000  # no commit checkpointed (the WAL would have been copied)
+        assert frames <= (path.with_name(path.name + "-wal").stat().st_size - 32) // 4120
+        monkeypatch.setattr(Checkpointer, "AFTER_FRAMES", 10**6)
+        assert not ckpt.checkpoint()  # fewer than it waits for, and not for long
         assert ckpt.checkpoint(force=True)
-        assert not ckpt.checkpoint(force=True)  # nothing committed since
-        for _ in range(Checkpointer.AFTER_COMMITS):
-            with transaction(conn, path, "one more"):
-                conn.execute("INSERT INTO t VALUES (x'00')")
+        assert ckpt.pending_frames() == 0  # all copied: nobody else reads
+        assert not ckpt.checkpoint(force=True)  # nothing pending
+        monkeypatch.setattr(Checkpointer, "AFTER_FRAMES", 1000)
+        for _ in range(40):
+            with transaction(conn, path, "more"):
+                conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(3000),)] * 30)
         assert ckpt.checkpoint()
         with transaction(conn, path, "one more"):
             conn.execute("INSERT INTO t VALUES (x'00')")
+        assert 0 < ckpt.pending_frames() < 1000
         assert not ckpt.checkpoint()
-        monkeypatch.setattr(Checkpointer, "MAX_AGE_S", 0.0)  # long after that commit
+        monkeypatch.setattr(Checkpointer, "MAX_AGE_S", 0.0)  # long after the last one
         assert ckpt.checkpoint()
         assert errors == []
     finally:
@@ -163,7 +168,7 @@ def test_the_checkpointer_thread_runs_after_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Checkpointer, "EVERY_S", 0.05)
-    monkeypatch.setattr(Checkpointer, "AFTER_COMMITS", 1)
+    monkeypatch.setattr(Checkpointer, "AFTER_FRAMES", 1)
     store = open_index_at(tmp_path / "h.sqlite3")
     ckpt = checkpointer(store.dbapi_connection(), print)
     assert ckpt is not None

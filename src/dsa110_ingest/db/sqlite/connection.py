@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -87,7 +88,6 @@ class Connection(sqlite3.Connection):
     durable_tables: tuple[str, ...] = ()
     db_path: Path | None = None
     must_sync = False
-    commits = 0  # transactions committed through :func:`transaction` (the checkpointer's cue)
     _armed_at = -1  # main's schema_version when the triggers were (re)created
 
     def arm(self) -> None:
@@ -238,8 +238,6 @@ def transaction(conn: sqlite3.Connection, path: Path | str, doing: str) -> Itera
         if isinstance(exc, sqlite3.Error):
             raise translate(exc, path, doing) from None
         raise
-    if isinstance(conn, Connection):
-        conn.commits += 1
     if durable and conn.must_sync:
         _sync(conn, path, doing)
 
@@ -272,23 +270,23 @@ class Checkpointer:
     syncs and megabytes of writes inside some file's commit, every hundred files or so,
     holding that file and every file behind it. Here it runs beside the owner's writes (a
     PASSIVE checkpoint takes no write lock), and ``owner`` no longer checkpoints by itself
-    while this runs. About as often as SQLite would (every ``AFTER_COMMITS`` of the
-    owner's commits, a few pages each, against SQLite's 1,000 pages), or ``MAX_AGE_S``
-    after a commit when fewer came: each checkpoint's syncs compete with the sync of an
-    event's commit for the disk, so checkpointing more often would slow the events.
+    while this runs. As often as SQLite would (``AFTER_FRAMES`` WAL frames not yet in the
+    DB file, SQLite's own default), or ``MAX_AGE_S`` after the last checkpoint when fewer
+    came: each checkpoint's syncs compete with the sync of an event's commit for the disk,
+    so checkpointing more often would slow the events.
     """
 
     EVERY_S = 0.5
-    AFTER_COMMITS = 100
+    AFTER_FRAMES = 1000
     MAX_AGE_S = 30.0
 
     def __init__(self, owner: Connection, on_error: Callable[[str], None]) -> None:
         assert owner.db_path is not None
         self.owner = owner
         self.on_error = on_error
+        self._shm = owner.db_path.with_name(owner.db_path.name + "-shm")
         self._conn = connect(owner.db_path)
         self._stop = threading.Event()
-        self._done_at = owner.commits  # the owner's commit count at the last checkpoint
         self._last = time.monotonic()
         owner.execute("PRAGMA wal_autocheckpoint = 0")
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
@@ -302,16 +300,34 @@ class Checkpointer:
                 # busy, I/O: the next turn tries again; the WAL only grows meanwhile
                 self.on_error(str(e))
 
+    def pending_frames(self) -> int:
+        """WAL frames not yet copied into the DB file, from the wal-index header in the
+        -shm file (https://www.sqlite.org/walformat.html: ``mxFrame`` at byte 16,
+        ``nBackfill`` at byte 96, native byte order). Read without SQLite's locks: a
+        value a moment old only moves a checkpoint by a turn."""
+        try:
+            fd = os.open(self._shm, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            raw = os.pread(fd, 100, 0)
+        finally:
+            os.close(fd)
+        if len(raw) < 100:
+            return 0
+        mx_frame = int.from_bytes(raw[16:20], sys.byteorder)
+        backfilled = int.from_bytes(raw[96:100], sys.byteorder)
+        return max(0, mx_frame - backfilled)
+
     def checkpoint(self, force: bool = False) -> bool:
-        """One PASSIVE checkpoint if the owner committed enough, or long enough ago, since
-        the last one (any commit at all with ``force``); True when it ran."""
-        commits, now = self.owner.commits, time.monotonic()
-        new = commits - self._done_at
-        due = new >= self.AFTER_COMMITS or (new > 0 and now - self._last >= self.MAX_AGE_S)
-        if not (due or (force and new > 0)):
+        """One PASSIVE checkpoint if enough frames are pending, or some for long enough
+        (any at all with ``force``); True when it ran."""
+        pending, now = self.pending_frames(), time.monotonic()
+        due = pending >= self.AFTER_FRAMES or (pending > 0 and now - self._last >= self.MAX_AGE_S)
+        if not (due or (force and pending > 0)):
             return False
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self._done_at, self._last = commits, now
+        self._last = now
         return True
 
     def close(self) -> None:
