@@ -121,9 +121,7 @@ class Indexer:
             cand = stat_path(path, held[0], self.parser, self.roots)
             if cand is not None and not self._unchanged(cand):
                 cands.append(cand)
-        # one transaction a file: a file's row is committed as soon as its header is read,
-        # not after the reads of the files that arrived with it (a commit without an
-        # event does not sync: it costs a fraction of a header read)
+        # a transaction a file: each row commits once read, not after the whole batch's reads
         return self.process(cands, batch_size=1)
 
     def reconcile(

@@ -22,21 +22,20 @@ import json
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from dsa110_ingest.errors import FileLockedError, IngestError, UVH5Error
+from dsa110_ingest.ingest.reader_process import READY, ReaderProcess, stop_all
 from dsa110_ingest.uvh5 import HeaderInfo, read_header
 
 INLINE_MAX = 48  # below this many files one reader process is enough
-READY = b"ready\n"
 DEFAULT_TARGET = "dsa110_ingest.ingest.reader:read_for_index"
 
 
@@ -131,115 +130,6 @@ def worker_main(parent: int, target: str, locking: str, lock_wait_s: float) -> i
     return 0
 
 
-class _Worker:
-    """One reader process; at most one file in flight."""
-
-    def __init__(self, target: str, locking: str, lock_wait_s: float, start_s: float) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dsa110_ingest.ingest.read_worker",
-                str(os.getpid()),
-                target,
-                locking,
-                repr(lock_wait_s),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.stdin: IO[bytes] = self.proc.stdin
-        self.fd = self.proc.stdout.fileno()
-        os.set_blocking(self.fd, False)
-        self.buf = b""
-        self.task: int | None = None
-        self.since = 0.0
-        self.start_s = start_s
-        self.ready = False  # its READY line is read at first use: start-up runs meanwhile
-
-    def wait_ready(self) -> None:
-        if self.ready:
-            return
-        line = self._wait_line(time.monotonic() + self.start_s)
-        if line != READY.strip():
-            self.kill()
-            raise IngestError(
-                f"a header-reader process did not start within {self.start_s:.0f} s "
-                f"(got {line!r}); check that `{sys.executable} -m "
-                "dsa110_ingest.ingest.read_worker` runs, and the node's load"
-            )
-        self.ready = True
-
-    def _wait_line(self, until: float) -> bytes | None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.fd, selectors.EVENT_READ)
-            while True:
-                line = self.take_line()
-                if line is not None:
-                    return line
-                left = until - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    return None
-                if not self.fill():
-                    return None
-
-    def fill(self) -> bool:
-        """Read what the process wrote; False at EOF (it died)."""
-        try:
-            chunk = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
-
-    def take_line(self) -> bytes | None:
-        line, sep, rest = self.buf.partition(b"\n")
-        if not sep:
-            return None
-        self.buf = rest
-        return line
-
-    def send(self, i: int, path: str) -> bool:
-        self.task, self.since = i, time.monotonic()
-        try:
-            self.stdin.write(json.dumps(path).encode() + b"\n")
-            self.stdin.flush()
-        except OSError:
-            return False
-        return True
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-        with contextlib.suppress(OSError):
-            self.stdin.close()
-        self.proc.wait()
-        with contextlib.suppress(OSError):
-            self.proc.stdout.close()  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.stdin.close()  # EOF: the process exits on its own
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        with contextlib.suppress(OSError):
-            self.proc.stdout.close()  # type: ignore[union-attr]
-
-
-def _stop_all(workers: list[_Worker]) -> None:
-    for w in workers:
-        w.stop()
-    workers.clear()
-
-
 class HeaderReader:
     def __init__(
         self,
@@ -258,12 +148,12 @@ class HeaderReader:
         self.deadline_s = max(deadline_s, lock_wait_s + 5.0)
         self.target = target
         self.start_s = start_s
-        self._pool: list[_Worker] = []
+        self._pool: list[ReaderProcess] = []
         # called about once a second while reads are outstanding: the daemon pings systemd's
         # watchdog from it, because hung reads being killed one after another are progress
         self.on_wait: Callable[[], None] | None = None
         # an owner that forgets close() (a test, an API caller) leaves no process behind
-        self._finalizer = weakref.finalize(self, _stop_all, self._pool)
+        self._finalizer = weakref.finalize(self, stop_all, self._pool)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._pool]
@@ -275,12 +165,12 @@ class HeaderReader:
         if not self._pool:
             self._spawn()
 
-    def _spawn(self) -> _Worker:
-        w = _Worker(self.target, self.locking, self.lock_wait_s, self.start_s)
+    def _spawn(self) -> ReaderProcess:
+        w = ReaderProcess(self.target, self.locking, self.lock_wait_s, self.start_s)
         self._pool.append(w)
         return w
 
-    def _drop(self, w: _Worker) -> None:
+    def _drop(self, w: ReaderProcess) -> None:
         w.kill()
         self._pool.remove(w)
 
@@ -294,7 +184,7 @@ class HeaderReader:
             self._spawn()
         results: dict[int, HeaderInfo | ReadFailure] = {}
         todo = iter(enumerate(paths))
-        busy: dict[int, _Worker] = {}  # fd -> worker with a task
+        busy: dict[int, ReaderProcess] = {}  # fd -> worker with a task
         with selectors.DefaultSelector() as sel:
             try:
                 yield from self._serve(paths, todo, results, sel, busy)
@@ -315,7 +205,7 @@ class HeaderReader:
         todo: Iterator[tuple[int, str]],
         results: dict[int, HeaderInfo | ReadFailure],
         sel: selectors.BaseSelector,
-        busy: dict[int, _Worker],
+        busy: dict[int, ReaderProcess],
     ) -> Iterator[HeaderInfo | ReadFailure]:
         nxt = 0
         last_ping = 0.0
@@ -382,7 +272,7 @@ class HeaderReader:
                 del busy[w.fd]
                 self._drop(w)
 
-    def _settle(self, w: _Worker) -> None:
+    def _settle(self, w: ReaderProcess) -> None:
         """Wait out (and drop) the answer of a read nobody wants any more, so the worker
         is idle for the next call; one that does not answer in time is replaced."""
         line = w.take_line() or w._wait_line(w.since + self.deadline_s)
@@ -393,10 +283,10 @@ class HeaderReader:
 
     def _lost(
         self,
-        w: _Worker,
+        w: ReaderProcess,
         results: dict[int, HeaderInfo | ReadFailure],
         sel: selectors.BaseSelector,
-        busy: dict[int, _Worker],
+        busy: dict[int, ReaderProcess],
     ) -> None:
         """The process died under a file (the HDF5 library crashing on it, or the OOM
         killer): reject only that file."""
@@ -423,4 +313,4 @@ class HeaderReader:
             )
 
     def close(self) -> None:
-        _stop_all(self._pool)
+        stop_all(self._pool)

@@ -23,8 +23,7 @@ from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert.dispatcher import Dispatcher
 from dsa110_ingest.convert.executor import Executor
-from dsa110_ingest.db import open_index, open_products
-from dsa110_ingest.db.sqlite.connection import checkpointer
+from dsa110_ingest.db import open_index, open_products, wal_checkpointer
 from dsa110_ingest.errors import IngestError
 from dsa110_ingest.events import JsonlMirror
 from dsa110_ingest.ingest.indexer import Indexer
@@ -156,7 +155,7 @@ class Runtime:
             undo.callback(self.db.close)
             # a SQLite index's WAL is checkpointed beside the main thread, not in a file's
             # commit (None for PostgreSQL)
-            self.checkpointer = checkpointer(self.db.dbapi_connection(), self._checkpoint_failed)
+            self.checkpointer = wal_checkpointer(self.db, self._checkpoint_failed)
             if self.checkpointer:
                 undo.callback(self.checkpointer.close)
             # one daemon per node name on a shared index; only this node's locations
