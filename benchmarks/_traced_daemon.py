@@ -36,7 +36,7 @@ from watchdog.observers import inotify_c as wd_inotify_c
 from dsa110_ingest import cli
 from dsa110_ingest.db.sqlite import connection
 from dsa110_ingest.db.sqlite import index as hdf5_db
-from dsa110_ingest.ingest import indexer, reader, watcher
+from dsa110_ingest.ingest import indexer, placement, reader, watcher
 from dsa110_ingest.service import daemon, health, runtime, work
 
 _out = open(os.environ["DSA110_TRACE"], "a", buffering=1)  # noqa: SIM115
@@ -103,7 +103,7 @@ def _build(self: Any, event: Any, *, full_events: bool = False) -> None:
 _orig_index = work.Work.index
 _orig_read_many = reader.HeaderReader.read_many
 _orig_tx = hdf5_db.transaction
-_orig_complete = indexer.Indexer._complete
+_orig_complete = placement.Placer._complete
 
 
 def _index(self: work.Work, items: list) -> None:
@@ -155,7 +155,7 @@ def _tx(conn: sqlite3.Connection, path: Path | str, doing: str) -> Iterator[None
         _span(f"tx: {doing}", t0, t3)
 
 
-def _complete(self: indexer.Indexer, *args: Any) -> None:
+def _complete(self: placement.Placer, *args: Any) -> None:
     t0 = time.perf_counter()
     _orig_complete(self, *args)
     if "complete" in _cur:
@@ -178,7 +178,7 @@ wd_inotify.InotifyEmitter.build_and_queue_event = _build  # type: ignore[method-
 work.Work.index = _index  # type: ignore[method-assign]
 reader.HeaderReader.read_many = _read_many  # type: ignore[method-assign,assignment]
 hdf5_db.transaction = _tx
-indexer.Indexer._complete = _complete  # type: ignore[method-assign]
+placement.Placer._complete = _complete  # type: ignore[method-assign]
 for _cls, _name in [
     (health.Health, "beat"),
     (work.Work, "reconcile"),
