@@ -9,9 +9,9 @@ the batch, the stat and unchanged check, the header read (a round trip to the re
 process), and each transaction split into BEGIN, body and COMMIT (with the sync of the
 WAL when it wrote an event). Also one
 line per span of other work on the daemon's threads longer than 1 ms (heartbeat,
-reconcile, group expiry, mount and location checks, the garbage collector; and on
-their own threads the event-id floor's writes and the WAL checkpoints), so that a slow
-file can be matched with what stalled it. Only wrappers are
+reconcile, group expiry, mount and location checks, the garbage collector; and on its
+own thread the event-id floor's writes), so that a slow file can be matched with what
+stalled it. Only wrappers are
 added; no code path of the daemon changes.
 """
 
@@ -34,7 +34,6 @@ from watchdog.observers import inotify as wd_inotify
 from watchdog.observers import inotify_c as wd_inotify_c
 
 from dsa110_ingest import cli
-from dsa110_ingest.db.sqlite import connection
 from dsa110_ingest.db.sqlite import index as hdf5_db
 from dsa110_ingest.ingest import indexer, placement, reader, watcher
 from dsa110_ingest.service import daemon, health, runtime, work
@@ -185,7 +184,6 @@ for _cls, _name in [
     (daemon, "rearm_changed"),  # the mount check, as the loop calls it
     (runtime.Runtime, "note_event_ids"),
     (runtime.Runtime, "_write_floor"),  # the floor writer's own thread
-    (connection.Checkpointer, "checkpoint"),  # the WAL checkpointer's own thread
     (work.Work, "retry_locked"),
     (indexer.Indexer, "expire_groups"),
     (watcher.Watcher, "check_locations"),

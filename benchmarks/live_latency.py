@@ -483,7 +483,7 @@ file of every style pooled:
 
 Other work in the daemon during that run, every span longer than 1 ms (on the main
 thread a file that arrives meanwhile waits for it; `_write_floor`, the event-id floor's
-write and fsync, and `checkpoint`, the WAL checkpoint, run on threads of their own):
+write and fsync, runs on a thread of its own):
 
 | work | n | p50 ms | p99 ms | max ms |
 |---|---:|---:|---:|---:|

@@ -19,10 +19,7 @@ from dsa110_ingest.db.store import IndexStore, ProductsStore
 from dsa110_ingest.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import ModuleType
-
-    from dsa110_ingest.db.sqlite.connection import Checkpointer
 
 __all__ = [
     "FILE_COLUMNS",
@@ -35,7 +32,6 @@ __all__ = [
     "open_index_at",
     "open_products",
     "open_products_at",
-    "wal_checkpointer",
 ]
 
 Target = str | os.PathLike[str]
@@ -114,11 +110,3 @@ def index_exists(cfg: _DbConfig) -> bool:
 
 def _normal(target: Target) -> str | Path:
     return str(target) if backend_of(target) != "sqlite" else Path(target)
-
-
-def wal_checkpointer(store: IndexStore, on_error: Callable[[str], None]) -> Checkpointer | None:
-    """For a SQLite store, a thread that checkpoints its WAL beside the store's owner
-    instead of inside its commits (``db/sqlite/connection.py``); None for PostgreSQL."""
-    from dsa110_ingest.db.sqlite.connection import checkpointer
-
-    return checkpointer(store.dbapi_connection(), on_error)

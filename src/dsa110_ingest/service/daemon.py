@@ -2,9 +2,8 @@
 
 Threads: watchdog observers (emit :class:`FileEvent` on a queue), this main thread (the
 only writer of file rows: indexes, reconciles, expires groups, pings systemd), the
-conversion dispatcher (claims jobs, runs converters in child processes), and two that
-keep slow syncs off the main thread: the event-id floor's writer and, on SQLite, the
-WAL checkpointer. Signals only
+conversion dispatcher (claims jobs, runs converters in child processes), and the
+event-id floor's writer (its fsync kept off the main thread). Signals only
 set flags; the loop notices within one turn (0.2 s) and shuts down in stages.
 """
 

@@ -23,7 +23,7 @@ from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert.dispatcher import Dispatcher
 from dsa110_ingest.convert.executor import Executor
-from dsa110_ingest.db import open_index, open_products, wal_checkpointer
+from dsa110_ingest.db import open_index, open_products
 from dsa110_ingest.errors import IngestError
 from dsa110_ingest.events import JsonlMirror
 from dsa110_ingest.ingest.indexer import Indexer
@@ -153,11 +153,6 @@ class Runtime:
             undo.callback(self.lock.release)
             self.db = open_index(cfg)
             undo.callback(self.db.close)
-            # a SQLite index's WAL is checkpointed beside the main thread, not in a file's
-            # commit (None for PostgreSQL)
-            self.checkpointer = wal_checkpointer(self.db, self._checkpoint_failed)
-            if self.checkpointer:
-                undo.callback(self.checkpointer.close)
             # one daemon per node name on a shared index; only this node's locations
             acquire_node(self.db, cfg)
             check_locations(self.db, cfg)
@@ -254,15 +249,6 @@ class Runtime:
         floor's own thread (:class:`FloorWriter`), not in the way of the next file."""
         self.floor_writer.raise_to(self.db.event_id_high())
 
-    def _checkpoint_failed(self, error: str) -> None:
-        """On the checkpointer's thread: the WAL grows until a checkpoint succeeds."""
-        log.warning(
-            "db.checkpoint_failed",
-            path=str(self.cfg.hdf5_db),
-            error=error,
-            hint="retried in a moment; if this repeats, check the disk and who holds the DB",
-        )
-
     def _write_floor(self, value: int) -> bool:
         """On the floor writer's thread; False: try again later."""
         try:
@@ -294,8 +280,6 @@ class Runtime:
             self.mirror.sync(self.db)
         self.note_event_ids()
         self.floor_writer.close()  # the last value is on disk before the lock goes
-        if self.checkpointer:
-            self.checkpointer.close()
         self.db.close()
         log.info("service.stopped")
         self.lock.release()

@@ -15,15 +15,7 @@ from pathlib import Path
 import pytest
 
 from dsa110_ingest.db import open_index_at, open_products_at
-from dsa110_ingest.db.sqlite.connection import (
-    Checkpointer,
-    Connection,
-    checkpointer,
-    connect,
-    transaction,
-)
-
-from ...conftest import wait_for
+from dsa110_ingest.db.sqlite.connection import Connection, connect, transaction
 
 
 @pytest.fixture
@@ -118,73 +110,3 @@ def test_a_connection_without_durable_tables_never_syncs_itself(
         assert syncs == []  # FULL: SQLite synced the commit itself
     finally:
         conn.close()
-
-
-def test_the_checkpointer_takes_the_checkpoints_out_of_the_owners_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(Checkpointer, "EVERY_S", 3600.0)  # only the explicit calls below
-    path = tmp_path / "c.sqlite3"
-    conn = connect(path, durable_tables=("events",))
-    assert isinstance(conn, Connection)
-    errors: list[str] = []
-    ckpt = checkpointer(conn, errors.append)
-    assert ckpt is not None
-    try:
-        assert int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
-        with transaction(conn, path, "creating"):
-            conn.execute("CREATE TABLE t (x BLOB)")
-        for _ in range(40):  # ~1,200 pages: past SQLite's own threshold of 1,000
-            with transaction(conn, path, "writing"):
-                conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(3000),)] * 30)
-        frames = ckpt.pending_frames()
-        assert frames > 1000  # no commit checkpointed (the WAL would have been copied)
-        assert frames <= (path.with_name(path.name + "-wal").stat().st_size - 32) // 4120
-        monkeypatch.setattr(Checkpointer, "AFTER_FRAMES", 10**6)
-        assert not ckpt.checkpoint()  # fewer than it waits for, and not for long
-        assert ckpt.checkpoint(force=True)
-        assert ckpt.pending_frames() == 0  # all copied: nobody else reads
-        assert not ckpt.checkpoint(force=True)  # nothing pending
-        monkeypatch.setattr(Checkpointer, "AFTER_FRAMES", 1000)
-        for _ in range(40):
-            with transaction(conn, path, "more"):
-                conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(3000),)] * 30)
-        assert ckpt.checkpoint()
-        with transaction(conn, path, "one more"):
-            conn.execute("INSERT INTO t VALUES (x'00')")
-        assert 0 < ckpt.pending_frames() < 1000
-        assert not ckpt.checkpoint()
-        monkeypatch.setattr(Checkpointer, "MAX_AGE_S", 0.0)  # long after the last one
-        assert ckpt.checkpoint()
-        assert errors == []
-    finally:
-        ckpt.close()
-    assert int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 1000
-    conn.close()
-    assert checkpointer(sqlite3.connect(":memory:"), errors.append) is None
-
-
-def test_the_checkpointer_thread_runs_after_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(Checkpointer, "EVERY_S", 0.05)
-    monkeypatch.setattr(Checkpointer, "AFTER_FRAMES", 1)
-    store = open_index_at(tmp_path / "h.sqlite3")
-    ckpt = checkpointer(store.dbapi_connection(), print)
-    assert ckpt is not None
-    ran: list[bool] = []
-    real = ckpt.checkpoint
-
-    def spy() -> bool:
-        ran.append(real())
-        return ran[-1]
-
-    monkeypatch.setattr(ckpt, "checkpoint", spy)
-    try:
-        wait_for(lambda: len(ran) >= 2)
-        ran.clear()
-        store.write_heartbeat("n", 1, "host", 0.0, 1.0, {})
-        wait_for(lambda: True in ran, msg="no checkpoint after a commit")
-    finally:
-        ckpt.close()
-        store.close()

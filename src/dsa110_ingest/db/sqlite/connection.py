@@ -13,13 +13,9 @@ import contextlib
 import errno
 import os
 import sqlite3
-import sys
-import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -260,87 +256,3 @@ def backup(conn: sqlite3.Connection, dest: Path) -> None:
         conn.backup(out)
     finally:
         out.close()
-
-
-class Checkpointer:
-    """Checkpoints a database's WAL on a thread of its own, instead of in the COMMIT of
-    whichever transaction of ``owner`` grows the WAL past SQLite's threshold.
-
-    A checkpoint syncs the WAL, copies its pages into the DB file and syncs that: two
-    syncs and megabytes of writes inside some file's commit, every hundred files or so,
-    holding that file and every file behind it. Here it runs beside the owner's writes (a
-    PASSIVE checkpoint takes no write lock), and ``owner`` no longer checkpoints by itself
-    while this runs. As often as SQLite would (``AFTER_FRAMES`` WAL frames not yet in the
-    DB file, SQLite's own default), or ``MAX_AGE_S`` after the last checkpoint when fewer
-    came: each checkpoint's syncs compete with the sync of an event's commit for the disk,
-    so checkpointing more often would slow the events.
-    """
-
-    EVERY_S = 0.5
-    AFTER_FRAMES = 1000
-    MAX_AGE_S = 30.0
-
-    def __init__(self, owner: Connection, on_error: Callable[[str], None]) -> None:
-        assert owner.db_path is not None
-        self.owner = owner
-        self.on_error = on_error
-        self._shm = owner.db_path.with_name(owner.db_path.name + "-shm")
-        self._conn = connect(owner.db_path)
-        self._stop = threading.Event()
-        self._last = time.monotonic()
-        owner.execute("PRAGMA wal_autocheckpoint = 0")
-        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.EVERY_S):
-            try:
-                self.checkpoint()
-            except sqlite3.Error as e:
-                # busy, I/O: the next turn tries again; the WAL only grows meanwhile
-                self.on_error(str(e))
-
-    def pending_frames(self) -> int:
-        """WAL frames not yet copied into the DB file, from the wal-index header in the
-        -shm file (https://www.sqlite.org/walformat.html: ``mxFrame`` at byte 16,
-        ``nBackfill`` at byte 96, native byte order). Read without SQLite's locks: a
-        value a moment old only moves a checkpoint by a turn."""
-        try:
-            fd = os.open(self._shm, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return 0
-        try:
-            raw = os.pread(fd, 100, 0)
-        finally:
-            os.close(fd)
-        if len(raw) < 100:
-            return 0
-        mx_frame = int.from_bytes(raw[16:20], sys.byteorder)
-        backfilled = int.from_bytes(raw[96:100], sys.byteorder)
-        return max(0, mx_frame - backfilled)
-
-    def checkpoint(self, force: bool = False) -> bool:
-        """One PASSIVE checkpoint if enough frames are pending, or some for long enough
-        (any at all with ``force``); True when it ran."""
-        pending, now = self.pending_frames(), time.monotonic()
-        due = pending >= self.AFTER_FRAMES or (pending > 0 and now - self._last >= self.MAX_AGE_S)
-        if not (due or (force and pending > 0)):
-            return False
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self._last = now
-        return True
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._conn.close()
-        with contextlib.suppress(sqlite3.Error):
-            self.owner.execute("PRAGMA wal_autocheckpoint = 1000")  # SQLite's default
-
-
-def checkpointer(conn: Any, on_error: Callable[[str], None]) -> Checkpointer | None:
-    """A :class:`Checkpointer` for a SQLite file connection; None for anything else (a
-    server database, an in-memory one)."""
-    if isinstance(conn, Connection) and conn.db_path is not None:
-        return Checkpointer(conn, on_error)
-    return None
