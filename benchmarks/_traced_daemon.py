@@ -6,10 +6,12 @@ Writes one JSON line per batch the run loop indexes, following each file through
 hand-over: the inotify read that carried its finishing event (kernel -> watchdog), the
 watchdog emitter turning it into an event, our handler (``seen``), the run loop taking
 the batch, the stat and unchanged check, the header read (a round trip to the reader
-process), and each transaction split into BEGIN, body and COMMIT (the fsync). Also one
+process), and each transaction split into BEGIN, body and COMMIT (with the sync of the
+WAL when it wrote an event). Also one
 line per span of other work on the daemon's threads longer than 1 ms (heartbeat,
-reconcile, group expiry, mount and location checks, the event id floor, the garbage
-collector), so that a slow file can be matched with what stalled it. Only wrappers are
+reconcile, group expiry, mount and location checks, the garbage collector; and on its
+own thread the event-id floor's writes), so that a slow file can be matched with what
+stalled it. Only wrappers are
 added; no code path of the daemon changes.
 """
 
@@ -33,7 +35,7 @@ from watchdog.observers import inotify_c as wd_inotify_c
 
 from dsa110_ingest import cli
 from dsa110_ingest.db.sqlite import index as hdf5_db
-from dsa110_ingest.ingest import indexer, reader, watcher
+from dsa110_ingest.ingest import indexer, placement, reader, watcher
 from dsa110_ingest.service import daemon, health, runtime, work
 
 _out = open(os.environ["DSA110_TRACE"], "a", buffering=1)  # noqa: SIM115
@@ -100,7 +102,7 @@ def _build(self: Any, event: Any, *, full_events: bool = False) -> None:
 _orig_index = work.Work.index
 _orig_read_many = reader.HeaderReader.read_many
 _orig_tx = hdf5_db.transaction
-_orig_complete = indexer.Indexer._complete
+_orig_complete = placement.Placer._complete
 
 
 def _index(self: work.Work, items: list) -> None:
@@ -152,7 +154,7 @@ def _tx(conn: sqlite3.Connection, path: Path | str, doing: str) -> Iterator[None
         _span(f"tx: {doing}", t0, t3)
 
 
-def _complete(self: indexer.Indexer, *args: Any) -> None:
+def _complete(self: placement.Placer, *args: Any) -> None:
     t0 = time.perf_counter()
     _orig_complete(self, *args)
     if "complete" in _cur:
@@ -175,12 +177,13 @@ wd_inotify.InotifyEmitter.build_and_queue_event = _build  # type: ignore[method-
 work.Work.index = _index  # type: ignore[method-assign]
 reader.HeaderReader.read_many = _read_many  # type: ignore[method-assign,assignment]
 hdf5_db.transaction = _tx
-indexer.Indexer._complete = _complete  # type: ignore[method-assign]
+placement.Placer._complete = _complete  # type: ignore[method-assign]
 for _cls, _name in [
     (health.Health, "beat"),
     (work.Work, "reconcile"),
     (daemon, "rearm_changed"),  # the mount check, as the loop calls it
     (runtime.Runtime, "note_event_ids"),
+    (runtime.Runtime, "_write_floor"),  # the floor writer's own thread
     (work.Work, "retry_locked"),
     (indexer.Indexer, "expire_groups"),
     (watcher.Watcher, "check_locations"),

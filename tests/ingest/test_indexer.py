@@ -68,6 +68,37 @@ def test_group_completes_once_with_its_16th_file(site: Site) -> None:
     assert db.job(g.group_id) is None  # conversion is disabled in this site
 
 
+def test_files_reported_together_are_committed_one_by_one(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the live path: a file's row is visible as soon as its header is read, not after the
+    # reads of the files that arrived with it
+    from dsa110_ingest.tools.simulate import plan_groups
+
+    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 3)
+    db, idx = _indexer(site)
+    paths = [
+        str(write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix))
+        for sb, t in sorted(plan.files.items())
+    ]
+    other = site.db()  # a consumer's own connection
+    visible_at_each_start: list[int] = []
+    tx = db.transaction
+
+    def spy(doing: str = "writing"):  # type: ignore[no-untyped-def]
+        if doing.startswith("indexing"):
+            visible_at_each_start.append(len(other.all_paths()))
+        return tx(doing)
+
+    monkeypatch.setattr(db, "transaction", spy)
+    try:
+        r = idx.index_paths(paths)
+    finally:
+        other.close()
+    assert r.indexed == 16 and [e[0] for e in r.events] == ["group.complete"]
+    assert visible_at_each_start == list(range(16))
+
+
 def test_duplicate_subband_is_a_recorded_conflict(site: Site, sim_groups) -> None:
     files = sim_groups(site.incoming, n=1)
     db, idx = _indexer(site)

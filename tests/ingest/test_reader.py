@@ -92,6 +92,25 @@ def test_results_keep_the_order_of_the_paths_with_many_readers(
     assert [by_file[p] for p in paths] == out
 
 
+def test_the_next_file_is_read_while_the_caller_indexes_this_one(files: list[str]) -> None:
+    reader = HeaderReader("best-effort", 1)
+    try:
+        gen = reader.read_many(files[:4])
+        first = next(gen)
+        (w,) = reader._pool
+        assert w.task == 1  # file 1 went to the reader before file 0 was handed back
+        pid = w.proc.pid
+        # the caller stops early (its transaction failed): the read in flight is waited
+        # out and dropped, never taken for the next call's first file
+        gen.close()
+        later = list(reader.read_many(files[4:6]))
+        assert reader.pids() == [pid]  # the same reader, drained, not killed
+    finally:
+        reader.close()
+    assert first == read_for_index(files[0], "best-effort", 0.1)
+    assert later == [read_for_index(p, "best-effort", 0.1) for p in files[4:6]]
+
+
 def test_readers_go_with_close_and_with_their_owner(files: list[str]) -> None:
     reader = HeaderReader("best-effort", 1)
     list(reader.read_many(files[:1]))

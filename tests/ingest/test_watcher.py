@@ -26,6 +26,7 @@ from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
 
 from dsa110_ingest.config import StorageLocation
 from dsa110_ingest.ingest import prompt_inotify
+from dsa110_ingest.ingest import watcher as watcher_module
 from dsa110_ingest.ingest.finished import finished_link, open_for_writing
 from dsa110_ingest.ingest.prompt_inotify import _PromptQueue
 from dsa110_ingest.ingest.watcher import (
@@ -129,6 +130,39 @@ def test_written_in_place_is_taken_at_close(watched: Watched) -> None:
     p = _made(watched.inbox)  # h5py: create, write, close
     ev = watched.event_for(p)
     assert ev.kind == READY
+    assert not watched.tracked(p)
+
+
+def test_a_file_whose_creation_is_handled_after_its_close_is_not_tracked_again(
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loaded node: the handler reaches the file's IN_CREATE only after the writer has
+    # written and closed it, so it is taken there (whole, no writer); the writer's
+    # IN_MODIFY events still queued behind must not put it back under the settle watch
+    # (this made test_written_in_place_is_taken_at_close fail under load)
+    closed = threading.Event()
+
+    def late_finished_link(path: str) -> os.stat_result | None:
+        assert closed.wait(DEADLINE_S)
+        return finished_link(path)
+
+    monkeypatch.setattr(watcher_module, "finished_link", late_finished_link)
+    tracked_after_touch: list[bool] = []
+    touch = watched.w.settler.touch
+
+    def spy(path: str) -> None:
+        touch(path)
+        tracked_after_touch.append(watched.tracked(Path(path)))
+
+    monkeypatch.setattr(watched.w.settler, "touch", spy)
+    p = _made(watched.inbox)
+    closed.set()
+    first = watched.event_for(p)
+    assert first.kind == READY
+    # the close, further down the queue, finishes it again (indexing is idempotent)
+    wait_for(lambda: sum(e.path == str(p) for e in watched.quiet_for(0.1)) >= 2, DEADLINE_S)
+    assert tracked_after_touch, "the writer's IN_MODIFY events were not handled"
+    assert not any(tracked_after_touch)
     assert not watched.tracked(p)
 
 

@@ -3,6 +3,7 @@ for the next daemon."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,11 +13,11 @@ from dsa110_ingest.config import Config
 from dsa110_ingest.errors import IngestError
 from dsa110_ingest.metrics import Metrics
 from dsa110_ingest.sdnotify import Notifier
-from dsa110_ingest.service.runtime import Runtime, ServiceHooks
+from dsa110_ingest.service.runtime import FloorWriter, Runtime, ServiceHooks
 from dsa110_ingest.service.signals import Flags
 from dsa110_ingest.statedir import AlreadyRunningError, EventIdFloor, StateLock
 
-from ..conftest import Site, write_site
+from ..conftest import Site, wait_for, write_site
 
 
 def _build(site: Site | Config, what: str = "run") -> Runtime:
@@ -73,3 +74,47 @@ def test_no_storage_locations_is_a_clear_error_before_any_file_is_made(tmp_path:
     with pytest.raises(IngestError, match=r"no storage locations configured.*config --example"):
         _build(site)
     assert not (tmp_path / "state").exists()
+
+
+def test_the_event_id_floor_is_written_off_the_callers_thread(tmp_path: Path) -> None:
+    floor = EventIdFloor(tmp_path / "h.sqlite3")
+    release = threading.Event()
+    calls: list[int] = []
+
+    def slow_write(value: int) -> bool:
+        calls.append(value)
+        if len(calls) == 1:
+            assert release.wait(30)  # a slow fsync
+            return False  # and then out of descriptors: kept, tried again
+        floor.write(value)
+        return True
+
+    w = FloorWriter(slow_write)
+    try:
+        w.raise_to(5)
+        wait_for(lambda: calls == [5])
+        w.raise_to(7)  # returns at once while the first write hangs
+        w.raise_to(6)  # never lowers it
+        assert floor.value == 0
+        release.set()
+        wait_for(lambda: floor.value == 7, msg=lambda: f"calls {calls}")
+    finally:
+        w.close()
+    assert EventIdFloor(tmp_path / "h.sqlite3").value == 7
+
+
+def test_closing_the_floor_writer_writes_the_last_value(tmp_path: Path) -> None:
+    floor = EventIdFloor(tmp_path / "h.sqlite3")
+    failing = [True]
+
+    def write(value: int) -> bool:
+        if failing[0]:
+            return False
+        floor.write(value)
+        return True
+
+    w = FloorWriter(write)
+    w.raise_to(3)
+    failing[0] = False
+    w.close()  # ends the retry wait and writes what is owed
+    assert EventIdFloor(tmp_path / "h.sqlite3").value == 3

@@ -41,7 +41,7 @@ def open_for_writing(path: str) -> bool | None:
         os.close(fd)
 
 
-def finished_link(path: str) -> bool:
+def finished_link(path: str) -> os.stat_result | None:
     """A name that just appeared (IN_CREATE): was a finished file linked in (``ln``)?
 
     A writer's new file appears empty and open for writing, and its close finishes it. A
@@ -49,35 +49,53 @@ def finished_link(path: str) -> bool:
     made elsewhere and linked in: ``ln`` (the inode has other links), ``ln`` then ``rm``
     of the original before we looked (one link left), an O_TMPFILE linked into place
     after its close. It is finished if its size and mtime also hold during the check.
-    Symlinks are not followed here: they wait for the settle time.
+    Symlinks are not followed here: they wait for the settle time. Returns the file's
+    stat when it is finished, else None.
     """
     try:
         before = os.lstat(path)
     except OSError:
-        return False
+        return None
     if not stat.S_ISREG(before.st_mode) or before.st_size == 0:
-        return False
+        return None
     if open_for_writing(path) is not False:
-        return False
+        return None
     try:
         after = os.lstat(path)
     except OSError:
-        return False
-    return (before.st_ino, before.st_size, before.st_mtime_ns) == (
+        return None
+    same = (before.st_ino, before.st_size, before.st_mtime_ns) == (
         after.st_ino,
         after.st_size,
         after.st_mtime_ns,
     )
+    return after if same else None
 
 
 class Settler:
-    """Files seen changing; each is ready once size and mtime hold still long enough."""
+    """Files seen changing; each is ready once size and mtime hold still long enough.
+
+    A file already taken as finished at its IN_CREATE (:func:`finished_link`) may still
+    have its writer's IN_MODIFY events queued behind it: when the handler runs late (a
+    loaded node), a file written in place can be whole and closed by the time its
+    creation is handled. Those events describe writes that the file we took already
+    holds, so a change that leaves the file as it was taken is not tracked
+    (:meth:`taken`); its IN_CLOSE_WRITE, further down the queue, finishes it again.
+    """
 
     def __init__(self, settle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.settle_s = settle_s
         self.clock = clock
         self._lock = threading.Lock()
         self._files: dict[str, tuple[int, int, float]] = {}
+        # path -> (inode, size, mtime) it was taken with, and when
+        self._taken: dict[str, tuple[tuple[int, int, int], float]] = {}
+
+    def taken(self, path: str, st: os.stat_result) -> None:
+        """``path`` was taken as finished in the state ``st``."""
+        with self._lock:
+            self._files.pop(path, None)
+            self._taken[path] = ((st.st_ino, st.st_size, st.st_mtime_ns), self.clock())
 
     def touch(self, path: str) -> None:
         # the settle clock starts at this change, not at the next check
@@ -86,11 +104,16 @@ class Settler:
         except OSError:
             return
         with self._lock:
+            was = self._taken.pop(path, None)
+            if was is not None and was[0] == (st.st_ino, st.st_size, st.st_mtime_ns):
+                self._taken[path] = was  # a write the file already held when taken
+                return
             self._files[path] = (st.st_size, st.st_mtime_ns, self.clock())
 
     def forget(self, path: str) -> None:
         with self._lock:
             self._files.pop(path, None)
+            self._taken.pop(path, None)
 
     def next_due_in(self) -> float | None:
         """Seconds until the earliest tracked file could be ready (None: none tracked)."""
@@ -105,6 +128,10 @@ class Settler:
         out: list[str] = []
         with self._lock:
             items = list(self._files.items())
+            # a late event of a taken file arrives within the handler's lag, far less
+            # than the settle time; after that the record only costs memory
+            for path in [p for p, (_, at) in self._taken.items() if now - at > self.settle_s]:
+                del self._taken[path]
         for path, (size, mtime, since) in items:
             try:
                 st = os.stat(path)

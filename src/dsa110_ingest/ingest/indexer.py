@@ -121,7 +121,8 @@ class Indexer:
             cand = stat_path(path, held[0], self.parser, self.roots)
             if cand is not None and not self._unchanged(cand):
                 cands.append(cand)
-        return self.process(cands)
+        # a transaction a file: each row commits once read, not after the whole batch's reads
+        return self.process(cands, batch_size=1)
 
     def reconcile(
         self, on_progress: Callable[[int, int], None] | None = None, obs_expiry: bool = False
@@ -207,16 +208,20 @@ class Indexer:
         )
 
     def process(
-        self, cands: Sequence[Candidate], on_progress: Callable[[int, int], None] | None = None
+        self,
+        cands: Sequence[Candidate],
+        on_progress: Callable[[int, int], None] | None = None,
+        batch_size: int | None = None,
     ) -> BatchResult:
-        """Index candidates oldest observation first, ``batch_size`` files a transaction."""
+        """Index candidates oldest observation first, ``batch_size`` files a transaction
+        (the configured ``read.batch_size`` unless given)."""
         result = BatchResult()
         cands = sorted(cands, key=lambda c: c.sort_key)
         readable = [c for c in cands if c.name is not None and not c.symlink_escape]
         headers = iter(
             zip(readable, self.reader.read_many([c.path for c in readable]), strict=True)
         )
-        size = max(1, self.cfg.read.batch_size)
+        size = max(1, batch_size or self.cfg.read.batch_size)
         done = 0
         pending: list[tuple[Candidate, Read]] = []
         for cand in cands:

@@ -22,21 +22,20 @@ import json
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from dsa110_ingest.errors import FileLockedError, IngestError, UVH5Error
+from dsa110_ingest.ingest.reader_process import READY, ReaderProcess, stop_all
 from dsa110_ingest.uvh5 import HeaderInfo, read_header
 
 INLINE_MAX = 48  # below this many files one reader process is enough
-READY = b"ready\n"
 DEFAULT_TARGET = "dsa110_ingest.ingest.reader:read_for_index"
 
 
@@ -131,115 +130,6 @@ def worker_main(parent: int, target: str, locking: str, lock_wait_s: float) -> i
     return 0
 
 
-class _Worker:
-    """One reader process; at most one file in flight."""
-
-    def __init__(self, target: str, locking: str, lock_wait_s: float, start_s: float) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dsa110_ingest.ingest.read_worker",
-                str(os.getpid()),
-                target,
-                locking,
-                repr(lock_wait_s),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.stdin: IO[bytes] = self.proc.stdin
-        self.fd = self.proc.stdout.fileno()
-        os.set_blocking(self.fd, False)
-        self.buf = b""
-        self.task: int | None = None
-        self.since = 0.0
-        self.start_s = start_s
-        self.ready = False  # its READY line is read at first use: start-up runs meanwhile
-
-    def wait_ready(self) -> None:
-        if self.ready:
-            return
-        line = self._wait_line(time.monotonic() + self.start_s)
-        if line != READY.strip():
-            self.kill()
-            raise IngestError(
-                f"a header-reader process did not start within {self.start_s:.0f} s "
-                f"(got {line!r}); check that `{sys.executable} -m "
-                "dsa110_ingest.ingest.read_worker` runs, and the node's load"
-            )
-        self.ready = True
-
-    def _wait_line(self, until: float) -> bytes | None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.fd, selectors.EVENT_READ)
-            while True:
-                line = self.take_line()
-                if line is not None:
-                    return line
-                left = until - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    return None
-                if not self.fill():
-                    return None
-
-    def fill(self) -> bool:
-        """Read what the process wrote; False at EOF (it died)."""
-        try:
-            chunk = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
-
-    def take_line(self) -> bytes | None:
-        line, sep, rest = self.buf.partition(b"\n")
-        if not sep:
-            return None
-        self.buf = rest
-        return line
-
-    def send(self, i: int, path: str) -> bool:
-        self.task, self.since = i, time.monotonic()
-        try:
-            self.stdin.write(json.dumps(path).encode() + b"\n")
-            self.stdin.flush()
-        except OSError:
-            return False
-        return True
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-        with contextlib.suppress(OSError):
-            self.stdin.close()
-        self.proc.wait()
-        with contextlib.suppress(OSError):
-            self.proc.stdout.close()  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.stdin.close()  # EOF: the process exits on its own
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        with contextlib.suppress(OSError):
-            self.proc.stdout.close()  # type: ignore[union-attr]
-
-
-def _stop_all(workers: list[_Worker]) -> None:
-    for w in workers:
-        w.stop()
-    workers.clear()
-
-
 class HeaderReader:
     def __init__(
         self,
@@ -258,12 +148,12 @@ class HeaderReader:
         self.deadline_s = max(deadline_s, lock_wait_s + 5.0)
         self.target = target
         self.start_s = start_s
-        self._pool: list[_Worker] = []
+        self._pool: list[ReaderProcess] = []
         # called about once a second while reads are outstanding: the daemon pings systemd's
         # watchdog from it, because hung reads being killed one after another are progress
         self.on_wait: Callable[[], None] | None = None
         # an owner that forgets close() (a test, an API caller) leaves no process behind
-        self._finalizer = weakref.finalize(self, _stop_all, self._pool)
+        self._finalizer = weakref.finalize(self, stop_all, self._pool)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._pool]
@@ -275,12 +165,12 @@ class HeaderReader:
         if not self._pool:
             self._spawn()
 
-    def _spawn(self) -> _Worker:
-        w = _Worker(self.target, self.locking, self.lock_wait_s, self.start_s)
+    def _spawn(self) -> ReaderProcess:
+        w = ReaderProcess(self.target, self.locking, self.lock_wait_s, self.start_s)
         self._pool.append(w)
         return w
 
-    def _drop(self, w: _Worker) -> None:
+    def _drop(self, w: ReaderProcess) -> None:
         w.kill()
         self._pool.remove(w)
 
@@ -294,80 +184,109 @@ class HeaderReader:
             self._spawn()
         results: dict[int, HeaderInfo | ReadFailure] = {}
         todo = iter(enumerate(paths))
-        nxt = 0
-        busy: dict[int, _Worker] = {}  # fd -> worker with a task
-        last_ping = 0.0
+        busy: dict[int, ReaderProcess] = {}  # fd -> worker with a task
         with selectors.DefaultSelector() as sel:
-            exhausted = False
-            while nxt < len(paths):
-                # hand a file to every idle worker
-                for w in list(self._pool):
-                    if exhausted or w.task is not None:
-                        continue
-                    try:
-                        w.wait_ready()
-                    except IngestError:
-                        self._pool.remove(w)
-                        raise
-                    item = next(todo, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    if not w.send(*item):
-                        self._lost(w, results, sel, busy)
-                        continue
-                    busy[w.fd] = w
-                    sel.register(w.fd, selectors.EVENT_READ)
-                if not busy and not exhausted:
-                    self._spawn()  # every worker was lost: start one again
-                    continue
-                now = time.monotonic()
-                wait = min((w.since + self.deadline_s for w in busy.values()), default=now) - now
-                if self.on_wait is not None:
-                    if now - last_ping >= 1.0:
-                        self.on_wait()
-                        last_ping = now
-                    wait = min(wait, 1.0)
-                for key, _ in sel.select(max(0.0, wait)):
-                    w = busy[key.fd]  # type: ignore[index]
-                    if not w.fill():
-                        self._lost(w, results, sel, busy)
-                        continue
-                    line = w.take_line()
-                    if line is not None:
-                        assert w.task is not None
-                        results[w.task] = self._parse(line)
-                        w.task = None
-                        sel.unregister(w.fd)
-                        del busy[w.fd]
-                now = time.monotonic()
-                for w in [w for w in busy.values() if now - w.since >= self.deadline_s]:
-                    assert w.task is not None
-                    results[w.task] = _failure(
-                        "read_timeout",
-                        f"reading the header did not finish within {self.deadline_s:.0f} s "
-                        "(a hung filesystem, or a link to a FIFO or device); the reader "
-                        "was killed",
-                        "check the file and its filesystem; it is tried again when it changes",
-                    )
-                    sel.unregister(w.fd)
-                    del busy[w.fd]
-                    self._drop(w)
-                while nxt in results:
-                    yield results.pop(nxt)
-                    nxt += 1
+            try:
+                yield from self._serve(paths, todo, results, sel, busy)
+            finally:
+                # a caller that stopped early (its transaction failed) leaves reads in
+                # flight: their answers must not be taken for the next call's files
+                for w in list(busy.values()):
+                    self._settle(w)
         if len(self._pool) > 1:
             # a backfill's readers go once it is done; one stays for the live path
             for w in self._pool[1:]:
                 w.stop()
             del self._pool[1:]
 
-    def _lost(
+    def _serve(
         self,
-        w: _Worker,
+        paths: Sequence[str],
+        todo: Iterator[tuple[int, str]],
         results: dict[int, HeaderInfo | ReadFailure],
         sel: selectors.BaseSelector,
-        busy: dict[int, _Worker],
+        busy: dict[int, ReaderProcess],
+    ) -> Iterator[HeaderInfo | ReadFailure]:
+        nxt = 0
+        last_ping = 0.0
+        exhausted = False
+        while True:
+            # hand a file to every idle worker, before yielding what is done: the next
+            # header is read while the caller indexes this one (a pipeline even with the
+            # live path's single reader)
+            for w in list(self._pool):
+                if exhausted or w.task is not None:
+                    continue
+                try:
+                    w.wait_ready()
+                except IngestError:
+                    self._pool.remove(w)
+                    raise
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                if not w.send(*item):
+                    self._lost(w, results, sel, busy)
+                    continue
+                busy[w.fd] = w
+                sel.register(w.fd, selectors.EVENT_READ)
+            while nxt in results:
+                yield results.pop(nxt)
+                nxt += 1
+            if nxt >= len(paths):
+                return
+            if not busy and not exhausted:
+                self._spawn()  # every worker was lost: start one again
+                continue
+            now = time.monotonic()
+            wait = min((w.since + self.deadline_s for w in busy.values()), default=now) - now
+            if self.on_wait is not None:
+                if now - last_ping >= 1.0:
+                    self.on_wait()
+                    last_ping = now
+                wait = min(wait, 1.0)
+            for key, _ in sel.select(max(0.0, wait)):
+                w = busy[key.fd]  # type: ignore[index]
+                if not w.fill():
+                    self._lost(w, results, sel, busy)
+                    continue
+                line = w.take_line()
+                if line is not None:
+                    assert w.task is not None
+                    results[w.task] = self._parse(line)
+                    w.task = None
+                    sel.unregister(w.fd)
+                    del busy[w.fd]
+            now = time.monotonic()
+            for w in [w for w in busy.values() if now - w.since >= self.deadline_s]:
+                assert w.task is not None
+                results[w.task] = _failure(
+                    "read_timeout",
+                    f"reading the header did not finish within {self.deadline_s:.0f} s "
+                    "(a hung filesystem, or a link to a FIFO or device); the reader "
+                    "was killed",
+                    "check the file and its filesystem; it is tried again when it changes",
+                )
+                sel.unregister(w.fd)
+                del busy[w.fd]
+                self._drop(w)
+
+    def _settle(self, w: ReaderProcess) -> None:
+        """Wait out (and drop) the answer of a read nobody wants any more, so the worker
+        is idle for the next call; one that does not answer in time is replaced."""
+        line = w.take_line() or w._wait_line(w.since + self.deadline_s)
+        if line is None:
+            self._drop(w)
+        else:
+            w.task = None
+
+    def _lost(
+        self,
+        w: ReaderProcess,
+        results: dict[int, HeaderInfo | ReadFailure],
+        sel: selectors.BaseSelector,
+        busy: dict[int, ReaderProcess],
     ) -> None:
         """The process died under a file (the HDF5 library crashing on it, or the OOM
         killer): reject only that file."""
@@ -394,4 +313,4 @@ class HeaderReader:
             )
 
     def close(self) -> None:
-        _stop_all(self._pool)
+        stop_all(self._pool)

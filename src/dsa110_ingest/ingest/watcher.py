@@ -131,8 +131,9 @@ class _Handler(FileSystemEventHandler):
                 if w.wanted(src):
                     w.emit(FileEvent(DELETED, src, time.time()))
             elif isinstance(event, FileCreatedEvent) and w.wanted(src):
-                if self.finishing and finished_link(src):
-                    w.settler.forget(src)
+                st = finished_link(src) if self.finishing else None
+                if st is not None:
+                    w.settler.taken(src, st)
                     w.emit(FileEvent(READY, src, time.time()))
                 else:
                     w.settler.touch(src)

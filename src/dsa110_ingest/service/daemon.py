@@ -1,8 +1,9 @@
 """The ingest service: the live daemon and the one-shot ``--rescan`` burst.
 
 Threads: watchdog observers (emit :class:`FileEvent` on a queue), this main thread (the
-only writer of file rows: indexes, reconciles, expires groups, pings systemd) and the
-conversion dispatcher (claims jobs, runs converters in child processes). Signals only
+only writer of file rows: indexes, reconciles, expires groups, pings systemd), the
+conversion dispatcher (claims jobs, runs converters in child processes), and the
+event-id floor's writer (its fsync kept off the main thread). Signals only
 set flags; the loop notices within one turn (0.2 s) and shuts down in stages.
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,57 @@ class Counters:
     events: dict[str, int] = field(default_factory=dict)
 
 
+class FloorWriter:
+    """Writes the event-id floor on its own thread.
+
+    A floor write is a write, an fsync and a rename: a few ms after every event on a
+    quiet disk, tens of ms on a busy one. On the main thread that held back whichever
+    file arrived just after a group completed. The floor only matters once the DB is
+    lost, and the DB itself has every id it handed out (event commits are synced), so
+    writing it a moment later changes nothing a consumer can see; ``close`` writes the
+    last value before the daemon lets go of its state directory.
+    """
+
+    RETRY_S = 1.0
+
+    def __init__(self, write: Callable[[int], bool]) -> None:
+        self._write = write
+        self._cv = threading.Condition()
+        self._want = 0
+        self._done = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="event-id-floor", daemon=True)
+        self._thread.start()
+
+    def raise_to(self, value: int) -> None:
+        with self._cv:
+            if value > self._want:
+                self._want = value
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._want <= self._done and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                value = self._want
+            if self._write(value):
+                self._done = max(self._done, value)
+            else:
+                with self._cv:  # out of descriptors: wait, keep the value
+                    self._cv.wait_for(lambda: self._closed, timeout=self.RETRY_S)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+        if self._want > self._done and self._write(self._want):
+            self._done = self._want
+
+
 class Runtime:
     def __init__(
         self,
@@ -106,6 +158,8 @@ class Runtime:
             check_locations(self.db, cfg)
             self.db_ident = self._file_identity()
             self.floor = self._restore_id_floor()
+            self.floor_writer = FloorWriter(self._write_floor)
+            undo.callback(self.floor_writer.close)
             open_products(cfg).close()  # fail now, not at the first conversion
             self.indexer = Indexer(self.db, cfg, clock=self.clock)
             undo.callback(self.indexer.close)
@@ -191,15 +245,20 @@ class Runtime:
             self.metrics.conversion_seconds.observe(seconds)
 
     def note_event_ids(self) -> None:
-        """Raise the on-disk event-id floor to the highest id handed out so far."""
+        """Raise the on-disk event-id floor to the highest id handed out so far: on the
+        floor's own thread (:class:`FloorWriter`), not in the way of the next file."""
+        self.floor_writer.raise_to(self.db.event_id_high())
+
+    def _write_floor(self, value: int) -> bool:
+        """On the floor writer's thread; False: try again later."""
         try:
-            self.floor.write(self.db.event_id_high())
+            self.floor.write(value)
         except OSError as e:
             if out_of_fds(e):
                 self.fds.report(e, where="event id floor")
-                self.events_dirty = True  # again at the next turn
-            else:
-                log.error("events.id_floor_unwritable", path=str(self.floor.path), error=str(e))
+                return False
+            log.error("events.id_floor_unwritable", path=str(self.floor.path), error=str(e))
+        return True
 
     def close(self, limit_s: float = SHUTDOWN_LIMIT_S) -> None:
         """Shut down in stages within ``limit_s``; a forced exit skips every wait."""
@@ -220,6 +279,7 @@ class Runtime:
         if self.mirror:
             self.mirror.sync(self.db)
         self.note_event_ids()
+        self.floor_writer.close()  # the last value is on disk before the lock goes
         self.db.close()
         log.info("service.stopped")
         self.lock.release()

@@ -1,4 +1,11 @@
-"""Opening SQLite the same way for both databases: WAL, busy timeout, foreign keys."""
+"""Opening SQLite the same way for both databases: WAL, busy timeout, foreign keys.
+
+Durability: a connection opened with ``durable_tables`` (the HDF5 index: its ``events``)
+runs at ``synchronous = NORMAL`` and makes exactly the transactions that wrote one of
+those tables durable, by syncing the WAL after their COMMIT; every other connection runs
+at ``synchronous = FULL``. See docs/database.md ("Durability") for why this is as safe
+as FULL for everything that is promised to a consumer.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,9 +67,89 @@ def translate(e: sqlite3.Error, path: Path | str, doing: str) -> DatabaseError:
     return DatabaseError(f"database {path}: {e} (while {doing})")
 
 
+class Connection(sqlite3.Connection):
+    """A connection that knows which of its tables' writes must survive power loss.
+
+    In WAL mode, ``synchronous = NORMAL`` commits without syncing the WAL (a power loss
+    may take the last transactions, never consistency) and FULL syncs it at every
+    commit. SQLite refuses to change the level inside a transaction, and whether a
+    transaction writes an event is only known at its end; so the connection stays at
+    NORMAL and a TEMP trigger on each durable table raises :attr:`must_sync`, which
+    :func:`transaction` honours after the COMMIT by syncing the WAL file itself: what
+    FULL would have done for that commit. That sync also makes every earlier frame of
+    the WAL durable, so nothing committed before an event can be lost while the event
+    is kept.
+    """
+
+    durable_tables: tuple[str, ...] = ()
+    db_path: Path | None = None
+    must_sync = False
+    _armed_at = -1  # main's schema_version when the triggers were (re)created
+
+    def arm(self) -> None:
+        """(Re)create the triggers on the durable tables that exist; a migration that
+        rebuilds a table drops its triggers, hence the check of the schema version."""
+        if not self.durable_tables:
+            return
+        version = int(self.execute("PRAGMA main.schema_version").fetchone()[0])
+        if version == self._armed_at:
+            return
+        have = {
+            r[0]
+            for r in self.execute(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name IN "
+                f"({','.join('?' * len(self.durable_tables))})",
+                self.durable_tables,
+            )
+        }
+        for table in sorted(have):
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                self.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS durable_{table}_{op.lower()} "
+                    f"AFTER {op} ON main.{table} BEGIN SELECT dsa110_must_sync(); END"
+                )
+        # a table still missing (a fresh DB, before its migrations) is armed later
+        self._armed_at = version if have == set(self.durable_tables) else -1
+
+    def sync_wal(self) -> None:
+        """fdatasync the WAL, as ``synchronous = FULL`` does at a commit. fsync is per
+        file, not per descriptor: our own descriptor flushes SQLite's writes."""
+        self.must_sync = False
+        assert self.db_path is not None
+        wal = self.db_path.with_name(self.db_path.name + "-wal")
+        try:
+            fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # no WAL (checkpointed and removed): the commit is in the main file
+            fd = os.open(self.db_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+
+def _flag_sync(conn: Connection) -> None:
+    # the SQL function the triggers call; weak, or the connection would hold itself
+    ref = weakref.ref(conn)
+
+    def must_sync() -> None:
+        c = ref()
+        if c is not None:
+            c.must_sync = True
+
+    conn.create_function("dsa110_must_sync", 0, must_sync)
+
+
 def connect(
-    path: Path | str, *, readonly: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S
+    path: Path | str,
+    *,
+    readonly: bool = False,
+    busy_timeout_s: float = BUSY_TIMEOUT_S,
+    durable_tables: tuple[str, ...] = (),
 ) -> sqlite3.Connection:
+    """``durable_tables``: writes to these tables are synced at their commit, every
+    other write is left to the next checkpoint (see :class:`Connection`); empty: every
+    commit is synced (``synchronous = FULL``)."""
     if str(path) == MEMORY:
         conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA foreign_keys = ON")
@@ -80,15 +168,25 @@ def connect(
     else:
         _create_file(path)
         conn = sqlite3.connect(
-            str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            str(path),
+            timeout=busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=Connection,
         )
+        assert isinstance(conn, Connection)
+        conn.db_path = path
+        conn.durable_tables = durable_tables
+        _flag_sync(conn)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             _set_wal(conn, path)
-            # FULL: a committed group.complete event survives power loss, not only SIGKILL
-            conn.execute("PRAGMA synchronous = FULL")
+            # FULL: a committed group.complete event survives power loss, not only SIGKILL;
+            # with durable tables only their commits are synced (Connection)
+            level = "NORMAL" if durable_tables else "FULL"
+            conn.execute(f"PRAGMA synchronous = {level}")
             conn.execute("PRAGMA journal_size_limit = 67108864")
     except sqlite3.Error as e:
         conn.close()
@@ -114,8 +212,14 @@ def _set_wal(conn: sqlite3.Connection, path: Path) -> None:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection, path: Path | str, doing: str) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT: writers queue up front instead of failing mid-way."""
+    """BEGIN IMMEDIATE ... COMMIT: writers queue up front instead of failing mid-way.
+    A transaction that wrote a durable table is synced to disk before this returns."""
+    durable = isinstance(conn, Connection) and bool(conn.durable_tables)
+    if durable and conn.must_sync:  # a durable write made outside a transaction
+        _sync(conn, path, doing)
     try:
+        if durable:
+            conn.arm()
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as e:
         raise translate(e, path, doing) from None
@@ -125,9 +229,23 @@ def transaction(conn: sqlite3.Connection, path: Path | str, doing: str) -> Itera
     except BaseException as exc:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+        if durable:
+            conn.must_sync = False
         if isinstance(exc, sqlite3.Error):
             raise translate(exc, path, doing) from None
         raise
+    if durable and conn.must_sync:
+        _sync(conn, path, doing)
+
+
+def _sync(conn: Connection, path: Path | str, doing: str) -> None:
+    try:
+        conn.sync_wal()
+    except OSError as e:
+        raise DatabaseError(
+            f"database {path}: committed, but syncing its WAL to disk failed ({e}) while "
+            f"{doing}; the disk may be failing: check `dmesg` and the filesystem"
+        ) from None
 
 
 def backup(conn: sqlite3.Connection, dest: Path) -> None:

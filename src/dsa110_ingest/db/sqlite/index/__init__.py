@@ -38,7 +38,8 @@ _HEARTBEAT_VERSION = 1 + [m.name for m in INDEX_MIGRATIONS].index("heartbeat per
 
 def open_index_connection(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection to the SQLite index, migrated to the current schema unless readonly."""
-    conn = connect(path, readonly=readonly)
+    # events are what consumers are promised: synced at their commit, file rows are not
+    conn = connect(path, readonly=readonly, durable_tables=("events",))
     if not readonly:
         migrate(conn, path, INDEX_MIGRATIONS)
     return conn
