@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import retry_if_exception as _retry_if
 
 from dsa110_ingest.errors import DatabaseBusyError, DatabaseError, DatabaseReadOnlyError
 
@@ -58,6 +59,11 @@ def translate(e: sqlite3.Error, path: Path | str, doing: str) -> DatabaseError:
             f"database {path} stayed locked by another process while {doing}; it is "
             "retried. If this persists, find the holder with `fuser "
             f"{path}`"
+        )
+    if "disk is full" in msg:
+        return DatabaseError(
+            f"database {path}: {e} while {doing}; free space on the filesystem holding "
+            f"{Path(path).parent} (`df -h {Path(path).parent}`); the work is kept and retried"
         )
     if "readonly" in msg or "read-only" in msg:
         return DatabaseReadOnlyError(
@@ -161,10 +167,7 @@ def connect(
                 f"database {path} does not exist; run the daemon or "
                 "`dsa110-ingest index-hdf5` first"
             )
-        uri = f"file:{path}?mode=ro"
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        conn = _open_readonly(path, busy_timeout_s)
     else:
         _create_file(path)
         conn = sqlite3.connect(
@@ -194,15 +197,66 @@ def connect(
     return conn
 
 
+def _open_readonly(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """A read-only connection, also for a user who may read the DB but not write in its
+    folder (the 0750/0640 modes' group). SQLite opens a WAL database read-only only if
+    its -shm file exists or can be created: once the daemon has stopped and removed it,
+    such a user reads the file as immutable, which is exact while no WAL is left over."""
+
+    def open_(flags: str) -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"file:{path}?mode=ro{flags}",
+            uri=True,
+            timeout=busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    conn = open_("")
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        if os.access(path.parent, os.W_OK):
+            raise translate(e, path, "opening read-only") from None
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise DatabaseReadOnlyError(
+            f"database {path} cannot be read by this user: its last writer stopped without "
+            f"folding {wal.name} into it, and reading that needs write access to "
+            f"{path.parent}. Start the daemon (it folds the WAL in at start-up), or run "
+            "this as the daemon's user"
+        )
+    # nobody writes (a writer would have made the -shm file): a short read of the file
+    # as it is, never a wait on locks that no one can take
+    return open_("&immutable=1")
+
+
+def _wal_switch_contended(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg)
+
+
 @retry(
-    retry=retry_if_exception_type(sqlite3.OperationalError),
+    retry=retry_if_exception_type(sqlite3.OperationalError) & _retry_if(_wal_switch_contended),
     stop=stop_after_delay(60),
     wait=wait_exponential(0.05, max=2),
     reraise=True,
 )
 def _set_wal(conn: sqlite3.Connection, path: Path) -> None:
-    # switching to WAL needs a moment of exclusive access; another opener may hold it
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    # switching to WAL needs a moment of exclusive access; another opener may hold it.
+    # Anything else (a folder where the -wal file cannot be made) will not pass by waiting
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.OperationalError as e:
+        if _wal_switch_contended(e) or os.access(path.parent, os.W_OK):
+            raise
+        raise DatabaseReadOnlyError(
+            f"database {path}: its folder {path.parent} is not writable by this user, and "
+            f"SQLite needs to create {path.name}-wal and -shm there; make the folder "
+            "writable by the daemon's user"
+        ) from None
     if mode.lower() != "wal":
         raise DatabaseError(
             f"database {path} cannot use WAL journaling (got {mode}); "
