@@ -216,9 +216,11 @@ def _open_readonly(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     try:
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn
-    except sqlite3.OperationalError as e:
+    except sqlite3.Error as e:
         conn.close()
-        if os.access(path.parent, os.W_OK):
+        # only a folder the -shm file cannot be made in is read another way; anything
+        # else (not a database, damaged) is said as it is
+        if not isinstance(e, sqlite3.OperationalError) or os.access(path.parent, os.W_OK):
             raise translate(e, path, "opening read-only") from None
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size > 0:
