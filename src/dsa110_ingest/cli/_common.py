@@ -46,11 +46,13 @@ def print_json(obj: Any) -> None:
 
 def error_line(message: str) -> None:
     """The single line a runtime failure leaves on stderr: text for a person on a
-    terminal, a JSON object (``cli.error``) off it, like every other line there."""
+    terminal, a JSON object (``cli.error``) off it, like every other line there; with
+    ``log_file`` set, in the file and on stderr."""
     if logs.human():
         print(f"{PROG}: error: {message}", file=sys.stderr)
     else:
         structlog.get_logger("dsa110_ingest.cli").error("cli.error", error=message)
+        logs.fatal_to_stderr(message, "cli.error")
 
 
 def abs_path(p: str) -> Path:

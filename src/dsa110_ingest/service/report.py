@@ -28,8 +28,10 @@ def tell(text: str, event: str, level: str = "info", **fields: Any) -> None:
 
 
 def error_line(e: BaseException | str, event: str) -> None:
-    """One line for a person on a terminal, one JSON object off it."""
+    """One line for a person on a terminal, one JSON object off it (on stderr even when
+    the log goes to a file)."""
     tell(f"dsa110-ingest: error: {e}", event, "error", error=str(e))
+    logs.fatal_to_stderr(str(e), event)
 
 
 def batch_summary(what: str, r: BatchResult, seconds: float, **extra: str) -> None:
