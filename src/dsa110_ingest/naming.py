@@ -107,6 +107,20 @@ def path_text(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def printable(text: str) -> str:
+    """``text`` as it may be shown on a terminal or in a text report: control and other
+    non-printable characters escaped (``\\n``, ``\\x1b``, ``\\u202e``), so a file name
+    cannot forge a line, move the cursor or reverse the text after it; bytes that are not
+    UTF-8 as ``\\xNN`` (:func:`path_text`). Every text output that shows a path, a name or
+    a message quoting one goes through here."""
+    text = path_text(text)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def path_bytes(path: str) -> bytes | None:
     """The exact bytes of a name that is not UTF-8 (None for the usual, UTF-8, case)."""
     return None if is_utf8(path) else os.fsencode(path)

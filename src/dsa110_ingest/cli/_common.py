@@ -8,11 +8,12 @@ import math
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import structlog
 
 from dsa110_ingest import logs
+from dsa110_ingest.naming import printable
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # a runtime failure: the input was fine, the work could not be done
@@ -42,6 +43,13 @@ class Parser(argparse.ArgumentParser):
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def print_text(line: str = "", *, file: TextIO | None = None) -> None:
+    """One line of a text report. Paths, names and messages in it come from file names
+    and the databases: non-printable characters are escaped (naming.printable), so a name
+    holding a newline or an escape sequence cannot forge a line or repaint the terminal."""
+    print(printable(line), file=file or sys.stdout)
 
 
 def error_line(message: str) -> None:
