@@ -162,7 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == doctor.NAME:
             # doctor's report is its stdout: the failure is said there once, as a check
             print_text(f"FAIL  config: {e}")
-            print("doctor: 1 FAIL, 0 WARN, 0 OK (the other checks need a valid config)", file=sys.stderr)
+            print(
+                "doctor: 1 FAIL, 0 WARN, 0 OK (the other checks need a valid config)",
+                file=sys.stderr,
+            )
             return EXIT_ERROR
         error_line(str(e))
         return EXIT_ERROR

@@ -23,7 +23,7 @@ SHIPPED_CONFIG = "/etc/dsa110-ingest/ingest.toml"
 SHIPPED_WRITABLE = "ReadWritePaths=-/data/ms"
 
 
-def NEEDS_CONFIG(args: argparse.Namespace) -> bool:  # noqa: N802 -- the CLI's module contract
+def NEEDS_CONFIG(args: argparse.Namespace) -> bool:
     """Only a config named on the command line shapes the unit (the environment's
     DSA110_INGEST_CONFIG is the caller's, not the service's)."""
     return "config" in vars(args)
@@ -49,7 +49,9 @@ def run(cfg: Config | None, args: argparse.Namespace) -> int:
 
     unit = data.read(data.SYSTEMD_UNIT).replace(SHIPPED_EXEC, args.executable or this_executable())
     if cfg is not None and cfg.config_file is not None:
-        unit = unit.replace(f"--config {SHIPPED_CONFIG}", f"--config {_quoted(str(cfg.config_file))}")
+        unit = unit.replace(
+            f"--config {SHIPPED_CONFIG}", f"--config {_quoted(str(cfg.config_file))}"
+        )
         unit = unit.replace(
             SHIPPED_WRITABLE, "ReadWritePaths=" + " ".join(_quoted(f"-{p}") for p in writable(cfg))
         )
