@@ -44,6 +44,7 @@ def test_refusing_to_start_beside_a_daemon_is_said_on_stderr(
     (line,) = _error_lines(p.stderr)
     assert f"another dsa110-ingest (pid {os.getpid()}) is running" in str(line["error"])
     assert line["log_file"] == str(logged_site.root / "logs" / "ingest.log")
+    assert str(line["timestamp"]).endswith("Z")
     logged = (logged_site.root / "logs" / "ingest.log").read_text()
     assert f"another dsa110-ingest (pid {os.getpid()})" in logged
 

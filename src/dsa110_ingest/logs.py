@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -182,7 +183,14 @@ def fatal_to_stderr(message: str, event: str) -> None:
     if sys.stderr.isatty():
         line = f"dsa110-ingest: error: {message}"
     else:
-        record = {"event": event, "level": "error", "error": message, "log_file": _file_stream.path}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as TimeStamper
+        record = {
+            "event": event,
+            "level": "error",
+            "error": message,
+            "log_file": _file_stream.path,
+            "timestamp": now,
+        }
         line = ("<3>" if _stderr_journal else "") + json.dumps(record, default=str)
     print(line, file=sys.stderr, flush=True)
 
