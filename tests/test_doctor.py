@@ -4,10 +4,12 @@ own (the filesystem types a check must react to are rarely the ones this machine
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
+from dsa110_ingest import doctor
 from dsa110_ingest.config import Config
 from dsa110_ingest.doctor import (
     CHECKS,
@@ -184,3 +186,25 @@ def test_daemon_check_is_silent_before_the_first_start_and_warns_when_stopped(
     site.db().close()
     (c,) = check_daemon(cfg, Context(site.root))
     assert c.level == "WARN" and "systemctl status dsa110-ingest" in c.detail
+
+
+@pytest.mark.parametrize(
+    ("free_gib", "level", "says"),
+    [
+        (65, "WARN", "65 GiB free for {out}, below the 1500 GiB warning threshold"),
+        (2, "FAIL", "2 GiB free for {out}, below the 5 GiB failure threshold"),
+        (4000, "OK", "4000 GiB free for {out}"),
+    ],
+)
+def test_output_disk_states_the_threshold_and_the_fix(
+    site: Site, monkeypatch: pytest.MonkeyPatch, free_gib: int, level: str, says: str
+) -> None:
+    cfg = site.cfg
+    usage = shutil.disk_usage(site.root)
+    fake = usage._replace(free=free_gib * doctor.GIB)
+    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: fake)
+    (c,) = check_output_disk(cfg, Context(site.root))
+    assert c.level == level
+    assert c.detail.startswith(says.format(out=cfg.convert.output_dir)), c.detail
+    fix = "; free space there, or set [convert] output_dir to a larger disk"
+    assert c.detail.endswith(fix) is (level != "OK")

@@ -12,6 +12,7 @@ from dsa110_ingest.naming import (
     missing_subbands,
     path_bytes,
     path_text,
+    printable,
     subband_code,
 )
 
@@ -91,3 +92,52 @@ def test_missing_subbands_are_named_in_order() -> None:
     assert missing_subbands([], 3) == ["sb00", "sb01", "sb02"]
     # a subband outside the expected range is not "missing" and adds nothing
     assert missing_subbands([0, 1, 20], 2) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "2025-10-02T00:12:00_SB03.HDF5",
+        "2025-10-02T00:12:00_sb03.HDF5",
+        "2025-10-02T00:12:00_SB03.hdf5",
+        "2025-10-02T00:12:00_Sb03.Hdf5",
+    ],
+)
+def test_a_name_in_the_wrong_case_is_rejected_saying_the_correlator_writes_lower_case(
+    name: str,
+) -> None:
+    p = NameParser()
+    assert p.is_candidate(name)
+    with pytest.raises(MisnamedFileError) as e:
+        p.parse("/data/" + name, name)
+    assert e.value.reason == "misnamed"
+    assert "the correlator writes `_sb<NN>.hdf5` in lower case" in str(e.value)
+
+
+def test_data_suffixes_in_upper_case_are_candidates() -> None:
+    p = NameParser()
+    assert p.is_candidate("junk.HDF5") and p.is_candidate("x.H5") and p.is_candidate("y.UVH5")
+    assert not p.is_candidate("notes.TXT")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("/data/x\n  rejected (ok) fake_sb01.hdf5", "/data/x\\n  rejected (ok) fake_sb01.hdf5"),
+        ("a\x1b[2Jb", "a\\x1b[2Jb"),
+        ("abc\u202eevil", "abc\\u202eevil"),
+        ("tab\there\r", "tab\\there\\r"),
+        ("/data/ünïcode ok", "/data/ünïcode ok"),
+        ("/data/\udcff.hdf5", "/data/\\xff.hdf5"),
+    ],
+)
+def test_printable_escapes_what_could_forge_or_repaint_a_line(text: str, shown: str) -> None:
+    assert printable(text) == shown
+
+
+@given(st.text())
+def test_printable_output_is_one_printable_line_and_keeps_printable_text(text: str) -> None:
+    shown = printable(text)
+    assert shown.isprintable()
+    if text.isprintable():
+        assert shown == text

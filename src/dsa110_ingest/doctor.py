@@ -276,12 +276,20 @@ def check_output_disk(cfg: Config, ctx: Context) -> Iterator[Check]:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     level = "FAIL" if free < FREE_FAIL else "WARN" if free < FREE_WARN else "OK"
-    yield Check(
-        level,
-        "output disk",
-        f"{free / GIB:.0f} GiB free for {out_dir}"
-        + ("" if level == "OK" else " (a real group's MS is ~5 GB); free space"),
-    )
+    detail = f"{free / GIB:.0f} GiB free for {out_dir}"
+    if level == "FAIL":
+        detail += (
+            f", below the {FREE_FAIL / GIB:.0f} GiB failure threshold: one group's "
+            "Measurement Set (~5 GB) may not fit and conversions fail"
+        )
+    elif level == "WARN":
+        detail += (
+            f", below the {FREE_WARN / GIB:.0f} GiB warning threshold (a day of Measurement "
+            "Sets: 288 groups of ~5 GB): the disk fills within a day"
+        )
+    if level != "OK":
+        detail += "; free space there, or set [convert] output_dir to a larger disk"
+    yield Check(level, "output disk", detail)
 
 
 def check_integrity_both(cfg: Config, ctx: Context) -> Iterator[Check]:

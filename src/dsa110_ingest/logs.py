@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -78,6 +79,7 @@ class _BarAwareStream:
 _file_stream: _ReopenableStream | None = None
 _active_bar: ProgressBar | None = None
 _json = True
+_stderr_journal = False
 
 
 def journal_stream(stream: TextIO, env: Mapping[str, str]) -> bool:
@@ -111,12 +113,14 @@ def setup(
     stream: TextIO | None = None,
     env: Mapping[str, str] | None = None,
 ) -> None:
-    global _file_stream, _json
+    global _file_stream, _json, _stderr_journal
     out: TextIO | _ReopenableStream | _BarAwareStream
     if log_file is not None:
         _file_stream = out = _ReopenableStream(log_file)
     else:
+        _file_stream = None
         out = stream or sys.stderr
+    _stderr_journal = env is not None and journal_stream(sys.stderr, env)
     tty = log_file is None and hasattr(out, "isatty") and out.isatty()
     journal = log_file is None and env is not None and journal_stream(out, env)  # type: ignore[arg-type]
     _json = use_json = fmt == "json" or (fmt == "auto" and not tty)
@@ -168,6 +172,27 @@ def human() -> bool:
     """True when stderr shows a person text (a terminal, console format), False when every
     line must be a JSON object."""
     return not _json
+
+
+def fatal_to_stderr(message: str, event: str) -> None:
+    """With ``log_file`` set, records go to the file, not where the person (or systemd)
+    that started the command looks: an error that stops the command goes to stderr too,
+    one line (text on a terminal, a JSON object off it)."""
+    if _file_stream is None or not _json:
+        return  # no file, or console format: the caller printed it on stderr
+    if sys.stderr.isatty():
+        line = f"dsa110-ingest: error: {message}"
+    else:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as TimeStamper
+        record = {
+            "event": event,
+            "level": "error",
+            "error": message,
+            "log_file": _file_stream.path,
+            "timestamp": now,
+        }
+        line = ("<3>" if _stderr_journal else "") + json.dumps(record, default=str)
+    print(line, file=sys.stderr, flush=True)
 
 
 def reopen() -> None:

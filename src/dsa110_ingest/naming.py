@@ -44,6 +44,9 @@ class NameParser:
         self.pattern = pattern
         self._re = re.compile(pattern)
         self._tail = re.compile(f"(?:{pattern})\\Z")
+        # `_SB01.HDF5`: one of ours in the wrong case, to reject with the reason, not skip
+        self._tail_any_case = re.compile(f"(?:{pattern})\\Z", re.IGNORECASE)
+        self._any_case = re.compile(pattern, re.IGNORECASE)
         self.expected_subbands = expected_subbands
 
     def is_candidate(self, filename: str) -> bool:
@@ -53,7 +56,11 @@ class NameParser:
         # trailing whitespace stripped: a newline after ".hdf5" makes a name we must reject
         # (and say so), not one we silently skip
         name = filename.rstrip()
-        return name.endswith(_DATA_SUFFIXES) or self._tail.search(name) is not None
+        return (
+            name.lower().endswith(_DATA_SUFFIXES)
+            or self._tail.search(name) is not None
+            or self._tail_any_case.search(name) is not None
+        )
 
     def parse(self, path: str, filename: str) -> SubbandName:
         if not is_utf8(filename):
@@ -64,6 +71,13 @@ class NameParser:
             )
         # the whole name: a `$` would accept a trailing newline, `search` any prefix
         m = self._re.fullmatch(filename)
+        if m is None and self._any_case.fullmatch(filename) is not None:
+            raise MisnamedFileError(
+                path,
+                f"name {filename!r} differs from the subband pattern only in upper/lower "
+                "case: the correlator writes `_sb<NN>.hdf5` in lower case",
+                "rename it to <YYYY-MM-DDTHH:MM:SS>_sb<NN>.hdf5 in exactly that case",
+            )
         if m is None:
             raise MisnamedFileError(
                 path,
@@ -105,6 +119,20 @@ def path_text(path: str) -> str:
     if is_utf8(path):
         return path
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def printable(text: str) -> str:
+    """``text`` as it may be shown on a terminal or in a text report: control and other
+    non-printable characters escaped (``\\n``, ``\\x1b``, ``\\u202e``), so a file name
+    cannot forge a line, move the cursor or reverse the text after it; bytes that are not
+    UTF-8 as ``\\xNN`` (:func:`path_text`). Every text output that shows a path, a name or
+    a message quoting one goes through here."""
+    text = path_text(text)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def path_bytes(path: str) -> bytes | None:

@@ -49,6 +49,10 @@ class AlreadyRunningError(IngestError):
     pass
 
 
+# the lock cannot be created: a folder this user may not write, or a read-only mount
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 class StateLock:
     """An exclusive ``flock`` on ``<hdf5_db>.lock``, held for the daemon's life.
 
@@ -61,7 +65,20 @@ class StateLock:
         self.fd: int | None = None
 
     def acquire(self, what: str = "run") -> None:
-        fd = open_private(self.path, os.O_RDWR)
+        try:
+            fd = open_private(self.path, os.O_RDWR)
+        except OSError as e:
+            if e.errno not in _NOT_WRITABLE:
+                raise
+            fix = (
+                "remount it read-write or set `state_dir` elsewhere"
+                if e.errno == errno.EROFS
+                else f"make {self.path.parent} writable by this user"
+            )
+            raise IngestError(
+                f"cannot create the lock file {self.path}: {e.strerror}; {fix} (the "
+                "daemon's state lives there)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -35,3 +35,13 @@ def test_one_fail_makes_the_exit_status_1_and_is_counted(
     out = capsys.readouterr()
     assert f"FAIL  location incoming: {site.incoming} does not exist" in out.out
     assert "doctor: 1 FAIL" in out.err
+
+
+def test_an_invalid_config_is_one_fail_line_not_repeated_on_stderr(site: Site) -> None:
+    site.config_path.write_text("[groups]\nexpected_subbands = -1\n")
+    p = site.cli("doctor", check=False)
+    assert p.returncode == EXIT_ERROR
+    (line,) = p.stdout.splitlines()
+    assert line.startswith("FAIL  config: ") and "expected_subbands" in line
+    assert "expected_subbands" not in p.stderr and "cli.error" not in p.stderr
+    assert p.stderr.strip() == "doctor: 1 FAIL, 0 WARN, 0 OK (the other checks need a valid config)"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import converter_script
+from ..conftest import Site, converter_script
 from ..convert.conftest import command_site
 
 
@@ -34,6 +34,13 @@ def test_a_pruned_ms_shows_as_ms_missing(tmp_path: Path, sim_groups, delete_rows
     ]
     table = site.cli("groups").stdout
     assert "ms-missing" in table and "convert --force" in table
+    # `convert` without --force does not call a vanished MS "already converted"
+    p = site.cli("convert", gone["group_id"], check=False)
+    assert p.returncode == 1 and "already converted" not in p.stderr
+    assert (
+        f"is recorded as converted to {gone['ms_path']}, but that Measurement Set is missing "
+        f"on disk; `dsa110-ingest convert --force {gone['group_id']}` writes it again"
+    ) in p.stderr
     # the operator rewrites it; groups shows it converted again
     site.cli("convert", "--force", gone["group_id"])
     assert site.cli_json("groups", "--json")[0]["conversion"] == "converted"
@@ -48,3 +55,16 @@ def test_limit_applies_after_the_ms_filter(tmp_path: Path, sim_groups) -> None:
     site.cli("prune")
     got = site.cli_json("groups", "--json", "--state", "converted", "--limit", "1")
     assert [g["group_id"] for g in got] == [groups[1]["group_id"]]
+
+
+def test_since_later_than_until_is_a_usage_error_naming_both(site: Site) -> None:
+    site.db().close()
+    p = site.cli(
+        "groups", "--since", "2025-10-03T00:00:00", "--until", "2025-10-02T00:00:00", check=False
+    )
+    assert p.returncode == 2 and p.stdout == ""
+    assert "--since 2025-10-03T00:00:00 is later than --until 2025-10-02T00:00:00" in p.stderr, (
+        p.stderr
+    )
+    ok = site.cli("groups", "--since", "2025-10-02T00:00:00", "--until", "2025-10-02T00:00:00")
+    assert ok.returncode == 0

@@ -4,6 +4,7 @@ marked (or their rows deleted), nothing else changes, `--dry-run` changes nothin
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -66,11 +67,14 @@ def test_prune_marks_vanished_files_and_ms_and_nothing_else(
     assert _ms_status(site) == {"kept.ms": "converted", "lost.ms": "missing"}
     out = capsys.readouterr()
     assert f"prune: file gone: {indexed[2]}" in out.out and "lost.ms" in out.out
-    assert "marked 1 vanished subband file(s)" in out.err
+    assert "1 subband file(s) newly missing (marked stored = 0), 0 already" in out.err
     assert "set status = 'missing' on 1 vanished Measurement Set(s)" in out.err
     # a second run finds nothing new: a file already marked is not counted again
     assert prune.run(site.cfg, _args()) == 0
-    assert "marked 0 vanished subband file(s)" in capsys.readouterr().err
+    assert (
+        "0 subband file(s) newly missing (marked stored = 0), 1 already marked missing"
+        in capsys.readouterr().err
+    )
 
 
 def test_dry_run_lists_and_changes_nothing(
@@ -83,7 +87,7 @@ def test_dry_run_lists_and_changes_nothing(
     assert (site.cfg.hdf5_db.read_bytes(), site.cfg.products_db.read_bytes()) == before
     assert _stored(site, indexed[0]) == 1 and _ms_status(site) == {"lost.ms": "converted"}
     err = capsys.readouterr().err
-    assert "would mark 1 vanished subband file(s)" in err
+    assert "1 subband file(s) newly missing (would mark stored = 0)" in err
     assert "would set status = 'missing' on 1 vanished" in err
 
 
@@ -110,3 +114,44 @@ def test_without_a_products_database_only_files_are_pruned(
     assert not site.cfg.products_db.exists()  # not created by a prune
     assert _stored(site, indexed[1]) == 0
     assert "Measurement Set" not in capsys.readouterr().err
+
+
+def test_files_the_daemon_already_marked_are_counted_apart(
+    site: Site, indexed: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon's reconcile marks vanished files itself: prune says so, not "0"."""
+    for f in indexed[:3]:
+        f.unlink()
+    with site.db() as db:
+        idx = Indexer(db, site.cfg)
+        idx.register_locations()
+        try:
+            assert idx.reconcile().missing == 3
+        finally:
+            idx.close()
+    indexed[3].unlink()
+    assert prune.run(site.cfg, _args()) == 0
+    err = capsys.readouterr().err
+    assert "1 subband file(s) newly missing (marked stored = 0), 3 already marked missing" in err
+
+
+def test_paths_are_printed_with_control_characters_escaped(
+    site: Site, sim_groups, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder name holding a newline cannot forge a second `file gone` line."""
+    odd = site.root / "in\nprune: file gone: /forged"
+    odd.mkdir(parents=True)
+    with site.config_path.open("a") as f:
+        f.write(f'\n[[storage_locations]]\nname = "odd"\npath = {json.dumps(str(odd))}\n')
+    files = sim_groups(odd, n=1)
+    with site.db() as db:
+        idx = Indexer(db, site.cfg)
+        idx.register_locations()
+        try:
+            assert idx.reconcile().indexed == 16
+        finally:
+            idx.close()
+    files[0].unlink()
+    assert prune.run(site.cfg, _args(dry_run=True)) == 0
+    escaped = str(odd).replace("\n", "\\n")
+    assert capsys.readouterr().out.splitlines() == [f"prune: file gone: {escaped}/{files[0].name}"]

@@ -45,6 +45,7 @@ from dsa110_ingest.cli._common import (
     Parser,
     error_line,
     global_options,
+    print_text,
 )
 from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.errors import IngestError
@@ -159,7 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(mod.run(cfg, args) or 0)
     except IngestError as e:
         if args.cmd == doctor.NAME:
-            print(f"FAIL  config: {e}")
+            # doctor's report is its stdout: the failure is said there once, as a check
+            print_text(f"FAIL  config: {e}")
+            print(
+                "doctor: 1 FAIL, 0 WARN, 0 OK (the other checks need a valid config)",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         error_line(str(e))
         return EXIT_ERROR
     except KeyboardInterrupt:

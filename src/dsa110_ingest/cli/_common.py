@@ -8,11 +8,12 @@ import math
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import structlog
 
 from dsa110_ingest import logs
+from dsa110_ingest.naming import printable
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # a runtime failure: the input was fine, the work could not be done
@@ -44,13 +45,22 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+def print_text(line: str = "", *, file: TextIO | None = None) -> None:
+    """One line of a text report. Paths, names and messages in it come from file names
+    and the databases: non-printable characters are escaped (naming.printable), so a name
+    holding a newline or an escape sequence cannot forge a line or repaint the terminal."""
+    print(printable(line), file=file or sys.stdout)
+
+
 def error_line(message: str) -> None:
     """The single line a runtime failure leaves on stderr: text for a person on a
-    terminal, a JSON object (``cli.error``) off it, like every other line there."""
+    terminal, a JSON object (``cli.error``) off it, like every other line there; with
+    ``log_file`` set, in the file and on stderr."""
     if logs.human():
         print(f"{PROG}: error: {message}", file=sys.stderr)
     else:
         structlog.get_logger("dsa110_ingest.cli").error("cli.error", error=message)
+        logs.fatal_to_stderr(message, "cli.error")
 
 
 def abs_path(p: str) -> Path:

@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from dsa110_ingest.cli._common import print_text
 from dsa110_ingest.config import Config
 from dsa110_ingest.errors import ConversionError, DatabaseError
 
@@ -28,7 +29,8 @@ DESCRIPTION = (
 EXIT_CODES = {
     0: "converted, or nothing to do (already converted; --force converts again)",
     1: "the conversion failed, the group is unknown or incomplete, the backend is not "
-    "installed, or another worker is converting it right now",
+    "installed, another worker is converting it right now, or its recorded Measurement "
+    "Set is missing on disk (--force writes it again)",
 }
 
 
@@ -62,7 +64,15 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
     with open_index(cfg) as hdf5, open_products(cfg) as products:
         job = hdf5.job(group_id)
         if job is not None and job.state == "converted" and not force:
-            print(
+            if job.ms_path and not os.path.exists(job.ms_path):
+                print_text(
+                    f"convert: {group_id} is recorded as converted to {job.ms_path}, but that "
+                    "Measurement Set is missing on disk; `dsa110-ingest convert --force "
+                    f"{group_id}` writes it again",
+                    file=sys.stderr,
+                )
+                return 1
+            print_text(
                 f"convert: {group_id} is already converted to {job.ms_path} "
                 "(use --force to convert again)",
                 file=sys.stderr,
@@ -71,14 +81,14 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
         try:
             req = build_request(cfg, hdf5, group_id, force=force)
         except ConversionError as e:
-            print(f"convert: {e}", file=sys.stderr)
+            print_text(f"convert: {e}", file=sys.stderr)
             return 1
         g = hdf5.group(group_id)
         with hdf5.transaction(f"queueing {group_id} for a foreground conversion"):
             hdf5.enqueue_job(group_id, g.start_mjd if g else None, time.time(), req.partial)
         if hdf5.lease_job(group_id, owner, time.time(), lease_s) is None:
             held = hdf5.job(group_id)
-            print(
+            print_text(
                 f"convert: {group_id} is being converted by {held.lease_owner} right now "
                 f"(lease for {max(0.0, (held.lease_expires_at or 0) - time.time()):.0f} s "
                 "more); wait for it to finish, then `convert --force` if needed",
@@ -115,7 +125,7 @@ def _convert_keeping_lease(
             if t.is_alive():
                 hdf5.renew_lease(req.group_id, owner, time.time() + lease_s)
         except DatabaseError as e:
-            print(f"convert: renewing the lease failed ({e}); retrying", file=sys.stderr)
+            print_text(f"convert: renewing the lease failed ({e}); retrying", file=sys.stderr)
     return outcome
 
 
@@ -125,11 +135,11 @@ def _record(rec: Recorder, req: ConversionRequest, owner: str, outcome: dict[str
     if "error" in outcome:
         e = outcome["error"]
         state = rec.failure(group_id, owner, e)
-        print(f"convert: {group_id} failed ({e.kind}, {state}): {e}", file=sys.stderr)
+        print_text(f"convert: {group_id} failed ({e.kind}, {state}): {e}", file=sys.stderr)
         return 1
     result = outcome["result"]
     if not rec.success(req, result, owner):
-        print(
+        print_text(
             f"convert: lost the lease of {group_id} to another converter; its result stands",
             file=sys.stderr,
         )
@@ -139,5 +149,5 @@ def _record(rec: Recorder, req: ConversionRequest, owner: str, outcome: dict[str
         if result.get("skipped")
         else f"written in {result.get('seconds', 0):.1f} s"
     )
-    print(f"convert: {group_id} -> {result['ms_path']} ({how})", file=sys.stderr)
+    print_text(f"convert: {group_id} -> {result['ms_path']} ({how})", file=sys.stderr)
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dsa110_ingest.cli._common import EXIT_ERROR, EXIT_OK
+from dsa110_ingest.cli._common import EXIT_ERROR, EXIT_OK, print_text
 from dsa110_ingest.config import Config
 
 NAME = "doctor"
@@ -26,7 +26,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
     checks = run_checks(cfg, Path.cwd())
     for c in checks:
-        print(c.line())
+        print_text(c.line())
     fails = sum(c.level == "FAIL" for c in checks)
     warns = sum(c.level == "WARN" for c in checks)
     print(f"doctor: {fails} FAIL, {warns} WARN, {len(checks) - fails - warns} OK", file=sys.stderr)

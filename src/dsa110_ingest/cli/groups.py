@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from dsa110_ingest.cli._common import EXIT_OK, iso_time, positive_int, print_json
+from dsa110_ingest.cli._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    iso_time,
+    positive_int,
+    print_json,
+    print_text,
+)
 from dsa110_ingest.config import Config
 from dsa110_ingest.naming import missing_subbands
 
@@ -102,11 +111,20 @@ def list_groups(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
+    from dsa110_ingest.times import iso_to_unix
+
+    if args.since and args.until and iso_to_unix(args.since) > iso_to_unix(args.until):
+        print(
+            f"{PROG} groups: error: --since {args.since} is later than --until {args.until}: "
+            f"no group can match; swap them (see `{PROG} groups --help`)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     out = list_groups(cfg, args)
     if args.json:
         print_json(out)
         return EXIT_OK
-    print(f"{'group_id':20} {'state':11} {'subbands':>8} {'conversion':11} {'tries':>5}  note")
+    print_text(f"{'group_id':20} {'state':11} {'subbands':>8} {'conversion':11} {'tries':>5}  note")
     for g in out:
         if g["conversion"] == MS_MISSING:
             note = f"{g['ms_path']} is gone (prune); `dsa110-ingest convert --force` rewrites it"
@@ -116,7 +134,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
                 if g["missing_subbands"]
                 else g["ms_path"] or ""
             )
-        print(
+        print_text(
             f"{g['group_id']:20} {g['state']:11} {g['n_subbands']:>4}/{g['expected_subbands']:<3}"
             f" {g['conversion'] or '-':11} {g['attempts'] or 0:>5}  {note}"
         )

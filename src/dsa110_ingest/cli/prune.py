@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from dsa110_ingest.cli._common import print_text
 from dsa110_ingest.config import Config
 from dsa110_ingest.db import backend_of, open_index, open_products
 from dsa110_ingest.nodes import this_nodes_paths, under
@@ -45,13 +46,19 @@ def _prune_files(cfg: Config, *, dry_run: bool) -> None:
         # on a shared index, another node's files are not on this host's disks
         mine = this_nodes_paths(hdf5, cfg)
         missing = [p for p in hdf5.paths_on_disk() if mine(p) and not os.path.exists(p)]
+        # marked by the daemon's reconcile (or an earlier prune): not news, but not nothing
+        already = hdf5.counts().files.get("missing", 0)
         for p in missing:
-            print(f"prune: file gone: {p}")
+            print_text(f"prune: file gone: {p}")
         if missing and not dry_run:
             with hdf5.transaction("pruning vanished files"):
                 hdf5.mark_missing(missing)
     verb = "would mark" if dry_run else "marked"
-    print(f"prune: {verb} {len(missing)} vanished subband file(s) stored = 0", file=sys.stderr)
+    print(
+        f"prune: {len(missing)} subband file(s) newly missing ({verb} stored = 0), "
+        f"{already} already marked missing",
+        file=sys.stderr,
+    )
 
 
 def _prune_ms(cfg: Config, *, dry_run: bool, delete_rows: bool) -> None:
@@ -63,7 +70,7 @@ def _prune_ms(cfg: Config, *, dry_run: bool, delete_rows: bool) -> None:
         missing = [r.path for r in rows if not os.path.exists(r.path)]
         now = time.time()
         for p in missing:
-            print(f"prune: MS gone: {p}")
+            print_text(f"prune: MS gone: {p}")
             if dry_run:
                 continue
             if delete_rows:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from dsa110_ingest import __version__
-from dsa110_ingest.cli._common import print_json
+from dsa110_ingest.cli._common import print_json, print_text
 from dsa110_ingest.config import Config, redact_db
 from dsa110_ingest.db.records import Heartbeat
 from dsa110_ingest.nodes import node_state, node_states
@@ -128,13 +128,14 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(st)
         return code
-    print(f"version:     {st['version']}")
-    print(f"HDF5 DB:     {st['hdf5_db']}\nproducts DB: {st['products_db']}")
+    print_text(f"version:     {st['version']}")
+    print_text(f"HDF5 DB:     {st['hdf5_db']}")
+    print_text(f"products DB: {st['products_db']}")
     for k in ("files", "groups", "conversions", "events"):
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(st[k].items())) or "none"
-        print(f"{k + ':':13}{parts}")
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(st[k].items()) if n)
+        print_text(f"{k + ':':13}{parts or ('none indexed' if k == 'files' else 'none')}")
     daemon_version = (st["heartbeat"] or {}).get("status", {}).get("version")
-    print(
+    print_text(
         f"daemon:      {describe_daemon(st)}"
         + (f" (version {daemon_version})" if daemon_version else "")
     )
@@ -142,19 +143,26 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     if others:
         # a shared index: every node's daemon, this one first
         width = max(len(n["node"]) for n in st["nodes"])
-        print(f"nodes:       {len(st['nodes'])}")
+        print_text(f"nodes:       {len(st['nodes'])}")
         for n in sorted(st["nodes"], key=lambda n: (not n["this_node"], n["node"])):
             where = f" on {n['hostname']}" if n["hostname"] and n["state"] != "stopped" else ""
             mark = " (this node)" if n["this_node"] else ""
-            print(f"  {n['node']:{width}}  {describe_node(n, n['heartbeat'])}{where}{mark}")
+            print_text(f"  {n['node']:{width}}  {describe_node(n, n['heartbeat'])}{where}{mark}")
     ex = (st["heartbeat"] or {}).get("status", {}).get("executor")
-    if ex:
-        print("executor:    " + describe_executor(ex))
+    if ex and st["daemon"]["state"] != "stopped":
+        print_text("executor:    " + describe_executor(ex))
+    elif ex and ex.get("running"):
+        # the last heartbeat of a daemon that is gone: nothing runs now
+        print_text(
+            f"executor:    {ex['executor']}; was converting {', '.join(ex['running'])} when "
+            "the daemon stopped: converted again when the daemon runs (once the lease "
+            f"expires, at most {cfg.convert.lease_seconds:.0f} s after)"
+        )
     for r in st["rejected_files"][:50]:
-        print(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
+        print_text(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
     for j in st["conversion_errors"]:
         what = "failed" if j["state"] == "failed" else "retrying"
-        print(f"  conversion {what} ({j['attempts']}x) {j['group_id']}: {j['last_error']}")
+        print_text(f"  conversion {what} ({j['attempts']}x) {j['group_id']}: {j['last_error']}")
     return code
 
 

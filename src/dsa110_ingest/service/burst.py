@@ -91,18 +91,14 @@ def _drain_conversions(rt: Runtime, d: Dispatcher, progress: bool) -> bool:
     if not open_jobs:
         return True
     tell(f"rescan: converting {open_jobs} group(s)", "rescan.converting", groups=open_jobs)
+    before = rt.db.state_counts()[1]
     d.start()
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(logs.ProgressBar("groups converted")) if progress else None
         drain = _Drain(rt.db, d, open_jobs, bar)
         phases = [Phase("waiting", drain.note_waiting), Phase("pause", lambda: time.sleep(TURN_S))]
         Loop(phases, [], rt.flags, drained=drain.drained).run()
-    counts = sorted(rt.db.counts().conversions.items())
-    tell(
-        "rescan: conversions " + ", ".join(f"{n} {s}" for s, n in counts),
-        "rescan.conversions",
-        **dict(counts),
-    )
+    _report_pass(before, rt.db.state_counts()[1], rt.db.jobs_open())
     for gid in sorted(d.failed | d.waiting_on_node):
         job = rt.db.job(gid)
         what = "failed" if gid in d.failed else "waits on this node"
@@ -116,3 +112,16 @@ def _drain_conversions(rt: Runtime, d: Dispatcher, progress: bool) -> bool:
             error=error,
         )
     return not (d.failed or d.waiting_on_node)
+
+
+def _report_pass(before: dict[str, int], after: dict[str, int], left: int) -> None:
+    """What this pass's drain did: the lock keeps a daemon away meanwhile, so the growth
+    of each finished state is this pass's count (the database's totals are `status`'s)."""
+    done = {s: max(0, after.get(s, 0) - before.get(s, 0)) for s in ("converted", "failed")}
+    tell(
+        f"rescan: conversions in this pass: {done['converted']} converted, "
+        f"{done['failed']} failed, {left} not done (pending or waiting)",
+        "rescan.conversions",
+        **done,
+        not_done=left,
+    )

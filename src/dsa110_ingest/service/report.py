@@ -13,6 +13,7 @@ import structlog
 from dsa110_ingest import events as ev
 from dsa110_ingest import logs
 from dsa110_ingest.ingest.indexer import BatchResult
+from dsa110_ingest.naming import printable
 
 log = structlog.get_logger("dsa110_ingest.service")
 
@@ -28,8 +29,10 @@ def tell(text: str, event: str, level: str = "info", **fields: Any) -> None:
 
 
 def error_line(e: BaseException | str, event: str) -> None:
-    """One line for a person on a terminal, one JSON object off it."""
+    """One line for a person on a terminal, one JSON object off it (on stderr even when
+    the log goes to a file)."""
     tell(f"dsa110-ingest: error: {e}", event, "error", error=str(e))
+    logs.fatal_to_stderr(str(e), event)
 
 
 def batch_summary(what: str, r: BatchResult, seconds: float, **extra: str) -> None:
@@ -61,7 +64,7 @@ def batch_summary(what: str, r: BatchResult, seconds: float, **extra: str) -> No
     if not logs.human():
         return
     for path, msg in r.rejections[:REJECTIONS_SHOWN]:
-        print(f"  rejected {path}: {msg}", file=sys.stderr)
+        print(printable(f"  rejected {path}: {msg}"), file=sys.stderr)
     if len(r.rejections) > REJECTIONS_SHOWN:
         more = len(r.rejections) - REJECTIONS_SHOWN
         print(f"  ... and {more} more (see `dsa110-ingest status`)", file=sys.stderr)
