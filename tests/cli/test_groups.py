@@ -68,3 +68,24 @@ def test_since_later_than_until_is_a_usage_error_naming_both(site: Site) -> None
     )
     ok = site.cli("groups", "--since", "2025-10-02T00:00:00", "--until", "2025-10-02T00:00:00")
     assert ok.returncode == 0
+
+
+def test_a_group_says_why_a_subband_is_missing(site: Site, sim_groups) -> None:
+    """sb04 arrived truncated, sb05 was deleted after indexing: `groups` names both, in
+    JSON and in the table, instead of a bare "missing sb04,sb05"."""
+    files = {int(p.name[-7:-5]): p for p in sim_groups(site.incoming, n=1)}
+    with open(files[4], "r+b") as f:
+        f.truncate(files[4].stat().st_size // 2)
+    site.cli("index-hdf5", str(site.incoming))
+    files[5].unlink()
+    site.cli("prune")
+    (g,) = site.cli_json("groups", "--json")
+    assert (g["state"], g["n_subbands"]) == ("collecting", 14)
+    assert g["missing_subbands"] == ["sb04", "sb05"]
+    assert g["files_gone"] == [str(files[5])]
+    assert str(files[5]) not in g["files"]
+    (why,) = g["rejected"]
+    assert (why["path"], why["subband"]) == (str(files[4]), "sb04") and why["reason"]
+    row = next(x for x in site.cli("groups").stdout.splitlines() if x.startswith(g["group_id"]))
+    assert f"missing sb04,sb05 (sb04 rejected: {why['reason']}: " in row
+    assert "1 gone from disk" in row

@@ -50,10 +50,13 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true", help="a JSON array instead of a table")
 
 
-def group_json(r: Any, files: list[Any], ms_status: str | None) -> dict[str, Any]:
+def group_json(
+    r: Any, files: list[Any], ms_status: str | None, rejected: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     conversion = r.convert_state
     if conversion == "converted" and ms_status in ("missing", None):
         conversion = MS_MISSING
+    on_disk = [f for f in files if not f.missing]
     return {
         "group_id": r.group_id,
         "state": r.state,
@@ -62,8 +65,12 @@ def group_json(r: Any, files: list[Any], ms_status: str | None) -> dict[str, Any
         "n_conflicts": r.n_conflicts,
         "start_mjd": r.start_mjd,
         "end_mjd": r.end_mjd,
-        "missing_subbands": missing_subbands((f.subband_num for f in files), r.expected_subbands),
-        "files": [f.path for f in files],
+        "missing_subbands": missing_subbands((f.subband_num for f in on_disk), r.expected_subbands),
+        "files": [f.path for f in on_disk],
+        "files_gone": [f.path for f in files if f.missing],
+        # files whose names place them in this group but that could not be indexed: the
+        # answer to "why is sb04 missing"
+        "rejected": rejected or [],
         "conversion": conversion,
         "attempts": r.attempts,
         "last_error": r.last_error,
@@ -88,6 +95,35 @@ def _ms_statuses(products_db: Path | str, paths: list[str]) -> dict[str, str | N
         return {p: (row.status if (row := products.ms(p)) else unrecorded(p)) for p in paths}
 
 
+def _rejected_by_group(cfg: Config, rejected: list[Any], rows: list[Any]) -> dict[str, list]:
+    """Each rejected file whose name places it in one of ``rows`` (within the clustering
+    tolerance of the group's span), by group."""
+    from dsa110_ingest.errors import MisnamedFileError
+    from dsa110_ingest.naming import NameParser, printable
+
+    parser = NameParser(cfg.pattern, cfg.groups.expected_subbands)
+    tol = cfg.groups.cluster_tolerance_seconds
+    out: dict[str, list[dict[str, str]]] = {}
+    for rf in rejected:
+        try:
+            name = parser.parse(rf.path, os.path.basename(rf.path))
+        except MisnamedFileError:
+            continue  # its name says no group
+        ts = name.timestamp_unix
+        for r in rows:
+            if r.min_ts - tol <= ts <= r.max_ts + tol:
+                out.setdefault(r.group_id, []).append(
+                    {
+                        "path": printable(rf.path),
+                        "subband": name.subband_code,
+                        "reason": rf.reason,
+                        "detail": rf.detail,
+                    }
+                )
+                break
+    return out
+
+
 def list_groups(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
     from dsa110_ingest.db import open_index
     from dsa110_ingest.times import iso_to_unix
@@ -102,8 +138,12 @@ def list_groups(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
             args.limit if args.state not in ("converted", MS_MISSING) else None,
         )
         files = db.files_of_groups([r.group_id for r in rows])
+        waiting = [r for r in rows if r.n_subbands < r.expected_subbands]
+        rejected = _rejected_by_group(cfg, db.rejected(), waiting) if waiting else {}
     ms = _ms_statuses(cfg.products_db, [r.ms_path for r in rows if r.convert_state == "converted"])
-    out = [group_json(r, files[r.group_id], ms.get(r.ms_path)) for r in rows]
+    out = [
+        group_json(r, files[r.group_id], ms.get(r.ms_path), rejected.get(r.group_id)) for r in rows
+    ]
     if args.state in ("converted", MS_MISSING):
         out = [g for g in out if g["conversion"] == args.state or g["state"] == args.state]
         out = out[: args.limit] if args.limit else out
@@ -130,12 +170,26 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             note = f"{g['ms_path']} is gone (prune); `dsa110-ingest convert --force` rewrites it"
         else:
             note = g["last_error"] or (
-                ("missing " + ",".join(g["missing_subbands"]))
-                if g["missing_subbands"]
-                else g["ms_path"] or ""
+                _missing_note(g) if g["missing_subbands"] else g["ms_path"] or ""
             )
         print_text(
             f"{g['group_id']:20} {g['state']:11} {g['n_subbands']:>4}/{g['expected_subbands']:<3}"
             f" {g['conversion'] or '-':11} {g['attempts'] or 0:>5}  {note}"
         )
     return EXIT_OK
+
+
+def _missing_note(g: dict[str, Any]) -> str:
+    """``missing sb03,sb04 (sb04 rejected: truncated: ...)``: why, where the index knows."""
+    why = [
+        f"{r['subband']} rejected: {r['reason']}: {r['detail']}"
+        for r in g["rejected"]
+        if r["subband"] in g["missing_subbands"]
+    ]
+    gone = f"; {len(g['files_gone'])} gone from disk" if g["files_gone"] else ""
+    return (
+        "missing "
+        + ",".join(g["missing_subbands"])
+        + (f" ({'; '.join(why)})" if why else "")
+        + gone
+    )
