@@ -186,7 +186,8 @@ def test_prune_marks_vanished_files_and_ms(legacy_site: Site, sim_groups) -> Non
         db.upsert_ms({"path": str(ms / "gone.ms"), "status": "converted"})
     files[0].unlink()
     dry = legacy_site.cli("prune", "--dry-run")
-    assert "would mark 1 vanished" in dry.stderr and f"MS gone: {ms / 'gone.ms'}" in dry.stdout
+    assert "1 subband file(s) newly missing (would mark stored = 0)" in dry.stderr
+    assert f"MS gone: {ms / 'gone.ms'}" in dry.stdout
     legacy_site.cli("prune")
     h = _hdf5(legacy_site)
     assert h.execute(

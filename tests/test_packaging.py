@@ -132,7 +132,7 @@ def test_readme_commands_in_a_fresh_install_without_the_convert_extra(installed:
 
     p = _cli(installed, *c, "doctor")
     assert p.returncode == 1
-    assert 'FAIL  converter: [convert] backend = "native" needs pyuvdata' in p.stdout
+    assert 'FAIL  converter: [convert] backend = "native" needs python-casacore' in p.stdout
     assert "pip install 'dsa110-ingest[convert]'" in p.stdout
     p = _cli(installed, *c, "run", "--rescan")
     assert p.returncode == 1 and "pip install 'dsa110-ingest[convert]'" in p.stderr

@@ -236,7 +236,8 @@ def _insert_legacy_row(
     hdf5.insert_file_if_new(out)
     rep.inserted += 1
     rep.conflicts += conflict
-    hdf5.refresh_group(placed.group_id, placed.min_ts, placed.max_ts, now)
+    # settled history: a legacy file gone since still counts in the observation it made
+    hdf5.refresh_group(placed.group_id, placed.min_ts, placed.max_ts, now, history=True)
 
 
 def _legacy_groups(

@@ -31,6 +31,6 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
     db = abs_path(args.hdf5_db) if args.hdf5_db else cfg.hdf5_db
     t0 = time.monotonic()
-    r = index_hdf5_files(args.directory, db, config=cfg, recursive=args.recursive)
-    batch_summary("index-hdf5", r, time.monotonic() - t0, hdf5_db=str(db))
+    result = index_hdf5_files(args.directory, db, config=cfg, recursive=args.recursive)
+    batch_summary("index-hdf5", result, time.monotonic() - t0, hdf5_db=str(db))
     return EXIT_OK

@@ -54,18 +54,18 @@ def read_file_header(path: str, subband: int) -> FileHeader:
     except OSError as e:
         raise bad(f"not a readable HDF5 file ({e})") from None
     with f:
-        h = f.get("Header")
-        if not isinstance(h, h5py.Group):
+        header = f.get("Header")
+        if not isinstance(header, h5py.Group):
             raise bad("no Header group")
 
         def arr(key: str) -> np.ndarray:
-            ds = h.get(key)
+            ds = header.get(key)
             if not isinstance(ds, h5py.Dataset):
                 raise bad(f"Header/{key} is missing")
             return np.asarray(ds[()])
 
         def text(key: str, default: str) -> str:
-            ds = h.get(key)
+            ds = header.get(key)
             if not isinstance(ds, h5py.Dataset):
                 return default
             v = ds[()]
@@ -84,7 +84,7 @@ def read_file_header(path: str, subband: int) -> FileHeader:
         if not np.all(np.isfinite(times)) or not np.all(integ > 0):
             raise bad("time_array is not finite or integration_time is not positive")
         dec: float | None = None
-        ek = h.get("extra_keywords")
+        ek = header.get("extra_keywords")
         if isinstance(ek, h5py.Group) and isinstance(ek.get("phase_center_dec"), h5py.Dataset):
             v = np.asarray(ek["phase_center_dec"][()]).reshape(-1)
             if v.size != 1 or not np.isfinite(v[0]) or abs(float(v[0])) > math.pi / 2:
@@ -112,7 +112,7 @@ def pointing(
 ) -> tuple[float, str]:
     if override_deg is not None and not math.isnan(override_deg):
         return math.radians(override_deg), "config"
-    decs = [h.pointing_dec_rad for h in heads]
+    decs = [head.pointing_dec_rad for head in heads]
     have = [d for d in decs if d is not None]
     if not have:
         lat = heads[0].lat_deg
@@ -127,9 +127,13 @@ def pointing(
     ref = have[0]
     if len(have) != len(decs) or any(abs(d - ref) > DEC_AGREE_RAD for d in have):
         listing = ", ".join(
-            f"sb{h.subband:02d}="
-            + ("none" if h.pointing_dec_rad is None else f"{math.degrees(h.pointing_dec_rad):.4f}")
-            for h in heads
+            f"sb{head.subband:02d}="
+            + (
+                "none"
+                if head.pointing_dec_rad is None
+                else f"{math.degrees(head.pointing_dec_rad):.4f}"
+            )
+            for head in heads
         )
         raise PermanentConversionError(
             f"group {group_id}: subbands disagree on the pointing declination "
@@ -144,7 +148,7 @@ def time_grid(
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """The MS's integration grid and, per subband, (distinct times, grid index of each)."""
     tol = tol_s / SECONDS_PER_DAY
-    uniq = [np.unique(h.time_jd) for h in heads]
+    uniq = [np.unique(head.time_jd) for head in heads]
     allt = np.concatenate(uniq)
     owner = np.concatenate([np.full(u.size, k) for k, u in enumerate(uniq)])
     order = np.argsort(allt, kind="stable")
@@ -175,12 +179,13 @@ def time_grid(
     else:
         lo, hi = grid[major[0]] - tol, grid[major[-1]] + tol
     strays = []
-    for h, (u, _) in zip(heads, per_sb, strict=True):
+    for head, (u, _) in zip(heads, per_sb, strict=True):
         inside = float(np.mean((u >= lo) & (u <= hi)))
         if inside < min_overlap:
             ref = grid[major[0]] if major.size else float(np.median(allt))
             strays.append(
-                f"sb{h.subband:02d} ({h.path}) starts {(u[0] - ref) * SECONDS_PER_DAY:+.1f} s "
+                f"sb{head.subband:02d} ({head.path}) starts "
+                f"{(u[0] - ref) * SECONDS_PER_DAY:+.1f} s "
                 f"from the group ({inside:.0%} of its integrations overlap)"
             )
     if strays:
@@ -196,15 +201,15 @@ def channel_order(heads: list[FileHeader], group_id: str) -> list[bool]:
     """Whether each subband's channels descend; refuses shuffled channels, subbands
     overlapping in frequency and subbands disagreeing on polarizations."""
     subband_desc: list[bool] = []
-    for h in heads:
-        d = np.diff(h.freq_hz)
+    for head in heads:
+        d = np.diff(head.freq_hz)
         if d.size and np.all(d < 0):
             subband_desc.append(True)
         elif d.size == 0 or np.all(d > 0):
             subband_desc.append(False)
         else:
             raise PermanentConversionError(
-                f"sb{h.subband:02d} ({h.path}): channel frequencies are neither ascending "
+                f"sb{head.subband:02d} ({head.path}): channel frequencies are neither ascending "
                 "nor descending (duplicate or shuffled channels); the file is damaged"
             )
     for a, b in itertools.pairwise(heads):
@@ -216,26 +221,26 @@ def channel_order(heads: list[FileHeader], group_id: str) -> list[bool]:
                 f"{b.freq_hz.max() / 1e6:.3f} MHz): one of them is a copy under the wrong "
                 "name; remove it and `dsa110-ingest retry` the group"
             )
-    if len({h.pols for h in heads}) > 1:
+    if len({head.pols for head in heads}) > 1:
         raise PermanentConversionError(
             f"group {group_id}: subbands disagree on polarizations: "
-            + ", ".join(f"sb{h.subband:02d} {list(h.pols)}" for h in heads)
+            + ", ".join(f"sb{head.subband:02d} {list(head.pols)}" for head in heads)
         )
     return subband_desc
 
 
-def bl_keys(h: FileHeader) -> np.ndarray:
-    return h.ant1 * (1 << 20) + h.ant2
+def bl_keys(head: FileHeader) -> np.ndarray:
+    return head.ant1 * (1 << 20) + head.ant2
 
 
 def common_baselines(heads: list[FileHeader], group_id: str) -> np.ndarray:
     """The sorted baseline keys every subband must share."""
     ref_bls = np.unique(bl_keys(heads[0]))
-    for h in heads[1:]:
-        bls = np.unique(bl_keys(h))
+    for head in heads[1:]:
+        bls = np.unique(bl_keys(head))
         if bls.size != ref_bls.size or not np.array_equal(bls, ref_bls):
             raise PermanentConversionError(
-                f"group {group_id}: sb{h.subband:02d} ({h.path}) has {bls.size} baselines, "
+                f"group {group_id}: sb{head.subband:02d} ({head.path}) has {bls.size} baselines, "
                 f"sb{heads[0].subband:02d} has {ref_bls.size} (or other antenna pairs): the "
                 "files do not come from one correlator configuration"
             )

@@ -70,17 +70,17 @@ def join_group(
     the caller's transaction. Returns the placement and whether the subband was taken."""
     # two writers (nodes) placing files of one observation must not both create a group
     db.lock_time_window(ts, g.cluster_tolerance_seconds)
-    pl = place(ts, db.groups_near(ts, g.cluster_tolerance_seconds))
-    if pl.target is None:
+    placement = place(ts, db.groups_near(ts, g.cluster_tolerance_seconds))
+    if placement.target is None:
         db.create_group(
-            pl.group_id, ts, g.expected_subbands, now, now + g.incomplete_timeout_seconds
+            placement.group_id, ts, g.expected_subbands, now, now + g.incomplete_timeout_seconds
         )
     else:
-        for other in pl.merge:
-            db.absorb_group(pl.target.group_id, other.group_id)
-        if pl.group_id != pl.target.group_id:
-            db.rename_group(pl.target.group_id, pl.group_id)
-    return pl, db.subband_taken(pl.group_id, subband)
+        for other in placement.merge:
+            db.absorb_group(placement.target.group_id, other.group_id)
+        if placement.group_id != placement.target.group_id:
+            db.rename_group(placement.target.group_id, placement.group_id)
+    return placement, db.subband_taken(placement.group_id, subband)
 
 
 @dataclass(frozen=True, slots=True)

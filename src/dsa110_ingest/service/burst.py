@@ -26,17 +26,17 @@ from dsa110_ingest.service.work import TURN_S, Work
 def rescan(rt: Runtime, progress: bool, started: float) -> int:
     """Exit status: 1 when a location is missing or a conversion of this pass failed."""
     health = Health(rt)
-    r = _index_all(rt, health, progress)
-    Work(rt, health).publish(r)
-    batch_summary("rescan", r, time.monotonic() - started)
+    result = _index_all(rt, health, progress)
+    Work(rt, health).publish(result)
+    batch_summary("rescan", result, time.monotonic() - started)
     conversions_ok = _drain_conversions(rt, rt.dispatcher, progress) if rt.dispatcher else True
-    for loc in r.missing_locations:
+    for loc in result.missing_locations:
         error_line(
             f"storage location {loc} does not exist; mount or create it, or remove "
             "it from the config",
             "rescan.location_missing",
         )
-    return EXIT_FATAL if r.missing_locations or not conversions_ok else EXIT_OK
+    return EXIT_FATAL if result.missing_locations or not conversions_ok else EXIT_OK
 
 
 def _index_all(rt: Runtime, health: Health, progress: bool) -> BatchResult:

@@ -86,29 +86,29 @@ class Work:
                     rt.locked.discard(it.src_path)
         if not ready:
             return
-        r = self.guard(lambda: rt.indexer.index_paths(list(ready)))
-        if r is None:
+        result = self.guard(lambda: rt.indexer.index_paths(list(ready)))
+        if result is None:
             # the DB refused the batch (locked past every retry): keep the work for later
             for p, seen in ready.items():
                 rt.locked.defer(p, seen, first_delay=REFUSED_DELAY_S)
             return
         now = time.time()
         for p in ready:
-            if p not in r.deferred:
+            if p not in result.deferred:
                 rt.locked.discard(p)
-        for p in r.deferred:
+        for p in result.deferred:
             rt.locked.defer(p, ready.get(p, now))
-        self._observe_latency(ready, r, now)
-        self.publish(r)
+        self._observe_latency(ready, result, now)
+        self.publish(result)
 
-    def _observe_latency(self, ready: dict[str, float], r: BatchResult, now: float) -> None:
+    def _observe_latency(self, ready: dict[str, float], result: BatchResult, now: float) -> None:
         m = self.rt.metrics
-        if r.indexed + r.updated + r.moved:
+        if result.indexed + result.updated + result.moved:
             for seen in ready.values():
                 m.index_latency.observe(max(0.0, now - seen))
-        for etype, gid in r.events:
-            if etype == ev.GROUP_COMPLETE and gid in r.completed_by:
-                seen = ready.get(r.completed_by[gid])
+        for etype, gid in result.events:
+            if etype == ev.GROUP_COMPLETE and gid in result.completed_by:
+                seen = ready.get(result.completed_by[gid])
                 if seen:
                     m.event_latency.observe(max(0.0, now - seen))
 
@@ -118,20 +118,20 @@ class Work:
         rt = self.rt
         t0 = time.monotonic()
         on_progress = progress or self.health.progress_reporter()
-        r = self.guard(lambda: rt.indexer.reconcile(on_progress=on_progress))
-        if r is None:
+        result = self.guard(lambda: rt.indexer.reconcile(on_progress=on_progress))
+        if result is None:
             return None
         rt.metrics.reconcile_runs.inc()
-        found = r.indexed + r.moved
+        found = result.indexed + result.moved
         if found and reason != "start-up":
             rt.metrics.reconcile_found.inc(found)
         log.info(
             "reconcile.done",
             reason=reason,
             found=found,
-            unchanged=r.unchanged,
-            rejected=r.rejected,
-            missing=r.missing,
+            unchanged=result.unchanged,
+            rejected=result.rejected,
+            missing=result.missing,
             seconds=round(time.monotonic() - t0, 3),
         )
         if found and reason == "periodic":
@@ -141,15 +141,15 @@ class Work:
                 hint='the watcher missed these; on NFS/FUSE use watch = "poll"',
             )
         now = time.time()  # a busy file found now was seen finished no earlier than now
-        for p in r.deferred:
+        for p in result.deferred:
             rt.locked.defer(p, now)
-        self.publish(r)
-        return r
+        self.publish(result)
+        return result
 
     def guard(self, fn: Callable[[], BatchResult]) -> BatchResult | None:
         """Run one unit of DB work; None: it failed, was logged, and is retried later."""
         try:
-            r = fn()
+            result = fn()
         except DatabaseError as e:
             log.error("service.db_error", error=str(e), hint="work is kept and retried")
             self.health.work_error = str(e)
@@ -160,23 +160,23 @@ class Work:
             self.rt.fds.report(e, where="indexing")
             return None
         self.health.work_error = None
-        return r
+        return result
 
-    def publish(self, r: BatchResult | None) -> None:
+    def publish(self, result: BatchResult | None) -> None:
         """Count a batch's outcome, wake the dispatcher and mirror its events."""
-        if r is None:
+        if result is None:
             return
         rt, c = self.rt, self.rt.counters
-        c.indexed += r.indexed
-        c.rejected += r.rejected
-        rt.metrics.files_indexed.inc(r.indexed)
-        rt.metrics.files_rejected.inc(r.rejected)
-        if r.indexed + r.updated + r.moved:
+        c.indexed += result.indexed
+        c.rejected += result.rejected
+        rt.metrics.files_indexed.inc(result.indexed)
+        rt.metrics.files_rejected.inc(result.rejected)
+        if result.indexed + result.updated + result.moved:
             rt.metrics.last_file_indexed.set(time.time())
-        for etype, _gid in r.events:
+        for etype, _gid in result.events:
             c.events[etype] = c.events.get(etype, 0) + 1
             rt.metrics.events.labels(etype).inc()
-        if r.events:
+        if result.events:
             rt.metrics.last_event.set(time.time())
             rt.note_event_ids()
             if rt.dispatcher:

@@ -108,38 +108,38 @@ def write_subband_file(
         freqs = freqs[::-1]
 
     with h5py.File(path, "w") as f:
-        h = f.create_group("Header")
-        h["latitude"] = SITE_LAT_DEG
-        h["longitude"] = SITE_LON_DEG
-        h["altitude"] = SITE_ALT_M
-        h["telescope_name"] = np.bytes_("OVRO_DSA")
-        h["instrument"] = np.bytes_("DSA")
-        h["history"] = np.bytes_("written by dsa110_ingest.simulate")
-        h["vis_units"] = np.bytes_("uncalib")
-        h["object_name"] = np.bytes_("search")
-        h["phase_type"] = np.bytes_("drift")
-        h["Nants_data"] = p.nants
-        h["Nants_telescope"] = p.nants
-        h["Nbls"] = nbls
-        h["Nblts"] = nblts
-        h["Nfreqs"] = p.nchan
-        h["Npols"] = p.npols
-        h["Nspws"] = 1
-        h["Ntimes"] = p.ntimes
-        h["antenna_names"] = np.array([f"pad{i + 1}".encode() for i in range(p.nants)])
-        h["antenna_numbers"] = np.arange(p.nants, dtype=np.int64)
-        h["antenna_positions"] = _enu_to_ecef_rel(enu)
-        h["antenna_diameters"] = np.full(p.nants, 4.65)
-        h["ant_1_array"] = ant1
-        h["ant_2_array"] = ant2
-        h["uvw_array"] = uvw
-        h["time_array"] = jd
-        h["integration_time"] = np.full(nblts, INTEGRATION_S)
-        h["freq_array"] = freqs[np.newaxis, :]
-        h["channel_width"] = width
-        h["spw_array"] = np.array([0], dtype=np.int64)
-        h["polarization_array"] = np.array([-5, -6, -7, -8][: p.npols], dtype=np.int64)
-        ek = h.create_group("extra_keywords")
+        header = f.create_group("Header")
+        header["latitude"] = SITE_LAT_DEG
+        header["longitude"] = SITE_LON_DEG
+        header["altitude"] = SITE_ALT_M
+        header["telescope_name"] = np.bytes_("OVRO_DSA")
+        header["instrument"] = np.bytes_("DSA")
+        header["history"] = np.bytes_("written by dsa110_ingest.simulate")
+        header["vis_units"] = np.bytes_("uncalib")
+        header["object_name"] = np.bytes_("search")
+        header["phase_type"] = np.bytes_("drift")
+        header["Nants_data"] = p.nants
+        header["Nants_telescope"] = p.nants
+        header["Nbls"] = nbls
+        header["Nblts"] = nblts
+        header["Nfreqs"] = p.nchan
+        header["Npols"] = p.npols
+        header["Nspws"] = 1
+        header["Ntimes"] = p.ntimes
+        header["antenna_names"] = np.array([f"pad{i + 1}".encode() for i in range(p.nants)])
+        header["antenna_numbers"] = np.arange(p.nants, dtype=np.int64)
+        header["antenna_positions"] = _enu_to_ecef_rel(enu)
+        header["antenna_diameters"] = np.full(p.nants, 4.65)
+        header["ant_1_array"] = ant1
+        header["ant_2_array"] = ant2
+        header["uvw_array"] = uvw
+        header["time_array"] = jd
+        header["integration_time"] = np.full(nblts, INTEGRATION_S)
+        header["freq_array"] = freqs[np.newaxis, :]
+        header["channel_width"] = width
+        header["spw_array"] = np.array([0], dtype=np.int64)
+        header["polarization_array"] = np.array([-5, -6, -7, -8][: p.npols], dtype=np.int64)
+        ek = header.create_group("extra_keywords")
         ek["phase_center_dec"] = math.radians(p.dec_deg)
         ek["ha_phase_center"] = 0.0
         d = f.create_group("Data")

@@ -90,13 +90,13 @@ def _row_map(row_index: np.ndarray, n_rows: int) -> np.ndarray | None:
 def _freq_params(sb: recipe.SubbandPlan, default_spw: int) -> tuple[np.ndarray, np.ndarray]:
     """Channel widths and spw ids of one file, in the MS's (ascending) channel order."""
     with h5py.File(sb.path, "r") as f:
-        h = f["Header"]
+        header = f["Header"]
         width = np.broadcast_to(
-            np.asarray(h["channel_width"][()], dtype=np.float64).reshape(-1), (sb.n_channels,)
+            np.asarray(header["channel_width"][()], dtype=np.float64).reshape(-1), (sb.n_channels,)
         )
         spw = (
-            np.asarray(h["flex_spw_id_array"][()]).reshape(-1)
-            if "flex_spw_id_array" in h
+            np.asarray(header["flex_spw_id_array"][()]).reshape(-1)
+            if "flex_spw_id_array" in header
             else np.full(sb.n_channels, default_spw)
         )
     if sb.descending:

@@ -72,7 +72,7 @@ def _keyword_value(v: np.ndarray) -> Any:
 
 class _Reader:
     def __init__(self, path: str, header: Node) -> None:
-        self.path, self.h = path, header
+        self.path, self.header = path, header
 
     def bad(self, what: str) -> PermanentConversionError:
         return PermanentConversionError(
@@ -81,7 +81,7 @@ class _Reader:
         )
 
     def array(self, key: str, max_size: int, *, required: bool = True) -> np.ndarray | None:
-        v = self.h.read(key, max_size, max_bytes=64 << 20)
+        v = self.header.read(key, max_size, max_bytes=64 << 20)
         if v is None and required:
             raise self.bad(f"Header/{key} is missing")
         return v
@@ -92,7 +92,7 @@ class _Reader:
         return v
 
     def text(self, key: str, default: str | None) -> str | None:
-        v = self.h.read(key, 1, MAX_TEXT_BYTES)
+        v = self.header.read(key, 1, MAX_TEXT_BYTES)
         return default if v is None else _text(v).strip()
 
 

@@ -46,11 +46,14 @@ class GroupStore(Store):
         """Whether a member not in conflict of the group already has this subband."""
 
     @abc.abstractmethod
-    def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> Group:
+    def refresh_group(
+        self, group_id: str, min_ts: float, max_ts: float, now: float, *, history: bool = False
+    ) -> Group:
         """*Inside a transaction.* Widen the span to include [min_ts, max_ts], recount
-        subbands, conflicts and MJD span from the member files, touch ``last_seen_at``,
-        and remember the longest group span (for :meth:`groups_overlapping`). Returns
-        the updated row."""
+        subbands (members on disk; with ``history``, every member ever indexed: how a
+        migrated legacy observation was seen), conflicts and MJD span from the member
+        files, touch ``last_seen_at``, and remember the longest group span (for
+        :meth:`groups_overlapping`). Returns the updated row."""
 
     @abc.abstractmethod
     def set_group_state(self, group_id: str, state: str, now: float) -> None:

@@ -151,7 +151,9 @@ class PgGroups(GroupStore):
             is not None
         )
 
-    def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> Group:
+    def refresh_group(
+        self, group_id: str, min_ts: float, max_ts: float, now: float, *, history: bool = False
+    ) -> Group:
         # the row lock first, in a statement of its own: the recount below then runs on a
         # snapshot taken after any other writer of this group committed (a subquery of the
         # UPDATE itself would keep the snapshot from before the wait and miss its file),
@@ -161,12 +163,12 @@ class PgGroups(GroupStore):
             "UPDATE groups SET min_ts = LEAST(min_ts, %s), max_ts = GREATEST(max_ts, %s), "
             "last_seen_at = %s, (n_subbands, n_conflicts, start_mjd, end_mjd) = ("
             # a member no longer on disk holds no subband: it cannot be converted
-            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 AND stored = 1 "
+            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 AND (stored = 1 OR %s) "
             "THEN subband_num END), "
             "COALESCE(SUM(is_duplicate), 0), MIN(start_mjd), MAX(end_mjd) "
             "FROM hdf5_file_index WHERE group_id = %s) WHERE group_id = %s "
             f"RETURNING {_GROUP_COLS}",
-            (min_ts, max_ts, now, group_id, group_id),
+            (min_ts, max_ts, now, bool(history), group_id, group_id),
         )
         if row is None:
             # another node renamed or merged it after this transaction read its id: busy,

@@ -84,17 +84,19 @@ class SqliteGroups(GroupStore):
             is not None
         )
 
-    def refresh_group(self, group_id: str, min_ts: float, max_ts: float, now: float) -> Group:
+    def refresh_group(
+        self, group_id: str, min_ts: float, max_ts: float, now: float, *, history: bool = False
+    ) -> Group:
         """Recount a group from its files and store span and counts; returns the row."""
         self.conn.execute(
             "UPDATE groups SET min_ts = MIN(min_ts, ?), max_ts = MAX(max_ts, ?), "
             "last_seen_at = ?, (n_subbands, n_conflicts, start_mjd, end_mjd) = ("
             # a member no longer on disk holds no subband: it cannot be converted
-            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 AND stored = 1 "
+            "SELECT COUNT(DISTINCT CASE WHEN is_duplicate = 0 AND (stored = 1 OR ?) "
             "THEN subband_num END), "
             "COALESCE(SUM(is_duplicate), 0), MIN(start_mjd), MAX(end_mjd) "
             "FROM hdf5_file_index WHERE group_id = ?) WHERE group_id = ?",
-            (min_ts, max_ts, now, group_id, group_id),
+            (min_ts, max_ts, now, bool(history), group_id, group_id),
         )
         row = self.group(group_id)
         assert row is not None, group_id  # refreshed above, inside this transaction
