@@ -182,7 +182,7 @@ def _projected(r: _Reader, n_rows: int) -> np.ndarray:
     Files of UVH5 1.0+ name each row's catalog entry (``phase_center_id_array``) and
     each entry's ``cat_type``; older files say ``phase_type`` ("phased" or "drift";
     pyuvdata reads anything but "phased" as unprojected)."""
-    cat = r.h.group("phase_center_catalog")
+    cat = r.header.group("phase_center_catalog")
     ids = r.array("phase_center_id_array", MAX_ROWS, required=False)
     if cat is None or ids is None:
         return np.full(n_rows, r.text("phase_type", "drift") == "phased")
@@ -201,7 +201,7 @@ def _projected(r: _Reader, n_rows: int) -> np.ndarray:
 
 
 def _extra_keywords(r: _Reader) -> dict[str, Any]:
-    ek = r.h.group("extra_keywords")
+    ek = r.header.group("extra_keywords")
     if ek is None:
         return {}
     out: dict[str, Any] = {}
