@@ -25,7 +25,7 @@ from dsa110_ingest.uvh5.fields import array_field, finite_array, float_field, in
 from dsa110_ingest.uvh5.node import Node, TooLarge
 from dsa110_ingest.uvh5.opening import open_file
 from dsa110_ingest.uvh5.pointing import phase_centre
-from dsa110_ingest.uvh5.safety import Unsafe, check_contained, unsafe_error
+from dsa110_ingest.uvh5.safety import Unsafe, check_members, unsafe_error
 
 # Beyond this a claimed dimension is a corrupt header, not a telescope: DSA-110 has
 # ~111k baseline-times per file, so 1e8 leaves ample room.
@@ -64,8 +64,11 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
     """Read the index metadata of one UVH5 file. Raises :class:`UVH5Error` subclasses."""
     fid = open_file(path, locking)
     try:
-        check_contained(fid, full=False)
-        return _read_open(path, Node(fid, b""))
+        # the root is listed (and its links checked) once, for both the rule and the reads
+        root = Node(fid, b"")
+        for key, ds in check_members(root.gid, root.raw_names, full=False).items():
+            root.adopt(key, ds)  # Data/visdata: its shape is checked below
+        return _read_open(path, root)
     except UVH5Error:
         raise
     except Unsafe as e:

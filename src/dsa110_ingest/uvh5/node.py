@@ -20,53 +20,67 @@ class Node:
 
     The high-level ``h5py.File``/``Group``/``Dataset`` objects cost ~60 us each per
     access; on the ~20 fields the index needs that was two thirds of a file's cost.
+    Datasets are opened relative to this group's own id (no walk from the root each
+    time), and each one's dataspace is asked for once.
     """
 
-    def __init__(self, fid: h5f.FileID, prefix: bytes) -> None:
+    def __init__(self, fid: h5f.FileID, prefix: bytes, gid: h5g.GroupID | None = None) -> None:
         self.fid = fid
         self.prefix = prefix
-        # one listing of the members: a lookup of a missing name costs an HDF5 error stack
-        gid = h5g.open(fid, prefix.rstrip(b"/") or b"/")
-        # before any member is opened: a soft-link loop or an external link is never followed
-        check_links(gid, prefix.decode("utf-8", "replace").strip("/"))
-        self.names = frozenset(n.decode("utf-8", "replace") for n in gid)
-        self._open: dict[str, h5d.DatasetID | None] = {}
+        if gid is None:
+            gid = h5g.open(fid, prefix.rstrip(b"/") or b"/")
+        self.gid = gid
+        # before any member is opened: a soft-link loop or an external link is never
+        # followed. The same pass lists the members: a lookup of a missing name would
+        # cost an HDF5 error stack
+        self.raw_names = check_links(gid, prefix.decode("utf-8", "replace").strip("/"))
+        self.names = frozenset(n.decode("utf-8", "replace") for n in self.raw_names)
+        self._open: dict[str, tuple[h5d.DatasetID, tuple[int, ...] | None] | None] = {}
 
-    def _ds(self, key: str) -> h5d.DatasetID | None:
+    def adopt(self, key: str, ds: h5d.DatasetID) -> None:
+        """A dataset below this group whose storage was checked already (by
+        ``check_members``): its reads need not open it again."""
+        self._open[key] = (ds, ds.shape)
+
+    def _ds(self, key: str) -> tuple[h5d.DatasetID, tuple[int, ...] | None] | None:
+        if key in self._open:
+            return self._open[key]
         if key.split("/", 1)[0] not in self.names:
             return None
-        if key not in self._open:
-            try:
-                ds = h5d.open(self.fid, self.prefix + key.encode())
-            except (KeyError, ValueError, TypeError):
-                ds = None
-            if ds is not None:
-                check_storage(ds, (self.prefix + key.encode()).decode("utf-8", "replace"))
-            self._open[key] = ds
-        return self._open[key]
+        raw = key.encode()
+        try:
+            ds = h5d.open(self.gid, raw)
+        except (KeyError, ValueError, TypeError):
+            self._open[key] = None
+            return None
+        check_storage(ds, (self.prefix + raw).decode("utf-8", "replace"))
+        self._open[key] = found = (ds, ds.shape)
+        return found
 
     def group(self, key: str) -> Node | None:
         if key not in self.names:
             return None
         try:
-            return Node(self.fid, self.prefix + key.encode() + b"/")
+            gid = h5g.open(self.gid, key.encode())
         except (KeyError, ValueError, TypeError):
             return None  # a dataset of that name, not a group
+        return Node(self.fid, self.prefix + key.encode() + b"/", gid)
 
     def children(self) -> list[str]:
         return sorted(self.names)
 
     def shape(self, key: str) -> tuple[int, ...] | None:
-        ds = self._ds(key)
-        return None if ds is None else ds.shape
+        found = self._ds(key)
+        return None if found is None else found[1]
 
     def read(self, key: str, max_size: int, max_bytes: int = MAX_READ_BYTES) -> np.ndarray | None:
         """The dataset's value in its own type; None when there is no such dataset."""
-        ds = self._ds(key)
-        if ds is None:
+        found = self._ds(key)
+        if found is None:
             return None
+        ds, shape = found
         dt = ds.dtype
-        shape = self._checked_shape(key, ds, max_size, dt.itemsize, max_bytes)
+        self._check_size(key, shape, max_size, dt.itemsize, max_bytes)
         if dt.kind in "OV":  # variable-length strings, compounds: the slow path
             # a variable-length string lives uncompressed in the file's heap: it can be no
             # bigger than the file, so there is no amplification to bound beyond the count
@@ -79,10 +93,11 @@ class Node:
         """A numeric dataset as float64, converted by HDF5 (no numpy type introspection:
         it is most of a small read's cost). A non-numeric one comes back in its own type,
         for the caller's type check to name."""
-        ds = self._ds(key)
-        if ds is None:
+        found = self._ds(key)
+        if found is None:
             return None
-        shape = self._checked_shape(key, ds, max_size, 8, MAX_READ_BYTES)
+        ds, shape = found
+        self._check_size(key, shape, max_size, 8, MAX_READ_BYTES)
         out = np.empty(shape, dtype=np.float64)
         try:
             ds.read(h5s.ALL, h5s.ALL, out, _F64)
@@ -91,10 +106,9 @@ class Node:
         return out
 
     @staticmethod
-    def _checked_shape(
-        key: str, ds: h5d.DatasetID, max_size: int, itemsize: int, max_bytes: int
-    ) -> tuple[int, ...]:
-        shape = ds.shape
+    def _check_size(
+        key: str, shape: tuple[int, ...] | None, max_size: int, itemsize: int, max_bytes: int
+    ) -> None:
         if shape is None:  # an HDF5 null dataspace: present, but no value
             raise ValueError(f"{key} has no value (null dataspace)")
         n = 1
@@ -107,7 +121,6 @@ class Node:
         nbytes = n * itemsize
         if nbytes > max_bytes:
             raise TooLarge(key, nbytes, max_bytes)
-        return shape
 
 
 class TooLarge(Exception):

@@ -46,15 +46,18 @@ def _link_problem(gid: h5g.GroupID, raw: bytes, ltype: int) -> Unsafe:
     return Unsafe(ExternalLinkError, name, f"is a user-defined link (type {ltype})")
 
 
-def check_links(gid: h5g.GroupID, where: str) -> None:
+def check_links(gid: h5g.GroupID, where: str) -> list[bytes]:
     """Every member of ``gid`` is a hard link: read from the group's own link table, so a
-    soft-link loop or an external link to a FIFO is found without being followed."""
+    soft-link loop or an external link to a FIFO is found without being followed. Returns
+    the members' names, from the same pass (a second listing costs as much again)."""
+    names: list[bytes] = []
     bad: list[tuple[bytes, int]] = []
 
     def visit(raw: bytes, info: Any) -> int | None:
         if info.type != h5l.TYPE_HARD:
             bad.append((raw, info.type))
             return 1  # stop the iteration
+        names.append(raw)
         return None
 
     gid.links.iterate(visit, info=True)
@@ -62,6 +65,7 @@ def check_links(gid: h5g.GroupID, where: str) -> None:
         e = _link_problem(gid, *bad[0])
         e.where = f"{where}/{e.where}" if where else e.where
         raise e
+    return names
 
 
 def check_storage(ds: h5d.DatasetID, where: str) -> None:
@@ -74,32 +78,45 @@ def check_storage(ds: h5d.DatasetID, where: str) -> None:
         raise Unsafe(ExternalStorageError, where, f"keeps its raw data outside the file ({ext!r})")
 
 
-def _walk(gid: h5g.GroupID, where: str, depth: int, budget: list[int]) -> None:
-    """Links and storage of everything under ``gid`` (the converter reads all of it)."""
+def _walk(
+    gid: h5g.GroupID,
+    where: str,
+    depth: int,
+    budget: list[int],
+    seen: dict[str, h5d.DatasetID],
+) -> None:
+    """Links and storage of everything under ``gid`` (the converter reads all of it);
+    each dataset checked goes into ``seen`` under its path, for its reader to reuse."""
     if depth > MAX_DEPTH:
         raise Unsafe(UnsafeHDF5Error, where, "groups nested too deep (a hard-link cycle?)")
-    check_links(gid, where)
-    for raw in gid:
+    for raw in check_links(gid, where):
         budget[0] -= 1
         if budget[0] < 0:
             raise Unsafe(UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects")
         here = f"{where}/{raw.decode('utf-8', 'replace')}"
         obj = h5o.open(gid, raw)
         if isinstance(obj, h5g.GroupID):
-            _walk(obj, here, depth + 1, budget)
+            _walk(obj, here, depth + 1, budget, seen)
         elif isinstance(obj, h5d.DatasetID):
             check_storage(obj, here)
+            seen[here] = obj
 
 
-def check_contained(fid: h5f.FileID, full: bool = True) -> None:
+def check_contained(fid: h5f.FileID, full: bool = True) -> dict[str, h5d.DatasetID]:
     """Raise ``Unsafe`` unless the root's links, and everything under Header/ and Data/,
     stay inside the file. ``full=False`` (the indexer's hot path) leaves the storage check
     of each Header/ dataset to the moment it is opened: a full walk would triple the cost
-    of a header read, and datasets the index never opens are never read by it."""
+    of a header read, and datasets the index never opens are never read by it. Returns
+    the datasets it checked, by path (``"Data/visdata"``), already open."""
     root = h5g.open(fid, b"/")
-    check_links(root, "")
+    return check_members(root, check_links(root, ""), full)
+
+
+def check_members(root: h5g.GroupID, members: list[bytes], full: bool) -> dict[str, h5d.DatasetID]:
+    """:func:`check_contained` below a root whose own links ``check_links`` has passed
+    (``members``: the names it returned)."""
     budget = [MAX_OBJECTS]
-    members = set(root)
+    seen: dict[str, h5d.DatasetID] = {}
     for raw in (b"Header", b"Data"):
         if raw not in members:
             continue
@@ -107,8 +124,9 @@ def check_contained(fid: h5f.FileID, full: bool = True) -> None:
         if not isinstance(obj, h5g.GroupID):
             continue
         if full or raw == b"Data":
-            _walk(obj, raw.decode(), 1, budget)
+            _walk(obj, raw.decode(), 1, budget, seen)
         # else: each group of Header/ the reader uses checks its links as it is opened
+    return seen
 
 
 def unsafe_error(path: str, e: Unsafe) -> UnsafeHDF5Error:
