@@ -133,6 +133,10 @@ def _edit(p: Path, key: str, value: object | None) -> None:
         ("Header/Nblts", 10**12, InvalidHeaderError, "Nblts"),
         ("Header/Nfreqs", 5, InvalidHeaderError, "freq_array has 4 entries, Nfreqs = 5"),
         ("Header/Npols", np.bytes_("two"), InvalidHeaderError, "Npols"),
+        # a scalar field is read without asking its shape first: one of several values,
+        # or none at all, must still be refused by name
+        ("Header/Nbls", np.arange(3), InvalidHeaderError, "Header/Nbls claims too many"),
+        ("Header/altitude", h5py.Empty("f8"), InvalidHeaderError, "altitude has no value"),
         ("Header/latitude", 123.0, InvalidHeaderError, "impossible"),
         ("Data/visdata", np.zeros((3, 1, 4, 2), np.complex64), InvalidHeaderError, "visdata"),
     ],

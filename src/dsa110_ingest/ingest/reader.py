@@ -83,9 +83,13 @@ def read_for_index(path: str, locking: str, lock_wait_s: float) -> HeaderInfo | 
 
 
 # -- the wire format: one JSON object a line, both ways -----------------------------------
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (HeaderInfo, ReadFailure)}
+
+
 def _encode(r: HeaderInfo | ReadFailure) -> dict[str, Any]:
+    # not dataclasses.asdict: its deep copy of every value cost more than the JSON
     kind = "header" if isinstance(r, HeaderInfo) else "failure"
-    return {"kind": kind, **dataclasses.asdict(r)}
+    return {"kind": kind, **{name: getattr(r, name) for name in _FIELDS[type(r)]}}
 
 
 def _decode(d: dict[str, Any]) -> HeaderInfo | ReadFailure:

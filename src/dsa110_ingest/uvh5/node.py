@@ -13,6 +13,9 @@ from dsa110_ingest.uvh5.safety import check_links, check_storage
 MAX_READ_BYTES = 64 * 2**20
 
 _F64 = h5t.NATIVE_DOUBLE
+# a one-element memory space: a scalar field is read without asking its dataspace first;
+# HDF5 refuses the read unless the file holds exactly one element there
+_ONE = h5s.create_simple((1,))
 
 
 class Node:
@@ -35,14 +38,15 @@ class Node:
         # cost an HDF5 error stack
         self.raw_names = check_links(gid, prefix.decode("utf-8", "replace").strip("/"))
         self.names = frozenset(n.decode("utf-8", "replace") for n in self.raw_names)
-        self._open: dict[str, tuple[h5d.DatasetID, tuple[int, ...] | None] | None] = {}
+        self._open: dict[str, h5d.DatasetID | None] = {}
+        self._shapes: dict[str, tuple[int, ...] | None] = {}
 
     def adopt(self, key: str, ds: h5d.DatasetID) -> None:
         """A dataset below this group whose storage was checked already (by
         ``check_members``): its reads need not open it again."""
-        self._open[key] = (ds, ds.shape)
+        self._open[key] = ds
 
-    def _ds(self, key: str) -> tuple[h5d.DatasetID, tuple[int, ...] | None] | None:
+    def _ds(self, key: str) -> h5d.DatasetID | None:
         if key in self._open:
             return self._open[key]
         if key.split("/", 1)[0] not in self.names:
@@ -51,11 +55,16 @@ class Node:
         try:
             ds = h5d.open(self.gid, raw)
         except (KeyError, ValueError, TypeError):
-            self._open[key] = None
-            return None
-        check_storage(ds, (self.prefix + raw).decode("utf-8", "replace"))
-        self._open[key] = found = (ds, ds.shape)
-        return found
+            ds = None
+        if ds is not None:
+            check_storage(ds, (self.prefix + raw).decode("utf-8", "replace"))
+        self._open[key] = ds
+        return ds
+
+    def _shape(self, key: str, ds: h5d.DatasetID) -> tuple[int, ...] | None:
+        if key not in self._shapes:
+            self._shapes[key] = ds.shape
+        return self._shapes[key]
 
     def group(self, key: str) -> Node | None:
         if key not in self.names:
@@ -70,17 +79,16 @@ class Node:
         return sorted(self.names)
 
     def shape(self, key: str) -> tuple[int, ...] | None:
-        found = self._ds(key)
-        return None if found is None else found[1]
+        ds = self._ds(key)
+        return None if ds is None else self._shape(key, ds)
 
     def read(self, key: str, max_size: int, max_bytes: int = MAX_READ_BYTES) -> np.ndarray | None:
         """The dataset's value in its own type; None when there is no such dataset."""
-        found = self._ds(key)
-        if found is None:
+        ds = self._ds(key)
+        if ds is None:
             return None
-        ds, shape = found
         dt = ds.dtype
-        self._check_size(key, shape, max_size, dt.itemsize, max_bytes)
+        shape = self._check_size(key, self._shape(key, ds), max_size, dt.itemsize, max_bytes)
         if dt.kind in "OV":  # variable-length strings, compounds: the slow path
             # a variable-length string lives uncompressed in the file's heap: it can be no
             # bigger than the file, so there is no amplification to bound beyond the count
@@ -93,11 +101,17 @@ class Node:
         """A numeric dataset as float64, converted by HDF5 (no numpy type introspection:
         it is most of a small read's cost). A non-numeric one comes back in its own type,
         for the caller's type check to name."""
-        found = self._ds(key)
-        if found is None:
+        ds = self._ds(key)
+        if ds is None:
             return None
-        ds, shape = found
-        self._check_size(key, shape, max_size, 8, MAX_READ_BYTES)
+        if max_size == 1 and key not in self._shapes:
+            one = np.empty(1, dtype=np.float64)
+            try:
+                ds.read(_ONE, h5s.ALL, one, _F64)
+                return one
+            except (TypeError, ValueError, OSError, RuntimeError):
+                pass  # not one number: the checked path below names what it is
+        shape = self._check_size(key, self._shape(key, ds), max_size, 8, MAX_READ_BYTES)
         out = np.empty(shape, dtype=np.float64)
         try:
             ds.read(h5s.ALL, h5s.ALL, out, _F64)
@@ -108,7 +122,7 @@ class Node:
     @staticmethod
     def _check_size(
         key: str, shape: tuple[int, ...] | None, max_size: int, itemsize: int, max_bytes: int
-    ) -> None:
+    ) -> tuple[int, ...]:
         if shape is None:  # an HDF5 null dataspace: present, but no value
             raise ValueError(f"{key} has no value (null dataspace)")
         n = 1
@@ -121,6 +135,7 @@ class Node:
         nbytes = n * itemsize
         if nbytes > max_bytes:
             raise TooLarge(key, nbytes, max_bytes)
+        return shape
 
 
 class TooLarge(Exception):
