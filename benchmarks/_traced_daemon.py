@@ -7,7 +7,8 @@ hand-over: the inotify read that carried its finishing event (kernel -> watchdog
 watchdog emitter turning it into an event, our handler (``seen``), the run loop taking
 the batch, the stat and unchanged check, the header read (a round trip to the reader
 process), and each transaction split into BEGIN, body and COMMIT (with the sync of the
-WAL when it wrote an event). Also one
+WAL when it wrote an event, timed on its own: the event is visible from the COMMIT
+on). Also one
 line per span of other work on the daemon's threads longer than 1 ms (heartbeat,
 reconcile, group expiry, mount and location checks, the garbage collector; and on its
 own thread the event-id floor's writes), so that a slow file can be matched with what
@@ -34,6 +35,7 @@ from watchdog.observers import inotify as wd_inotify
 from watchdog.observers import inotify_c as wd_inotify_c
 
 from dsa110_ingest import cli
+from dsa110_ingest.db.sqlite import connection as sqlite_conn
 from dsa110_ingest.db.sqlite import index as hdf5_db
 from dsa110_ingest.ingest import indexer, placement, reader, watcher
 from dsa110_ingest.service import daemon, health, runtime, work
@@ -154,6 +156,23 @@ def _tx(conn: sqlite3.Connection, path: Path | str, doing: str) -> Iterator[None
         _span(f"tx: {doing}", t0, t3)
 
 
+_orig_sync = sqlite_conn._sync
+
+
+def _sync(conn: sqlite3.Connection, path: Path | str, doing: str) -> None:
+    # the WAL's fdatasync after an event's COMMIT: timed apart, since the event is
+    # visible to other connections from the COMMIT on, before this sync ends
+    t0 = time.time()
+    try:
+        _orig_sync(conn, path, doing)  # type: ignore[arg-type]
+    finally:
+        t1 = time.time()
+        if "tx" in _cur:
+            _cur.setdefault("sync", []).append((t0, t1))
+        else:
+            _span("WAL sync (event commit)", t0, t1)
+
+
 def _complete(self: placement.Placer, *args: Any) -> None:
     t0 = time.perf_counter()
     _orig_complete(self, *args)
@@ -177,6 +196,7 @@ wd_inotify.InotifyEmitter.build_and_queue_event = _build  # type: ignore[method-
 work.Work.index = _index  # type: ignore[method-assign]
 reader.HeaderReader.read_many = _read_many  # type: ignore[method-assign,assignment]
 hdf5_db.transaction = _tx
+sqlite_conn._sync = _sync
 placement.Placer._complete = _complete  # type: ignore[method-assign]
 for _cls, _name in [
     (health.Health, "beat"),
