@@ -31,6 +31,7 @@ from dsa110_ingest.uvh5.safety import Unsafe, check_members, unsafe_error
 # ~111k baseline-times per file, so 1e8 leaves ample room.
 MAX_BLTS = 100_000_000
 MAX_FREQS = 10_000_000
+_VISDATA = "Data/visdata"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,9 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
     try:
         # the root is listed (and its links checked) once, for both the rule and the reads
         root = Node(fid, b"")
-        for key, ds in check_members(root.gid, root.raw_names, full=False).items():
-            root.adopt(key, ds)  # Data/visdata: its shape is checked below
+        kept = check_members(root.gid, root.raw_names, False, keep=(_VISDATA,))
+        for key, ds in kept.items():
+            root.adopt(key, ds)  # its shape is checked below, without opening it again
         return _read_open(path, root)
     except UVH5Error:
         raise
@@ -188,7 +190,7 @@ def _typical(a: np.ndarray) -> float:
 
 
 def _check_data_shapes(path: str, root: Node, n_blts: int, n_freqs: int, n_pols: int) -> None:
-    shape = root.shape("Data/visdata")
+    shape = root.shape(_VISDATA)
     if shape is None:
         raise MissingFieldError(
             path,

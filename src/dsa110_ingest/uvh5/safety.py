@@ -83,10 +83,11 @@ def _walk(
     where: str,
     depth: int,
     budget: list[int],
-    seen: dict[str, h5d.DatasetID],
+    kept: dict[str, h5d.DatasetID | None],
 ) -> None:
-    """Links and storage of everything under ``gid`` (the converter reads all of it);
-    each dataset checked goes into ``seen`` under its path, for its reader to reuse."""
+    """Links and storage of everything under ``gid`` (the converter reads all of it).
+    A dataset whose path is a key of ``kept`` stays open there, for its reader to reuse
+    (only those: a hostile file's thousands of datasets are closed as they are passed)."""
     if depth > MAX_DEPTH:
         raise Unsafe(UnsafeHDF5Error, where, "groups nested too deep (a hard-link cycle?)")
     for raw in check_links(gid, where):
@@ -96,27 +97,30 @@ def _walk(
         here = f"{where}/{raw.decode('utf-8', 'replace')}"
         obj = h5o.open(gid, raw)
         if isinstance(obj, h5g.GroupID):
-            _walk(obj, here, depth + 1, budget, seen)
+            _walk(obj, here, depth + 1, budget, kept)
         elif isinstance(obj, h5d.DatasetID):
             check_storage(obj, here)
-            seen[here] = obj
+            if here in kept:
+                kept[here] = obj
 
 
-def check_contained(fid: h5f.FileID, full: bool = True) -> dict[str, h5d.DatasetID]:
+def check_contained(fid: h5f.FileID, full: bool = True) -> None:
     """Raise ``Unsafe`` unless the root's links, and everything under Header/ and Data/,
     stay inside the file. ``full=False`` (the indexer's hot path) leaves the storage check
     of each Header/ dataset to the moment it is opened: a full walk would triple the cost
-    of a header read, and datasets the index never opens are never read by it. Returns
-    the datasets it checked, by path (``"Data/visdata"``), already open."""
+    of a header read, and datasets the index never opens are never read by it."""
     root = h5g.open(fid, b"/")
-    return check_members(root, check_links(root, ""), full)
+    check_members(root, check_links(root, ""), full)
 
 
-def check_members(root: h5g.GroupID, members: list[bytes], full: bool) -> dict[str, h5d.DatasetID]:
+def check_members(
+    root: h5g.GroupID, members: list[bytes], full: bool, keep: tuple[str, ...] = ()
+) -> dict[str, h5d.DatasetID]:
     """:func:`check_contained` below a root whose own links ``check_links`` has passed
-    (``members``: the names it returned)."""
+    (``members``: the names it returned). Returns those of the datasets named in
+    ``keep`` (``"Data/visdata"``) that it checked, still open."""
     budget = [MAX_OBJECTS]
-    seen: dict[str, h5d.DatasetID] = {}
+    kept: dict[str, h5d.DatasetID | None] = dict.fromkeys(keep)
     for raw in (b"Header", b"Data"):
         if raw not in members:
             continue
@@ -124,9 +128,9 @@ def check_members(root: h5g.GroupID, members: list[bytes], full: bool) -> dict[s
         if not isinstance(obj, h5g.GroupID):
             continue
         if full or raw == b"Data":
-            _walk(obj, raw.decode(), 1, budget, seen)
+            _walk(obj, raw.decode(), 1, budget, kept)
         # else: each group of Header/ the reader uses checks its links as it is opened
-    return seen
+    return {path: ds for path, ds in kept.items() if ds is not None}
 
 
 def unsafe_error(path: str, e: Unsafe) -> UnsafeHDF5Error:
