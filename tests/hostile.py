@@ -8,6 +8,7 @@ Every maker edits ``path`` in place and returns the reject reason the reader mus
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def compressed_bomb(path: Path, n: int, elsewhere: Path) -> str:
             # H5Ocopy moves the compressed chunk as it is: written once (seconds), then cheap
             with h5py.File(_string_bomb(elsewhere), "r") as src:
                 f.copy(src["s"], "Header/telescope_name")
+            # one value in one 100 MiB chunk: refused for its chunk before any read
+            return "oversized_chunks"
         else:
             # a numeric field claiming 80 M float64 (640 MB), gzip of zeros; visdata's
             # shape agrees with the claim, so only a byte bound stops the read
@@ -152,6 +155,51 @@ def compressed_bomb(path: Path, n: int, elsewhere: Path) -> str:
                 compression="gzip",
             )
     return "header_too_large"
+
+
+_ZEROS_GZ: dict[int, bytes] = {}
+
+
+def _gzip_of_zeros(nbytes: int) -> bytes:
+    """HDF5's deflate filter's encoding of ``nbytes`` zero bytes, made once per size."""
+    if nbytes not in _ZEROS_GZ:
+        z = zlib.compressobj(1)
+        piece = bytes(16 * 2**20)
+        out = [z.compress(piece) for _ in range(nbytes // len(piece))]
+        _ZEROS_GZ[nbytes] = b"".join([*out, z.compress(bytes(nbytes % len(piece))), z.flush()])
+    return _ZEROS_GZ[nbytes]
+
+
+def oversized_chunk(path: Path, n: int, elsewhere: Path) -> str:
+    """A dataset stored in one 512 MiB chunk, far past its own size (HDF5 allows a chunk
+    larger than the dataset when it may grow), written as ~0.5 MB of gzip: a one-value
+    header field, or Data/visdata (which only the converter reads)."""
+    elements = 2**26  # of 8 bytes: 512 MiB of chunk
+    with h5py.File(path, "r+") as f:
+        if n % 2 == 0:
+            _replace(f, "Header/latitude")
+            ds = f.create_dataset(
+                "Header/latitude",
+                shape=(1,),
+                maxshape=(None,),
+                chunks=(elements,),
+                dtype="f8",
+                compression="gzip",
+            )
+        else:
+            shape = f["Data/visdata"].shape
+            inner = int(np.prod(shape[1:]))
+            _replace(f, "Data/visdata")
+            ds = f.create_dataset(
+                "Data/visdata",
+                shape=shape,
+                maxshape=(None, *shape[1:]),
+                chunks=(elements // inner, *shape[1:]),
+                dtype="c8",
+                compression="gzip",
+            )
+        ds.id.write_direct_chunk((0,) * len(ds.shape), _gzip_of_zeros(elements * 8))
+    return "oversized_chunks"
 
 
 _BOMB: list[bytes] = []
@@ -184,6 +232,7 @@ MAKERS: dict[str, Callable[[Path, int, Path], str]] = {
     "external_storage": external_storage,
     "virtual_dataset": virtual_dataset,
     "compressed_bomb": compressed_bomb,
+    "oversized_chunk": oversized_chunk,
 }
 
 

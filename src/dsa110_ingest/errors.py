@@ -170,6 +170,13 @@ class VirtualDatasetError(UnsafeHDF5Error):
     reason = "virtual_dataset"
 
 
+class OversizedChunkError(UnsafeHDF5Error):
+    """A dataset is stored in chunks far larger than any real file's: reading one value
+    would decompress a whole chunk (a compression bomb)."""
+
+    reason = "oversized_chunks"
+
+
 class HeaderTooLargeError(UVH5Error):
     """A header field would need more memory than any real header (a compression bomb)."""
 

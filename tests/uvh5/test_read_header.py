@@ -255,7 +255,8 @@ class _no_raise:
 
 def test_a_header_bomb_costs_no_memory(tmp_path: Path) -> None:
     """Peak RSS of a fresh process reading bombs stays what reading a normal file costs
-    (before the byte bound: +100 MB for the string bomb, +640 MB for the array one)."""
+    (before the byte bound: +100 MB for the string bomb, +640 MB for the array one; before
+    the chunk rule +512 MB for a one-value field in one huge chunk)."""
     elsewhere = tmp_path / "e"
     elsewhere.mkdir()
     paths = []
@@ -264,6 +265,10 @@ def test_a_header_bomb_costs_no_memory(tmp_path: Path) -> None:
         write_subband_file(p, iso_to_unix("2025-10-02T00:00:00"), 3, SimParams(4, 2, 2))
         hostile.compressed_bomb(p, v, elsewhere)
         paths.append(str(p))
+    p = tmp_path / "2025-10-02T00:00:02_sb03.hdf5"
+    write_subband_file(p, iso_to_unix("2025-10-02T00:00:00"), 3, SimParams(4, 2, 2))
+    hostile.oversized_chunk(p, 0, elsewhere)  # before the chunk rule: +512 MB, 2 s of gzip
+    paths.append(str(p))
     code = (
         "import resource,sys\n"
         "from dsa110_ingest.uvh5 import read_header\n"
@@ -279,8 +284,8 @@ def test_a_header_bomb_costs_no_memory(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-c", code, *paths], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out[:2] == ["header_too_large", "header_too_large"]
-    assert int(out[2]) < 32, f"reading two bombs grew RSS by {out[2]} MiB"
+    assert out[:3] == ["header_too_large", "oversized_chunks", "oversized_chunks"]
+    assert int(out[3]) < 32, f"reading three bombs grew RSS by {out[3]} MiB"
 
 
 def test_a_fifo_in_place_of_the_file_is_not_opened_blocking(tmp_path: Path) -> None:

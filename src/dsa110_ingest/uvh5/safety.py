@@ -12,6 +12,7 @@ from dsa110_ingest.errors import (
     ConversionDataError,
     ExternalLinkError,
     ExternalStorageError,
+    OversizedChunkError,
     SoftLinkError,
     UnsafeHDF5Error,
     UVH5Error,
@@ -22,6 +23,11 @@ from dsa110_ingest.uvh5.opening import open_file
 # Header/ and Data/ of a UVH5 file hold a few dozen objects, two levels deep at most
 MAX_OBJECTS = 10_000
 MAX_DEPTH = 6
+# Reading any value of a chunked dataset decompresses its whole chunk, and HDF5 lets a
+# chunk be far larger than its dataset (up to 4 GiB, for a one-value field): a few KB of
+# gzip would cost the reader gigabytes. Real writers' chunks are at most a few MiB (h5py's
+# automatic chunks stay below 1 MiB); the header's reads are bounded at 64 MiB anyway.
+MAX_CHUNK_BYTES = {"Header": 64 * 2**20, "Data": 256 * 2**20}
 
 
 class Unsafe(Exception):
@@ -69,10 +75,25 @@ def check_links(gid: h5g.GroupID, where: str) -> list[bytes]:
 
 
 def check_storage(ds: h5d.DatasetID, where: str) -> None:
-    """Raw data kept in other files (external storage, virtual datasets) is never read."""
+    """Raw data kept in other files (external storage, virtual datasets) is never read, nor
+    a dataset whose chunks would decompress to more than :data:`MAX_CHUNK_BYTES`."""
     dcpl = ds.get_create_plist()
-    if dcpl.get_layout() == h5d.VIRTUAL:
+    layout = dcpl.get_layout()
+    if layout == h5d.VIRTUAL:
         raise Unsafe(VirtualDatasetError, where, "is a virtual dataset (data in other files)")
+    if layout == h5d.CHUNKED:
+        nbytes = ds.get_type().get_size()
+        for d in dcpl.get_chunk():
+            nbytes *= d
+        limit = MAX_CHUNK_BYTES.get(where.split("/", 1)[0], MAX_CHUNK_BYTES["Data"])
+        if nbytes > limit:
+            raise Unsafe(
+                OversizedChunkError,
+                where,
+                f"is stored in chunks of {nbytes / 2**20:.0f} MiB (limit {limit / 2**20:.0f} "
+                "MiB): reading any value of it would decompress a whole chunk (a compression "
+                "bomb, or a writer's mistake)",
+            )
     if dcpl.get_external_count() > 0:
         ext = dcpl.get_external(0)[0].decode("utf-8", "replace")
         raise Unsafe(ExternalStorageError, where, f"keeps its raw data outside the file ({ext!r})")
@@ -134,6 +155,12 @@ def check_members(
 
 
 def unsafe_error(path: str, e: Unsafe) -> UnsafeHDF5Error:
+    if e.kind is OversizedChunkError:
+        return e.kind(
+            path,
+            f"{e.where} {e.detail}; such files are never read",
+            "rewrite the file with small chunks: h5repack -l CHUNK=..., or pyuvdata's write_uvh5",
+        )
     return e.kind(
         path,
         f"{e.where} {e.detail}; files that link or store data outside themselves are never read",
