@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import structlog
 
@@ -60,52 +60,47 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
-class LocalProcess:
+class _Pumped:
+    """A conversion process's pipes, drained by two threads: stderr to the log (and the
+    last lines kept for the error), stdout (the result line) kept whole."""
+
     transient = False
 
     def __init__(self, req: ConversionRequest) -> None:
         self.group_id = req.group_id
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dsa110_ingest.convert.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent,
-            close_fds=True,
-        )
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self._out: list[bytes] = []
+        self._threads: list[threading.Thread] = []
+
+    def _pump(
+        self, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[bytes], req: ConversionRequest
+    ) -> None:
         self._threads = [
-            threading.Thread(target=self._pump_err, daemon=True),
-            threading.Thread(target=self._pump_out, daemon=True),
+            threading.Thread(target=self._pump_err, args=(stderr,), daemon=True),
+            threading.Thread(target=self._pump_out, args=(stdout,), daemon=True),
         ]
         for t in self._threads:
             t.start()
-        assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps(req.to_json()).encode())
-            self.proc.stdin.close()
+            stdin.write(json.dumps(req.to_json()).encode())
+            stdin.close()
         except BrokenPipeError:
             pass  # the child died at once; poll() reports it
 
-    def _pump_err(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self.tail.append(line)
-                log.info("convert.output", group_id=self.group_id, line=line)
+    def _pump_err(self, stderr: IO[bytes]) -> None:
+        with stderr:
+            for raw in stderr:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    self.tail.append(line)
+                    log.info("convert.output", group_id=self.group_id, line=line)
 
-    def _pump_out(self) -> None:
-        assert self.proc.stdout is not None
-        self._out.append(self.proc.stdout.read())
+    def _pump_out(self, stdout: IO[bytes]) -> None:
+        with stdout:
+            self._out.append(stdout.read())
 
-    def poll(self) -> bool:
-        return self.proc.poll() is not None
-
-    def result(self) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
-        self.proc.wait()
+    def _outcome(self, rc: int) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
         for t in self._threads:
             t.join(timeout=5)
         lines = b"".join(self._out).decode("utf-8", "replace").strip().splitlines()
@@ -113,7 +108,6 @@ class LocalProcess:
         if lines:
             with contextlib.suppress(ValueError):
                 data = json.loads(lines[-1])
-        rc = self.proc.returncode
         if rc == 0 and "ms_path" in data:
             return data, None
         if "error" in data:  # the worker's classified error (errors.ConversionError.to_json)
@@ -126,6 +120,31 @@ class LocalProcess:
         last = self.tail[-1] if self.tail else "no output"
         return None, f"conversion process exited with status {rc}: {last}"
 
+
+class LocalProcess(_Pumped):
+    """A fresh ``python -m dsa110_ingest.convert.worker`` (the Dask executor's task runs
+    one on its worker; the local executor when its template cannot run)."""
+
+    def __init__(self, req: ConversionRequest) -> None:
+        super().__init__(req)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dsa110_ingest.convert.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+            close_fds=True,
+        )
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        self.pid = self.proc.pid
+        self._pump(self.proc.stdin, self.proc.stdout, self.proc.stderr, req)
+
+    def poll(self) -> bool:
+        return self.proc.poll() is not None
+
+    def result(self) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
+        return self._outcome(self.proc.wait())
+
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.terminate()
@@ -137,10 +156,22 @@ class LocalProcess:
 
 
 class LocalProcessExecutor:
+    """Each conversion in its own process, forked from a warm template
+    (convert/template.py); a fresh worker process when the template cannot start."""
+
     name = "local"
     remote = False
 
+    def __init__(self, use_template: bool = True) -> None:
+        from dsa110_ingest.convert.template_client import Template
+
+        self.template: Template | None = Template() if use_template else None
+
     def submit(self, req: ConversionRequest) -> Handle:
+        if self.template is not None:
+            h = self.template.submit(req)
+            if h is not None:
+                return h
         return LocalProcess(req)
 
     def capacity(self) -> int | None:
@@ -156,7 +187,8 @@ class LocalProcessExecutor:
         pass  # a finished child keeps nothing here
 
     def close(self) -> None:
-        pass
+        if self.template is not None:
+            self.template.close()
 
 
 def _dask(cfg: ConvertConfig) -> Executor:

@@ -1,0 +1,276 @@
+"""The daemon's side of the conversion template (convert/template.py): starts it, asks it
+for one child per conversion, learns each child's exit status, restarts it when it died.
+
+A child is a handle like a fresh worker process's (executor.LocalProcess): its stdio are
+pipes the daemon made, its signals go through a pidfd (never to a recycled pid), its exit
+status and resource use come from the template, which reaps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from dsa110_ingest.convert.executor import _Pumped, die_with_parent
+from dsa110_ingest.convert.request import ConversionRequest
+from dsa110_ingest.errors import ConversionError
+
+log = structlog.get_logger("dsa110_ingest.convert")
+
+# how long a fork request may wait for the template's answer: the first one waits for its
+# imports (~0.5 s quiet, much longer on a loaded 2-core machine)
+REPLY_TIMEOUT_S = 120.0
+
+
+class TemplateChild(_Pumped):
+    """One conversion: a child forked by the template."""
+
+    def __init__(self, req: ConversionRequest, template: Template) -> None:
+        super().__init__(req)
+        self.template = template
+        self.pid = 0
+        self.pidfd = -1
+        self.status: int | None = None
+        self.cpu_s = 0.0
+        self.maxrss_kib = 0
+        self.refused = ""  # why the template did not fork it
+        self.gen = 0
+        self._done = threading.Event()
+
+    def finished(self, msg: dict[str, Any] | None) -> None:
+        """The template reaped the child (``msg``), or died (None): it is gone either way."""
+        if msg is not None:
+            self.status = int(msg["status"])
+            self.cpu_s = float(msg.get("cpu_s", 0.0))
+            self.maxrss_kib = int(msg.get("maxrss_kib", 0))
+        self._done.set()
+
+    def poll(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
+        self._done.wait()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        if self.status is None:
+            # the template went (killed, OOM): the child died with it through no fault of
+            # the group's; retried without using up an attempt
+            self.transient = True
+            return None, (
+                f"the conversion template process died (pid {self.template.pid}) and took "
+                "this conversion with it; the template is restarted"
+            )
+        return self._outcome(self.status)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.pidfd >= 0 and not self._done.is_set():
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGTERM)
+        if not self._done.wait(5):
+            self.signal(signal.SIGKILL)
+            self._done.wait(30)
+
+
+class Template:
+    """The template process, started on first use and again whenever it has died."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.sock: socket.socket | None = None
+        self._lock = threading.Lock()  # one fork request at a time
+        self._tokens = itertools.count(1)
+        self._replies: dict[int, tuple[threading.Event, TemplateChild]] = {}
+        self._children: dict[int, TemplateChild] = {}
+        self._reader: threading.Thread | None = None
+        self.restarts = 0
+        self.gen = 0  # which start of the template a child or request belongs to
+        self.ready: dict[str, Any] = {}
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.sock is not None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dsa110_ingest.convert.template", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                # numpy's OpenBLAS would start a thread pool at import: a process that forks
+                # must have no other threads (their locks would stay held in the children)
+                env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+                pass_fds=(theirs.fileno(),),
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            theirs.close()
+        self.pid = self.proc.pid
+        self.sock = ours
+        self.gen += 1
+        self._reader = threading.Thread(
+            target=self._read,
+            args=(ours, self.proc, self.gen),
+            name="convert-template",
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _read(self, sock: socket.socket, proc: subprocess.Popen[bytes], gen: int) -> None:
+        """Replies and exit statuses, until the template's end of the socket closes."""
+        try:
+            while True:
+                data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 1)
+                if not data:
+                    break
+                msg = json.loads(data)
+                if "ready" in msg:
+                    self.ready = msg
+                    log.info(
+                        "convert.template_ready",
+                        pid=msg["ready"],
+                        import_s=round(msg["import_s"], 3),
+                        threads=msg["threads"],
+                    )
+                elif "token" in msg:
+                    self._answer(msg, fds[0] if fds else -1)
+                elif "status" in msg:
+                    with self._lock:
+                        child = self._children.pop(int(msg["pid"]), None)
+                    if child is not None:
+                        child.finished(msg)
+        except OSError:
+            pass
+        finally:
+            self._gone(sock, proc, gen)
+
+    def _answer(self, msg: dict[str, Any], pidfd: int) -> None:
+        """The template's answer to a fork request: the child is registered here, before
+        its exit status (which follows on the same socket) can be read."""
+        with self._lock:
+            ev, child = self._replies.pop(msg["token"], (None, None))
+            if child is not None and "pid" in msg:
+                child.pid, child.pidfd = int(msg["pid"]), pidfd
+                self._children[child.pid] = child
+            elif pidfd >= 0:
+                os.close(pidfd)
+            if child is not None and "pid" not in msg:
+                child.refused = str(msg.get("error"))
+        if ev is not None:
+            ev.set()
+
+    def _gone(self, sock: socket.socket, proc: subprocess.Popen[bytes], gen: int) -> None:
+        with self._lock:
+            if self.sock is sock:
+                self.sock = None
+            # this template's children and requests only: a restarted one has its own
+            orphans = {p: c for p, c in self._children.items() if c.gen == gen}
+            waiting = {t: r for t, r in self._replies.items() if r[1].gen == gen}
+            for pid in orphans:
+                del self._children[pid]
+            for token in waiting:
+                del self._replies[token]
+        for ev, child in waiting.values():
+            child.refused = "the template process exited"
+            ev.set()
+        sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if orphans or proc.returncode not in (0, None):
+            log.warning(
+                "convert.template_died",
+                pid=proc.pid,
+                status=proc.returncode,
+                conversions_lost=len(orphans),
+                hint="restarted at the next conversion; lost conversions are retried",
+            )
+        for child in orphans.values():
+            child.finished(None)
+
+    def submit(self, req: ConversionRequest) -> TemplateChild | None:
+        """A child converting ``req``; None when the template cannot serve it (the caller
+        then starts a fresh worker process)."""
+        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
+        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+        mine = [pipes[0][1], pipes[1][0], pipes[2][0]]
+        try:
+            with self._lock:
+                if not self.alive():
+                    if self.proc is not None:
+                        self.restarts += 1
+                        log.warning(
+                            "convert.template_restart",
+                            old_pid=self.pid,
+                            status=self.proc.poll(),
+                            restarts=self.restarts,
+                        )
+                    self._start()
+                assert self.sock is not None
+                token = next(self._tokens)
+                ev, child = threading.Event(), TemplateChild(req, self)
+                child.gen = self.gen
+                self._replies[token] = (ev, child)
+                socket.send_fds(self.sock, [json.dumps({"token": token}).encode()], theirs)
+        except OSError as e:
+            log.warning("convert.template_unusable", error=str(e), fallback="fresh process")
+            for fd in theirs + mine:
+                os.close(fd)
+            return None
+        finally:
+            for fd in theirs:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        return self._adopt(req, token, ev, child, mine)
+
+    def _adopt(
+        self,
+        req: ConversionRequest,
+        token: int,
+        ev: threading.Event,
+        child: TemplateChild,
+        mine: list[int],
+    ) -> TemplateChild | None:
+        if not ev.wait(REPLY_TIMEOUT_S):
+            with self._lock:
+                self._replies.pop(token, None)
+            child.refused = f"no answer in {REPLY_TIMEOUT_S:g} s"
+        if child.pid == 0:
+            log.warning("convert.template_unusable", error=child.refused, fallback="fresh process")
+            for fd in mine:
+                os.close(fd)
+            return None
+        stdin, stdout, stderr = (
+            os.fdopen(fd, m) for fd, m in zip(mine, ("wb", "rb", "rb"), strict=True)
+        )
+        child._pump(stdin, stdout, stderr, req)
+        return child
+
+    def close(self) -> None:
+        """Stop the template; its running children die with it (PR_SET_PDEATHSIG)."""
+        with self._lock:
+            proc, sock = self.proc, self.sock
+            self.sock = None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if proc is not None and proc.poll() is None:
+            deadline = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,198 @@
+"""The local executor's template process (convert/template.py): one forked child per
+conversion, with a fresh worker's guarantees. Real processes, killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsa110_ingest.convert.executor import Handle, LocalProcessExecutor
+from dsa110_ingest.convert.request import ConversionRequest
+from dsa110_ingest.convert.template_client import TemplateChild
+from dsa110_ingest.errors import ConversionError
+
+from ..conftest import converter_script, wait_for
+from .conftest import retarget
+
+
+def _finish(h: Handle) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
+    wait_for(h.poll, 120, "the conversion process did not finish")
+    return h.result()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state[0] != "Z"
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+
+
+def _hang(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A converter that writes its pid to a file, then hangs: (script, pid file)."""
+    pid_file = tmp_path / f"{name}.pid"
+    body = f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    return converter_script(tmp_path / name, body), pid_file
+
+
+@pytest.fixture
+def executor() -> Any:
+    ex = LocalProcessExecutor()
+    yield ex
+    ex.close()
+
+
+def test_conversions_are_children_of_one_warm_template(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    results = []
+    for i in range(2):
+        h = executor.submit(retarget(group_request, tmp_path / str(i)))
+        assert isinstance(h, TemplateChild)
+        assert executor.template is not None and h.template.pid == executor.template.pid
+        results.append((_finish(h), h))
+    for (result, error), h in results:
+        assert error is None and result is not None and not result["skipped"]
+        assert any("converting 16 files" in line for line in h.tail)
+        assert h.status == 0 and h.maxrss_kib > 0
+    assert results[0][1].pid != results[1][1].pid
+    t = executor.template
+    assert t is not None and t.restarts == 0
+    # the template forks with no other thread alive (numpy's BLAS pool is kept off)
+    wait_for(lambda: t.ready, 60)
+    assert t.ready["threads"] == 1 and t.ready["missing"] == []
+
+
+def test_a_sigkilled_child_fails_only_its_group(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    script, _ = _hang(tmp_path, "hang")
+    h = executor.submit(retarget(group_request, tmp_path / "a", script))
+    assert isinstance(h, TemplateChild)
+    os.kill(h.pid, signal.SIGKILL)
+    result, error = _finish(h)
+    assert result is None and error == "conversion process killed by SIGKILL (out of memory?)"
+    assert not h.transient
+    # the template lives on and serves the next group
+    ok = executor.submit(retarget(group_request, tmp_path / "b"))
+    assert isinstance(ok, TemplateChild) and ok.template.pid == h.template.pid
+    result, error = _finish(ok)
+    assert error is None and result is not None
+    assert executor.template is not None and executor.template.restarts == 0
+
+
+def test_kill_terminates_the_child_and_its_converter(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    script, pid_file = _hang(tmp_path, "hang")
+    h = executor.submit(retarget(group_request, tmp_path, script))
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120, "no converter started")
+    h.kill()
+    result, error = _finish(h)
+    assert result is None and error == "conversion process killed by SIGTERM"
+    # the site converter (the child's own child) goes with it: PR_SET_PDEATHSIG
+    wait_for(lambda: not _alive(int(pid_file.read_text())), 60)
+
+
+def test_a_sigkilled_template_loses_its_conversions_and_is_restarted(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    script, pid_file = _hang(tmp_path, "hang")
+    h = executor.submit(retarget(group_request, tmp_path / "a", script))
+    assert isinstance(h, TemplateChild)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120, "no converter started")
+    old = h.template.pid
+    assert _ppid(h.pid) == old
+    os.kill(old, signal.SIGKILL)
+    result, error = _finish(h)
+    # the child died with its template: the executor's failure, retried without counting
+    assert result is None and isinstance(error, str) and "template process died" in error
+    assert h.transient
+    wait_for(lambda: not _alive(h.pid) and not _alive(int(pid_file.read_text())), 60)
+    again = executor.submit(retarget(group_request, tmp_path / "b"))
+    assert isinstance(again, TemplateChild) and again.template.pid != old
+    result, error = _finish(again)
+    assert error is None and result is not None
+    assert executor.template is not None and executor.template.restarts == 1
+
+
+def test_several_children_convert_at_once(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    handles, pid_files = [], []
+    for i in range(3):
+        pid_file = tmp_path / f"{i}.pid"
+        # one line: the stand-in converter's body is spliced into its script as one
+        body = (
+            f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+            f'exec("while not os.path.exists({str(gate)!r}): time.sleep(0.05)")'
+        )
+        script = converter_script(tmp_path / f"c{i}", body)
+        handles.append(executor.submit(retarget(group_request, tmp_path / str(i), script)))
+        pid_files.append(pid_file)
+    # all three are running at the same time, each its own process
+    wait_for(lambda: all(p.exists() and p.read_text() for p in pid_files), 180)
+    assert len({h.pid for h in handles if isinstance(h, TemplateChild)}) == 3
+    assert not any(h.poll() for h in handles)
+    gate.write_text("")
+    for i, h in enumerate(handles):
+        result, error = _finish(h)
+        assert error is None and result is not None
+        assert result["ms_path"] == str(tmp_path / str(i) / "ms" / "g.ms")
+
+
+def test_a_sigkilled_daemon_leaves_no_template_nor_conversion(
+    group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    script, pid_file = _hang(tmp_path, "hang")
+    req = retarget(group_request, tmp_path, script)
+    # a stand-in daemon: starts a conversion through the local executor, says the pids
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, time\n"
+            "from dsa110_ingest.convert.executor import LocalProcessExecutor\n"
+            "from dsa110_ingest.convert.request import ConversionRequest\n"
+            "ex = LocalProcessExecutor()\n"
+            "h = ex.submit(ConversionRequest.from_json(json.loads(sys.stdin.readline())))\n"
+            "print(ex.template.pid, h.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    parent.stdin.write(json.dumps(req.to_json()) + "\n")
+    parent.stdin.flush()
+    template_pid, child_pid = map(int, parent.stdout.readline().split())
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120, "no converter started")
+    converter_pid = int(pid_file.read_text())
+    parent.kill()  # SIGKILL: no cleanup of its own runs
+    parent.wait()
+    pids = (template_pid, child_pid, converter_pid)
+    wait_for(lambda: not any(_alive(p) for p in pids), 60, "an orphan outlived the daemon")
+
+
+def test_without_a_template_each_conversion_is_a_fresh_process(
+    group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    ex = LocalProcessExecutor(use_template=False)
+    h = ex.submit(retarget(group_request, tmp_path))
+    assert not isinstance(h, TemplateChild)
+    result, error = _finish(h)
+    assert error is None and result is not None
+    ex.close()
