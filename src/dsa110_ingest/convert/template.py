@@ -32,8 +32,8 @@ import time
 import traceback
 from typing import Any
 
-# what a conversion imports, loaded once here (numba is not: it loads only for groups
-# of >= 2 GiB of DATA, where its ~0.9 s is small, and it would add ~180 MiB to every child)
+# what a conversion imports, loaded once here; numba and the writer's kernel too
+# (_preload), which a fresh worker loads only for groups of >= 2 GiB of DATA (its ~0.9 s)
 PRELOAD = (
     "numpy",
     "h5py",
@@ -56,6 +56,13 @@ def _preload() -> list[str]:
             importlib.import_module(name)
         except ImportError:  # the backend that needs it says so in the child, as before
             missing.append(name)
+    try:
+        from dsa110_ingest.convert.native import fused
+
+        if not fused.warm():  # compiled or loaded from numba's cache, once
+            missing.append("numba")
+    except ImportError:
+        missing.append("numba")
     return missing
 
 
@@ -148,6 +155,9 @@ def serve(fd: int) -> int:
     die_with_parent()
     sock = socket.socket(fileno=fd)
     t0 = time.monotonic()
+    from dsa110_ingest.convert.worker import keep_freed_memory
+
+    keep_freed_memory()  # before the imports: the children inherit malloc's settings
     missing = _preload()
     wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select via the fd

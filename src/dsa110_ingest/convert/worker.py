@@ -12,6 +12,8 @@ using up an attempt (``node``: disk full, backend missing) or retry counting it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -202,7 +204,20 @@ def _recipe_result(plan: recipe.ConversionPlan, info: dict[str, Any]) -> dict[st
     return out
 
 
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed blocks for reuse instead of giving them back to the
+    kernel: every visibility block (~10 MiB arrays, above malloc's mmap threshold) would
+    otherwise be fresh pages that the kernel zero-fills on first touch -- 245,000 page
+    faults and ~10 % of the writer's CPU on a 2 GB MS (perf). The peak is unchanged: the
+    same blocks are reused, and the process ends with the conversion."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: its maximum; blocks come from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: freed heap stays mapped
+
+
 def main() -> int:
+    keep_freed_memory()
     req = ConversionRequest.from_json(json.loads(sys.stdin.read()))
     try:
         result = run(req, force=bool(req.meta.get("force")))

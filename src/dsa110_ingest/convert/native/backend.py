@@ -26,7 +26,8 @@ BLOCK_BYTES = 16 << 20
 # Below this much DATA the numpy kernel: loading numba and its cached kernel costs a fresh
 # worker ~0.9 CPU s, which the one-pass kernel wins back at ~0.7 s per GB of DATA over
 # the numpy passes (benchmarks/convert_profile.py, 64 antennas: 0.57 s vs ~1.0 s a 0.6 GB
-# MS); break-even near 1.3 GB, so numba pays only for groups well above it.
+# MS); break-even near 1.3 GB, so numba pays only for groups well above it. A conversion
+# forked from the template (convert/template.py) finds numba loaded and always uses it.
 FUSED_MIN_BYTES = 2 << 30
 
 
@@ -74,8 +75,9 @@ class _Writer:
         # (DSA-110: always); rows where they differ get a second pass.
         self.w_min = np.full((self.n_rows, self.n_pol), np.inf, np.float32)
         self.w_max = np.full((self.n_rows, self.n_pol), -np.inf, np.float32)
-        if fused_kernel is None:
-            fused_kernel = self.n_rows * g.plan.n_channels * self.n_pol * 8 >= FUSED_MIN_BYTES
+        if fused_kernel is None:  # numba when loaded already (the template) or worth loading
+            big = self.n_rows * g.plan.n_channels * self.n_pol * 8 >= FUSED_MIN_BYTES
+            fused_kernel = big or fused.loaded()
         self.use_fused = fused_kernel and fused.available()
         self.buffers = fused.Buffers()
 
@@ -142,8 +144,9 @@ def write_ms(
     fused_kernel: bool | None = None,
 ) -> dict[str, Any]:
     """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``:
-    None runs the numba kernel for groups of at least ``FUSED_MIN_BYTES`` of DATA (where
-    numba is installed), True for any size, False never (the numpy kernel, the reference)."""
+    None runs the numba kernel where numba is installed and either already loaded or the
+    group has at least ``FUSED_MIN_BYTES`` of DATA, True for any size, False never (the
+    numpy kernel, the reference)."""
     w = _Writer(group, block_bytes, tile_bytes, fused_kernel)
     w.write(path, extra_data_cols, read_ahead)
     freqs = group.plan.freq_hz

@@ -20,6 +20,7 @@ from dsa110_ingest.convert.native.kernel import SPEED_OF_LIGHT
 
 _KERNEL: Any = None
 _TRIED = False
+_WARM = False
 
 
 def _compile() -> Any:
@@ -74,6 +75,37 @@ def _compile() -> Any:
 
 def available() -> bool:
     return _compile() is not None
+
+
+def loaded() -> bool:
+    """The kernel is compiled (or loaded from numba's cache) in this process already: a
+    conversion forked from the template (convert/template.py) gets it for free."""
+    return _WARM
+
+
+def warm() -> bool:
+    """Load numba and the kernel now, for the argument types the writer passes (a forked
+    child then calls it without compiling); False without numba."""
+    global _WARM
+    if _compile() is None:
+        return False
+    n, nc, npol = 1, 2, 2
+    ms_block(
+        np.zeros((n, nc, npol), np.complex64),
+        np.zeros((n, nc, npol), np.bool_),
+        np.ones((n, nc, npol), np.float32),
+        delta_w_m=np.zeros(n),
+        freqs_hz=np.array([1.0e9, 1.1e9]),
+        descending=False,
+        pol_order=np.arange(npol),
+        conj_rows=None,
+        conj_pol_order=np.arange(npol),
+        w_min=np.full((n, npol), np.inf, np.float32),
+        w_max=np.full((n, npol), -np.inf, np.float32),
+        buffers=Buffers(),
+    )
+    _WARM = True
+    return True
 
 
 class Buffers:
