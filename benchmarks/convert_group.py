@@ -458,9 +458,9 @@ def available_gb() -> float:
 
 # measured on this machine with `dsa110-ingest convert` under /usr/bin/time (issue 12)
 PYUVDATA_FULL_CITED = (101.6, 19.0 * 1e9 / MIB)
-# the native worker's footprint before any group at this size: the tiny group's peak in
-# "Conversion of one group" (166 MiB: interpreter, numpy, h5py, casacore) + numba and its
-# loaded kernel (178 MiB measured), which a group this big uses
+# the native worker's footprint before any group at this size: interpreter, numpy, h5py,
+# casacore (~135 MiB: the tiny group's peak in "Conversion of one group") + numba and its
+# loaded kernel (~180 MiB measured in a fresh process), with a margin
 FIXED_FOOTPRINT_MIB = 350
 
 
@@ -473,7 +473,11 @@ def full(pyuvdata_mode: str) -> int:
         inputs = make_group(root / "in", p)
         gen_s = time.perf_counter() - t0
         size = sum(Path(f.path).stat().st_size for f in inputs)
-        n = worker(inputs, root / "n.ms", "native")
+        ex = LocalProcessExecutor()
+        try:  # as the daemon runs it: a child of the executor's template
+            n = through_executor(ex, inputs, root / "n.ms")
+        finally:
+            ex.close()
         ms_bytes = tree_bytes(root / "n.ms")
         shutil.rmtree(root / "n.ms")
         floor = io_floor(inputs, ms_bytes, root / "floor.bin")
@@ -509,8 +513,10 @@ def full(pyuvdata_mode: str) -> int:
 
 One simulated group at real dimensions: 117 antennas (6,903 baselines with autos), 24
 integrations, 16 x 48 channels, 4 polarisations: {size / 2**30:.2f} GiB of UVH5
-(written in {gen_s:.0f} s), {ms_bytes / 2**30:.2f} GiB of MS; {machine()}. Each backend in
-a fresh worker process; wall time, CPU time and peak RSS from wait4(); load average
+(written in {gen_s:.0f} s by a child process), {ms_bytes / 2**30:.2f} GiB of MS;
+{machine()}. Native: as the daemon runs it, a child of the local executor's template (wall
+from submit to result; CPU and peak RSS from the template's wait4()); pyuvdata: a fresh
+worker process (wait4()); load average
 {n.load:.1f} when the native run started (2 cores shared with other work: wall times
 stretch with the load, CPU seconds much less). Native kernel: {result["kernel"]}.
 Pyuvdata side: {how}.
