@@ -113,7 +113,8 @@ One native conversion of a simulated group ({p.nants} antennas, {p.ntimes} integ
 so each CPU second is charged to its stage (`time.process_time`; the write split with
 cProfile on the same clock); second of two runs (the first warms the page cache); the
 {kernel} kernel (numba runs only for groups of at least 2 GiB of DATA: its load costs a
-fresh worker ~0.9 CPU s); neither pyuvdata nor astropy is imported (the script asserts it);
+fresh worker ~0.9 CPU s; a child of the daemon's template has it loaded and always uses it);
+neither pyuvdata nor astropy is imported (the script asserts it);
 {machine()}, load average {load:.1f} at the start.
 
 | stage | CPU s | share |

@@ -250,7 +250,7 @@ def test_the_dispatcher_gives_up_an_attempt_whose_lease_was_taken(tmp_path: Path
     script = converter_script(tmp_path / "slow", ancestry_body(runs, sleep=30))
     site = indexed_site(tmp_path, script)
     cfg = site.cfg
-    d = Dispatcher(cfg, LocalProcessExecutor())
+    d = Dispatcher(cfg, LocalProcessExecutor(cfg.convert.backend))
     d.start()
     try:
         wait_for(lambda: read_runs(runs), 30)

@@ -98,8 +98,12 @@ def test_a_finished_conversion_hands_back_the_workers_result(
     group_request: ConversionRequest, tmp_path: Path
 ) -> None:
     req = retarget(group_request, tmp_path)
-    h = LocalProcessExecutor().submit(req)
-    result, error = _finish(h)
+    ex = LocalProcessExecutor()
+    try:
+        h = ex.submit(req)
+        result, error = _finish(h)
+    finally:
+        ex.close()  # its template process goes now, not with the test process
     assert error is None and result is not None
     assert result["ms_path"] == req.output and result["skipped"] is False
     assert not h.transient
@@ -112,7 +116,11 @@ def test_a_classified_failure_keeps_its_class(
     group_request: ConversionRequest, tmp_path: Path, code: int, permanent: bool, counts: bool
 ) -> None:
     script = converter_script(tmp_path / "c", f"sys.exit({code})")
-    _, error = _finish(LocalProcessExecutor().submit(retarget(group_request, tmp_path, script)))
+    ex = LocalProcessExecutor()
+    try:
+        _, error = _finish(ex.submit(retarget(group_request, tmp_path, script)))
+    finally:
+        ex.close()
     assert isinstance(error, ConversionError) and f"status {code}" in str(error)
     assert (error.permanent, error.counts) == (permanent, counts)
 

@@ -196,3 +196,34 @@ def test_without_a_template_each_conversion_is_a_fresh_process(
     result, error = _finish(h)
     assert error is None and result is not None
     ex.close()
+
+
+def test_a_native_conversion_in_the_template_gets_numba_loaded(tmp_path: Path) -> None:
+    """The template loads numba and the writer's kernel once, so its children use the
+    one-pass kernel even for a small group; a fresh worker would not pay numba's load."""
+    pytest.importorskip("numba")
+    pytest.importorskip("casacore.tables")
+    from dsa110_ingest.convert.request import InputFile
+    from dsa110_ingest.tools.simulate import SimParams, plan_groups, write_file
+    from dsa110_ingest.uvh5 import read_header
+
+    (plan,) = plan_groups(1, "2025-10-02T00:00:00", 2.0)
+    p = SimParams(nants=4, nchan=2, ntimes=2)
+    (tmp_path / "in").mkdir()
+    inputs = []
+    for sb, t in sorted(plan.files.items()):
+        f = write_file(tmp_path / "in", t, sb, p, obs_start_unix=plan.start_unix)
+        h = read_header(str(f))
+        inputs.append(InputFile(str(f), sb, h.freq_min_hz, h.n_freqs))
+    kernels = {}
+    for template in (True, False):
+        ex = LocalProcessExecutor(use_template=template)
+        try:
+            out = tmp_path / f"{template}.ms"
+            h = ex.submit(ConversionRequest("g", tuple(inputs), str(out), "native"))
+            result, error = _finish(h)
+        finally:
+            ex.close()
+        assert error is None and result is not None, error
+        kernels[template] = result["kernel"]
+    assert kernels == {True: "numba", False: "numpy"}

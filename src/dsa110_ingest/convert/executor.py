@@ -162,10 +162,12 @@ class LocalProcessExecutor:
     name = "local"
     remote = False
 
-    def __init__(self, use_template: bool = True) -> None:
+    def __init__(self, backend: str = "native", use_template: bool = True) -> None:
         from dsa110_ingest.convert.template_client import Template
 
-        self.template: Template | None = Template() if use_template else None
+        # ``backend``: the configured one, whose modules the template preloads; a request
+        # for another backend still runs (its child imports what it needs)
+        self.template: Template | None = Template(backend) if use_template else None
 
     def submit(self, req: ConversionRequest) -> Handle:
         if self.template is not None:
@@ -202,7 +204,7 @@ def _dask(cfg: ConvertConfig) -> Executor:
 # ``[convert] executor`` -> how to build it; a new executor is one entry here (and its
 # name in config.EXECUTORS)
 EXECUTORS: dict[str, Callable[[ConvertConfig], Executor]] = {
-    LocalProcessExecutor.name: lambda _cfg: LocalProcessExecutor(),
+    LocalProcessExecutor.name: lambda cfg: LocalProcessExecutor(cfg.backend),
     "dask": _dask,
 }
 

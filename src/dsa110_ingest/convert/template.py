@@ -32,30 +32,31 @@ import time
 import traceback
 from typing import Any
 
-# what a conversion imports, loaded once here; numba and the writer's kernel too
-# (_preload), which a fresh worker loads only for groups of >= 2 GiB of DATA (its ~0.9 s)
-PRELOAD = (
-    "numpy",
-    "h5py",
-    "erfa",
-    "casacore.tables",
-    "dsa110_ingest.convert.worker",
-    "dsa110_ingest.convert.native.backend",
-    "dsa110_ingest.convert.pyuvdata_backend",
-    "dsa110_ingest.convert.command_backend",
-)
+# what a conversion imports, by the configured backend, loaded once here; for "native"
+# numba and the writer's kernel too (_preload), which a fresh worker loads only for
+# groups of >= 2 GiB of DATA (~0.9 s). A site command needs only the worker: loading
+# casacore and numba for it would only delay the daemon's first conversion.
+WORKER = ("dsa110_ingest.convert.worker", "dsa110_ingest.convert.command_backend")
+MS = ("numpy", "h5py", "erfa", "casacore.tables", *WORKER)
+PRELOAD: dict[str, tuple[str, ...]] = {
+    "native": (*MS, "dsa110_ingest.convert.native.backend"),
+    "pyuvdata": (*MS, "dsa110_ingest.convert.pyuvdata_backend"),
+    "command": WORKER,
+}
 MAX_MSG = 65536
 
 
-def _preload() -> list[str]:
+def _preload(backend: str) -> list[str]:
     import importlib
 
     missing = []
-    for name in PRELOAD:
+    for name in PRELOAD.get(backend, WORKER):
         try:
             importlib.import_module(name)
         except ImportError:  # the backend that needs it says so in the child, as before
             missing.append(name)
+    if backend != "native":
+        return missing
     try:
         from dsa110_ingest.convert.native import fused
 
@@ -149,7 +150,7 @@ def _reap(sock: socket.socket) -> None:
         )
 
 
-def serve(fd: int) -> int:
+def serve(fd: int, backend: str) -> int:
     from dsa110_ingest.convert.executor import die_with_parent
 
     die_with_parent()
@@ -158,7 +159,7 @@ def serve(fd: int) -> int:
     from dsa110_ingest.convert.worker import keep_freed_memory
 
     keep_freed_memory()  # before the imports: the children inherit malloc's settings
-    missing = _preload()
+    missing = _preload(backend)
     wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select via the fd
     signal.set_wakeup_fd(wake[1])
@@ -189,4 +190,4 @@ def serve(fd: int) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(serve(int(sys.argv[1])))
+    raise SystemExit(serve(int(sys.argv[1]), sys.argv[2]))

@@ -89,7 +89,8 @@ class TemplateChild(_Pumped):
 class Template:
     """The template process, started on first use and again whenever it has died."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend  # what it preloads (template.PRELOAD)
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.sock: socket.socket | None = None
@@ -109,7 +110,13 @@ class Template:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dsa110_ingest.convert.template", str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "dsa110_ingest.convert.template",
+                    str(theirs.fileno()),
+                    self.backend,
+                ],
                 stdin=subprocess.DEVNULL,
                 # numpy's OpenBLAS would start a thread pool at import: a process that forks
                 # must have no other threads (their locks would stay held in the children)
