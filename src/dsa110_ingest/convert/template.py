@@ -73,6 +73,7 @@ def _child(fds: list[int], sock: socket.socket, wake: tuple[int, int], template:
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh worker's
         sock.close()
         for fd in wake:
             os.close(fd)
@@ -162,6 +163,9 @@ def serve(fd: int, backend: str) -> int:
     missing = _preload(backend)
     wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select via the fd
+    # a Ctrl-C at the daemon's terminal reaches its whole process group: the daemon
+    # decides what stops; the conversions themselves still see it, as fresh workers did
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.set_wakeup_fd(wake[1])
     threads = len(os.listdir("/proc/self/task"))
     _send(
