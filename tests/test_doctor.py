@@ -3,6 +3,7 @@ own (the filesystem types a check must react to are rarely the ones this machine
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -170,8 +171,12 @@ def test_dask_executor_with_no_scheduler_listening_fails_naming_it(tmp_path: Pat
     assert c.level == "FAIL" and "127.0.0.1:9" in c.detail and "unreachable" in c.detail
 
 
+def _converting(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, convert=dataclasses.replace(cfg.convert, enabled=True))
+
+
 def test_output_disk_reports_free_space_of_the_nearest_existing_folder(site: Site) -> None:
-    cfg = site.cfg
+    cfg = _converting(site.cfg)
     assert not cfg.convert.output_dir.exists()
     (c,) = check_output_disk(cfg, Context(site.root))
     assert c.name == "output disk" and str(cfg.convert.output_dir) in c.detail
@@ -199,7 +204,7 @@ def test_daemon_check_is_silent_before_the_first_start_and_warns_when_stopped(
 def test_output_disk_states_the_threshold_and_the_fix(
     site: Site, monkeypatch: pytest.MonkeyPatch, free_gib: int, level: str, says: str
 ) -> None:
-    cfg = site.cfg
+    cfg = _converting(site.cfg)
     usage = shutil.disk_usage(site.root)
     fake = usage._replace(free=free_gib * doctor.GIB)
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: fake)
@@ -208,3 +213,16 @@ def test_output_disk_states_the_threshold_and_the_fix(
     assert c.detail.startswith(says.format(out=cfg.convert.output_dir)), c.detail
     fix = "; free space there, or set [convert] output_dir to a larger disk"
     assert c.detail.endswith(fix) is (level != "OK")
+
+
+def test_output_disk_is_not_judged_when_conversion_is_off(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = site.cfg
+    assert not cfg.convert.enabled
+    usage = shutil.disk_usage(site.root)
+    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: usage._replace(free=doctor.GIB))
+    (c,) = check_output_disk(cfg, Context(site.root))
+    assert (
+        c.level == "OK" and c.detail == f"not used: conversion disabled ({cfg.convert.output_dir})"
+    )

@@ -154,6 +154,46 @@ def test_sigkill_at_any_stage_then_rerun_ends_the_same(legacy_site: Site, stage:
     _check_migrated(legacy_site, info)
 
 
+def _earliest_backup(state: Path, name: str) -> Path:
+    """docs/migration.md's rule: the earliest time; in one second, no suffix before .2."""
+
+    def key(p: Path) -> tuple[str, int]:
+        stamp, _, n = p.name.removeprefix(f"{name}.bak-").partition(".")
+        return stamp, int(n or 1)
+
+    return min(state.glob(f"{name}.bak-*"), key=key)
+
+
+def test_sigkill_while_backing_up_leaves_nothing_that_looks_like_a_backup(
+    legacy_site: Site,
+) -> None:
+    info = legacy_products(legacy_site, SCHEMA_2025_11_17)
+    state = legacy_site.root / "state"
+    p = legacy_site.cli("migrate", "--stop-after", "backing-up", check=False)
+    assert p.returncode == -9
+    assert not list(state.glob("*.bak-*")), "a partial backup must not carry a backup's name"
+    partial = [q for q in state.iterdir() if ".partial-backup-" in q.name]
+    assert [q.name.partition("-backup-")[0] for q in partial] == [".products.sqlite3.partial"]
+    again = legacy_site.cli("migrate")
+    assert f"removed {partial[0]}, a partial backup of a killed run" in again.stderr
+    assert "backup written" in again.stderr
+    assert not [q for q in state.iterdir() if ".partial-backup-" in q.name]
+    _check_migrated(legacy_site, info)
+    for backup in state.glob("*.bak-*"):  # each one a whole database
+        c = sqlite3.connect(backup)
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",), backup
+        c.close()
+    # roll back as docs/migration.md says, with its rule for picking the backup
+    for name in ("products.sqlite3", "hdf5.sqlite3"):
+        for suffix in ("-wal", "-shm"):
+            (state / (name + suffix)).unlink(missing_ok=True)
+        shutil.copy(_earliest_backup(state, name), state / name)
+    assert (
+        _products(legacy_site).execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone()[0]
+        == info["rows"]
+    )
+
+
 def test_keep_legacy_and_rollback_from_backup(legacy_site: Site) -> None:
     info = legacy_products(legacy_site, SCHEMA_2025_11_15)
     p = legacy_site.cli("migrate", "--keep-legacy")
@@ -163,7 +203,7 @@ def test_keep_legacy_and_rollback_from_backup(legacy_site: Site) -> None:
     # roll back as docs/migration.md says: put the backups in place
     state = legacy_site.root / "state"
     for name in ("products.sqlite3", "hdf5.sqlite3"):
-        backup = min(state.glob(f"{name}.bak-*"), key=lambda p: p.stat().st_mtime_ns)
+        backup = _earliest_backup(state, name)
         for suffix in ("-wal", "-shm"):
             (state / (name + suffix)).unlink(missing_ok=True)
         shutil.copy(backup, state / name)

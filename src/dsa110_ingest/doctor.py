@@ -20,6 +20,7 @@ GIB = 1024**3
 FREE_WARN = 300 * 5 * GIB
 FREE_FAIL = 5 * GIB
 DB_NAMES = ("hdf5.sqlite3", "products.sqlite3")
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system")
 
 
 @dataclass
@@ -109,6 +110,8 @@ def stray_databases(cfg: Config, cwd: Path) -> list[Path]:
 class Context:
     cwd: Path
     mounts: str = "/proc/self/mounts"
+    # where an installed unit is looked for, the first found wins (as systemd's own order)
+    units: tuple[Path, ...] = tuple(Path(d, "dsa110-ingest.service") for d in UNIT_DIRS)
 
 
 def check_config(cfg: Config, ctx: Context) -> Iterator[Check]:
@@ -271,6 +274,9 @@ def check_executor(cfg: Config, ctx: Context) -> Iterator[Check]:
 
 def check_output_disk(cfg: Config, ctx: Context) -> Iterator[Check]:
     out_dir = cfg.convert.output_dir
+    if not cfg.convert.enabled:
+        yield Check("OK", "output disk", f"not used: conversion disabled ({out_dir})")
+        return
     probe = out_dir
     while not probe.exists():
         probe = probe.parent
@@ -290,6 +296,25 @@ def check_output_disk(cfg: Config, ctx: Context) -> Iterator[Check]:
     if level != "OK":
         detail += "; free space there, or set [convert] output_dir to a larger disk"
     yield Check(level, "output disk", detail)
+
+
+def check_systemd_unit(cfg: Config, ctx: Context) -> Iterator[Check]:
+    """An installed unit (with its drop-ins) lets through the hosts and paths the config
+    names (docs/operations.md, "systemd behaviour")."""
+    from dsa110_ingest.unit_fit import unit_problems, unit_settings
+
+    unit = next((u for u in ctx.units if u.is_file()), None)
+    if unit is None:
+        return
+    problems = unit_problems(cfg, unit_settings(unit))
+    fix = (
+        f"; regenerate the unit (`dsa110-ingest --config {cfg.config_file} systemd-unit`) "
+        "or add a drop-in (`systemctl edit dsa110-ingest`)"
+    )
+    for p in problems:
+        yield Check("WARN", "systemd unit", f"{unit}: {p}{fix}")
+    if not problems:
+        yield Check("OK", "systemd unit", f"{unit} lets through the hosts and paths configured")
 
 
 def check_integrity_both(cfg: Config, ctx: Context) -> Iterator[Check]:
@@ -346,6 +371,7 @@ CHECKS: tuple[Callable[[Config, Context], Iterable[Check]], ...] = (
     check_converter,
     check_executor,
     check_output_disk,
+    check_systemd_unit,
     check_integrity_both,
     check_node,
     check_daemon,

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from dsa110_ingest.config.targets import redact_text
 from dsa110_ingest.statedir import open_private
 
 _LEVELS = {
@@ -93,6 +94,14 @@ def journal_stream(stream: TextIO, env: Mapping[str, str]) -> bool:
     return want == f"{st.st_dev}:{st.st_ino}"
 
 
+def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """No password of a PostgreSQL URI in any line, whichever message carries it."""
+    for k, v in event.items():
+        if isinstance(v, str):
+            event[k] = redact_text(v)
+    return event
+
+
 def _priority_prefix(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     event["_priority"] = PRIORITIES.get(event.get("level", method), 6)
     return event
@@ -138,6 +147,7 @@ def setup(
             # one time format everywhere: ISO 8601, UTC, with its `Z`
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _redact,
             *([_priority_prefix] if journal and use_json else []),
             renderer,
         ],
@@ -180,6 +190,7 @@ def fatal_to_stderr(message: str, event: str) -> None:
     one line (text on a terminal, a JSON object off it)."""
     if _file_stream is None or not _json:
         return  # no file, or console format: the caller printed it on stderr
+    message = redact_text(message)
     if sys.stderr.isatty():
         line = f"dsa110-ingest: error: {message}"
     else:

@@ -27,6 +27,7 @@ from dsa110_ingest.db import IndexStore, open_index_at, open_products_at
 from dsa110_ingest.db.records import MsRecord
 from dsa110_ingest.errors import MigrationError, MisnamedFileError
 from dsa110_ingest.ingest.grouping import join_group
+from dsa110_ingest.migrate_backup import remove_partial_backups, write_backup
 from dsa110_ingest.naming import NameParser
 from dsa110_ingest.times import iso_to_unix, mjd_to_unix, unix_to_iso, unix_to_mjd
 
@@ -45,7 +46,7 @@ SCHEMA_2025_11_15 = (
 SCHEMA_2025_11_17 = (*SCHEMA_2025_11_15, "subband_num", "ra_deg", "dec_deg", "obs_date", "obs_time")
 # columns copied as they are; the rest of a legacy row goes to legacy_extra (JSON)
 COPIED = ("file_size_bytes", "modified_time", "indexed_at", "ra_deg", "dec_deg")
-STAGES = ("backup", "insert", "commit", "drop")
+STAGES = ("backing-up", "backup", "insert", "commit", "drop")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Report:
     already_converted: int = 0
     queued: int = 0
     backups: list[str] = field(default_factory=list)
+    partials_removed: list[Path] = field(default_factory=list)
     dropped: bool = False
 
     def lines(self, dry_run: bool) -> list[str]:
@@ -354,12 +356,8 @@ def run_migration(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     with open_products_at(products_path) as products, open_index_at(hdf5_path) as hdf5:
         for db, path in ((products, products_path), (hdf5, hdf5_path)):
-            dest = path.with_name(f"{path.name}.bak-{stamp}")
-            n = 1
-            while dest.exists():  # never overwrite an earlier backup
-                n += 1
-                dest = path.with_name(f"{path.name}.bak-{stamp}.{n}")
-            db.backup_to(dest)
+            rep.partials_removed += remove_partial_backups(path)
+            dest = write_backup(db, path, stamp, lambda: _kill_if("backing-up", stop_after))
             rep.backups.append(str(dest))
         _kill_if("backup", stop_after)
         _register(cfg, hdf5)

@@ -81,7 +81,7 @@ class NameParser:
         if m is None:
             raise MisnamedFileError(
                 path,
-                f"name {filename!r} does not match the subband pattern {self.pattern!r}",
+                f"name {filename!r} does not match the subband pattern `{self.pattern}`",
                 "rename it to <YYYY-MM-DDTHH:MM:SS>_sb<NN>.hdf5 or set `pattern` in the config",
             )
         ts = m.group("timestamp")

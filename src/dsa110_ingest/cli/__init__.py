@@ -46,6 +46,7 @@ from dsa110_ingest.cli._common import (
     error_line,
     global_options,
     print_text,
+    say,
 )
 from dsa110_ingest.config import Config, load_config
 from dsa110_ingest.errors import IngestError
@@ -134,7 +135,21 @@ def _needs_config(mod: ModuleType, args: argparse.Namespace) -> bool:
     return bool(need(args) if callable(need) else need)
 
 
+def _format_given(argv: Sequence[str] | None) -> str:
+    """``--log-format`` from the command line before it is parsed (usage errors)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    for i, w in enumerate(words):
+        value = w.partition("=")[2] if w.startswith("--log-format=") else None
+        if w == "--log-format" and i + 1 < len(words):
+            value = words[i + 1]
+        if value in ("auto", "json", "console"):
+            return value
+    return "auto"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # a usage error is printed before the config is read: as the command line says
+    logs.setup("info", _format_given(argv), env=os.environ)
     args = parse(argv)
     mod = COMMANDS[args.cmd]
     level = getattr(args, "log_level", None)
@@ -162,10 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == doctor.NAME:
             # doctor's report is its stdout: the failure is said there once, as a check
             print_text(f"FAIL  config: {e}")
-            print(
-                "doctor: 1 FAIL, 0 WARN, 0 OK (the other checks need a valid config)",
-                file=sys.stderr,
-            )
+            say("doctor: 1 FAIL, 0 WARN, 0 OK (the other checks need a valid config)")
             return EXIT_ERROR
         error_line(str(e))
         return EXIT_ERROR

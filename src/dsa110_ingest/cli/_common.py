@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TextIO
 import structlog
 
 from dsa110_ingest import logs
+from dsa110_ingest.config.targets import redact_text
 from dsa110_ingest.naming import printable
 
 EXIT_OK = 0
@@ -38,7 +39,13 @@ class Parser(argparse.ArgumentParser):
     commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        text = redact_text(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+        if logs.human():
+            self.exit(EXIT_USAGE, text + "\n")
+        # off a terminal a usage error is one JSON object too (`main` set the format from
+        # the command line before parsing: the config is not read yet)
+        structlog.get_logger("dsa110_ingest.cli").error("cli.usage_error", error=text)
+        self.exit(EXIT_USAGE)
 
 
 def print_json(obj: Any) -> None:
@@ -52,12 +59,22 @@ def print_text(line: str = "", *, file: TextIO | None = None) -> None:
     print(printable(line), file=file or sys.stdout)
 
 
+def say(line: str, level: str = "info") -> None:
+    """A line for the person who ran the command, on stderr: text on a terminal (or with
+    the console format), else one JSON object (``cli.message``, the text in ``message``)
+    like every other line there, so `jq` never meets plain text."""
+    if logs.human():
+        print(printable(redact_text(line)), file=sys.stderr)
+    else:
+        getattr(structlog.get_logger("dsa110_ingest.cli"), level)("cli.message", message=line)
+
+
 def error_line(message: str) -> None:
     """The single line a runtime failure leaves on stderr: text for a person on a
     terminal, a JSON object (``cli.error``) off it, like every other line there; with
     ``log_file`` set, in the file and on stderr."""
     if logs.human():
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {redact_text(message)}", file=sys.stderr)
     else:
         structlog.get_logger("dsa110_ingest.cli").error("cli.error", error=message)
         logs.fatal_to_stderr(message, "cli.error")

@@ -11,7 +11,7 @@ from typing import Any
 
 from dsa110_ingest import __version__
 from dsa110_ingest.cli._common import EXIT_OK, print_json
-from dsa110_ingest.config import Config
+from dsa110_ingest.config import Config, is_db_uri, redact_db
 
 NAME = "config"
 HELP = "print the effective settings (TOML, or --json) and where each came from"
@@ -64,9 +64,20 @@ def settings(cfg: Config) -> dict[str, Any]:
             }
         elif isinstance(v, tuple) and v and is_dataclass(v[0]):
             out[f.name] = [{g.name: _plain(getattr(x, g.name)) for g in fields(x)} for x in v]
+        elif is_db_uri(v):
+            # never print a password (a terminal, a ticket, a chat): libpq reads it from
+            # ~/.pgpass or PGPASSFILE instead (docs/scale-out.md)
+            out[f.name] = redact_db(v)
         else:
             out[f.name] = _plain(v)
     return out
+
+
+def _masked(cfg: Config) -> list[str]:
+    """The settings whose password ``settings`` left out."""
+    return [
+        k for k in ("hdf5_db", "products_db") if redact_db(getattr(cfg, k)) != str(getattr(cfg, k))
+    ]
 
 
 def toml_value(v: Any) -> str:
@@ -92,11 +103,13 @@ def render_toml(cfg: Config) -> str:
         "",
     ]
     tables: list[tuple[str, Any]] = []
+    masked = _masked(cfg)
     for key, v in settings(cfg).items():
         if isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict)):
             tables.append((key, v))
             continue
-        lines.append(f"{key} = {toml_value(v)}    # {src.get(key, 'default')}")
+        hidden = " (password not shown: keep it in ~/.pgpass)" if key in masked else ""
+        lines.append(f"{key} = {toml_value(v)}    # {src.get(key, 'default')}{hidden}")
     for key, v in tables:
         if isinstance(v, list):  # an array of tables: [[storage_locations]]
             for item in v:
@@ -124,6 +137,7 @@ def run(cfg: Config | None, args: argparse.Namespace) -> int:
                 "config_file": str(cfg.config_file) if cfg.config_file else None,
                 "settings": settings(cfg),
                 "sources": dict(cfg.sources),
+                "passwords_not_shown": _masked(cfg),
             }
         )
         return EXIT_OK

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from dsa110_ingest.cli._common import print_text
+from dsa110_ingest.cli._common import iso_time, say
 from dsa110_ingest.config import Config
 from dsa110_ingest.errors import ConversionError, DatabaseError
 
@@ -35,7 +34,7 @@ EXIT_CODES = {
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("group_id", metavar="GROUP_ID", help="e.g. 2025-10-02T00:12:00")
+    s.add_argument("group_id", type=iso_time, metavar="GROUP_ID", help="e.g. 2025-10-02T00:12:00")
     s.add_argument(
         "--force",
         action="store_true",
@@ -65,38 +64,73 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
         job = hdf5.job(group_id)
         if job is not None and job.state == "converted" and not force:
             if job.ms_path and not os.path.exists(job.ms_path):
-                print_text(
+                say(
                     f"convert: {group_id} is recorded as converted to {job.ms_path}, but that "
                     "Measurement Set is missing on disk; `dsa110-ingest convert --force "
                     f"{group_id}` writes it again",
-                    file=sys.stderr,
+                    "error",
                 )
                 return 1
-            print_text(
+            say(
                 f"convert: {group_id} is already converted to {job.ms_path} "
-                "(use --force to convert again)",
-                file=sys.stderr,
+                "(use --force to convert again)"
             )
             return 0
         try:
             req = build_request(cfg, hdf5, group_id, force=force)
         except ConversionError as e:
-            print_text(f"convert: {e}", file=sys.stderr)
+            say(f"convert: {e}", "error")
             return 1
         g = hdf5.group(group_id)
         with hdf5.transaction(f"queueing {group_id} for a foreground conversion"):
             hdf5.enqueue_job(group_id, g.start_mjd if g else None, time.time(), req.partial)
-        if hdf5.lease_job(group_id, owner, time.time(), lease_s) is None:
-            held = hdf5.job(group_id)
-            print_text(
-                f"convert: {group_id} is being converted by {held.lease_owner} right now "
-                f"(lease for {max(0.0, (held.lease_expires_at or 0) - time.time()):.0f} s "
-                "more); wait for it to finish, then `convert --force` if needed",
-                file=sys.stderr,
-            )
+        if not _lease(cfg, hdf5, group_id, owner):
             return 1
         outcome = _convert_keeping_lease(hdf5, req, owner, lease_s, force)
         return _record(Recorder(cfg, hdf5, products), req, owner, outcome)
+
+
+def _lease(cfg: Config, hdf5: IndexStore, group_id: str, owner: str) -> bool:
+    """Take the group's lease; a lease whose holder is provably gone (see leases.py) is
+    taken over. The takeover is conditional on that holder still owning the lease, so
+    the store's fence (owner + attempt token) keeps one conversion recorded."""
+    from dsa110_ingest.leases import can_take_over, gone, holder_of
+
+    lease_s = cfg.convert.lease_seconds
+    if hdf5.lease_job(group_id, owner, time.time(), lease_s) is not None:
+        return True
+    held = hdf5.job(group_id)
+    left = max(0.0, (held.lease_expires_at or 0) - time.time())
+    holder = holder_of(held.lease_owner)
+    if holder is not None and gone(holder, held.started_at):
+        why = f"pid {holder.pid} on this host, which held the lease, is gone"
+        if can_take_over(holder, cfg.convert.executor):
+            with hdf5.transaction(f"taking over the lease of {group_id} from a gone process"):
+                freed = hdf5.finish_job(
+                    group_id,
+                    held.lease_owner,
+                    "pending",
+                    time.time(),
+                    error=f"interrupted: {why} (killed mid-conversion)",
+                )
+            if freed and hdf5.lease_job(group_id, owner, time.time(), lease_s) is not None:
+                say(f"convert: {group_id}: {why}; took its lease over")
+                return True
+            held = hdf5.job(group_id)  # someone else claimed it meanwhile
+        else:
+            say(
+                f"convert: {group_id}: {why}, but its Dask task may still be running on a "
+                f"worker; the lease expires in {left:.0f} s: run `convert` again then",
+                "error",
+            )
+            return False
+    say(
+        f"convert: {group_id} is being converted by {held.lease_owner} right now "
+        f"(lease for {max(0.0, (held.lease_expires_at or 0) - time.time()):.0f} s "
+        "more); wait for it to finish, then `convert --force` if needed",
+        "error",
+    )
+    return False
 
 
 def _convert_keeping_lease(
@@ -125,7 +159,7 @@ def _convert_keeping_lease(
             if t.is_alive():
                 hdf5.renew_lease(req.group_id, owner, time.time() + lease_s)
         except DatabaseError as e:
-            print_text(f"convert: renewing the lease failed ({e}); retrying", file=sys.stderr)
+            say(f"convert: renewing the lease failed ({e}); retrying", "warning")
     return outcome
 
 
@@ -135,13 +169,13 @@ def _record(rec: Recorder, req: ConversionRequest, owner: str, outcome: dict[str
     if "error" in outcome:
         e = outcome["error"]
         state = rec.failure(group_id, owner, e)
-        print_text(f"convert: {group_id} failed ({e.kind}, {state}): {e}", file=sys.stderr)
+        say(f"convert: {group_id} failed ({e.kind}, {state}): {e}", "error")
         return 1
     result = outcome["result"]
     if not rec.success(req, result, owner):
-        print_text(
+        say(
             f"convert: lost the lease of {group_id} to another converter; its result stands",
-            file=sys.stderr,
+            "error",
         )
         return 1
     how = (
@@ -149,5 +183,5 @@ def _record(rec: Recorder, req: ConversionRequest, owner: str, outcome: dict[str
         if result.get("skipped")
         else f"written in {result.get('seconds', 0):.1f} s"
     )
-    print_text(f"convert: {group_id} -> {result['ms_path']} ({how})", file=sys.stderr)
+    say(f"convert: {group_id} -> {result['ms_path']} ({how})")
     return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from dsa110_ingest.cli._common import EXIT_ERROR, EXIT_OK, print_text
+from dsa110_ingest.cli._common import EXIT_ERROR, EXIT_OK, print_text, say
 from dsa110_ingest.config import Config
 
 NAME = "doctor"
@@ -29,5 +28,5 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         print_text(c.line())
     fails = sum(c.level == "FAIL" for c in checks)
     warns = sum(c.level == "WARN" for c in checks)
-    print(f"doctor: {fails} FAIL, {warns} WARN, {len(checks) - fails - warns} OK", file=sys.stderr)
+    say(f"doctor: {fails} FAIL, {warns} WARN, {len(checks) - fails - warns} OK")
     return EXIT_ERROR if fails else EXIT_OK

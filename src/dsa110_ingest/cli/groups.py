@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from dsa110_ingest.cli._common import (
     positive_int,
     print_json,
     print_text,
+    say,
 )
 from dsa110_ingest.config import Config
 from dsa110_ingest.naming import missing_subbands
@@ -140,10 +140,13 @@ def list_groups(cfg: Config, args: argparse.Namespace) -> list[dict[str, Any]]:
         files = db.files_of_groups([r.group_id for r in rows])
         waiting = [r for r in rows if r.n_subbands < r.expected_subbands]
         rejected = _rejected_by_group(cfg, db.rejected(), waiting) if waiting else {}
+        stale = _stale_leases(cfg, db, rows)
     ms = _ms_statuses(cfg.products_db, [r.ms_path for r in rows if r.convert_state == "converted"])
     out = [
         group_json(r, files[r.group_id], ms.get(r.ms_path), rejected.get(r.group_id)) for r in rows
     ]
+    for g in out:
+        g["conversion_note"] = stale.get(g["group_id"])
     if args.state in ("converted", MS_MISSING):
         out = [g for g in out if g["conversion"] == args.state or g["state"] == args.state]
         out = out[: args.limit] if args.limit else out
@@ -154,10 +157,10 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     from dsa110_ingest.times import iso_to_unix
 
     if args.since and args.until and iso_to_unix(args.since) > iso_to_unix(args.until):
-        print(
+        say(
             f"{PROG} groups: error: --since {args.since} is later than --until {args.until}: "
             f"no group can match; swap them (see `{PROG} groups --help`)",
-            file=sys.stderr,
+            "error",
         )
         return EXIT_USAGE
     out = list_groups(cfg, args)
@@ -169,14 +172,29 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         if g["conversion"] == MS_MISSING:
             note = f"{g['ms_path']} is gone (prune); `dsa110-ingest convert --force` rewrites it"
         else:
-            note = g["last_error"] or (
-                _missing_note(g) if g["missing_subbands"] else g["ms_path"] or ""
+            note = (
+                g["conversion_note"]
+                or g["last_error"]
+                or (_missing_note(g) if g["missing_subbands"] else g["ms_path"] or "")
             )
+        # subbands on disk, as the JSON's files/missing_subbands (n_subbands counts
+        # members gone from disk since)
+        on_disk = g["expected_subbands"] - len(g["missing_subbands"])
         print_text(
-            f"{g['group_id']:20} {g['state']:11} {g['n_subbands']:>4}/{g['expected_subbands']:<3}"
+            f"{g['group_id']:20} {g['state']:11} {on_disk:>4}/{g['expected_subbands']:<3}"
             f" {g['conversion'] or '-':11} {g['attempts'] or 0:>5}  {note}"
         )
     return EXIT_OK
+
+
+def _stale_leases(cfg: Config, db: Any, rows: list[Any]) -> dict[str, str]:
+    """Running conversions whose converter is gone or whose lease expired: why, and when
+    they are retried (leases.stale_note)."""
+    from dsa110_ingest.leases import stale_note
+
+    jobs = (db.job(r.group_id) for r in rows if r.convert_state == "running")
+    notes = {j.group_id: stale_note(j, cfg.convert.executor) for j in jobs if j is not None}
+    return {gid: note for gid, note in notes.items() if note}
 
 
 def _missing_note(g: dict[str, Any]) -> str:

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from dsa110_ingest.cli._common import EXIT_OK, abs_path
-from dsa110_ingest.config import Config
+from dsa110_ingest.cli._common import EXIT_OK, abs_path, say
+from dsa110_ingest.config import Config, redact_db
 from dsa110_ingest.errors import MigrationError
 
 NAME = "migrate"
@@ -62,7 +61,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--stop-after-rows", type=int, help=argparse.SUPPRESS)
     # tests only: SIGKILL itself at that point, to prove a rerun ends in the same state
     s.add_argument(
-        "--stop-after", choices=["backup", "insert", "commit", "drop"], help=argparse.SUPPRESS
+        "--stop-after",
+        choices=["backing-up", "backup", "insert", "commit", "drop"],
+        help=argparse.SUPPRESS,
     )
 
 
@@ -73,8 +74,8 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         raise MigrationError("--products-to and --node go with --to URI")
     from dsa110_ingest.migrate import run_migration
 
-    products = abs_path(args.products_db) if args.products_db else cfg.products_db
-    hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else cfg.hdf5_db
+    products = abs_path(args.products_db) if args.products_db else _sqlite_source(cfg, "products")
+    hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else _sqlite_source(cfg, "hdf5")
     if products == hdf5:
         raise MigrationError("--products-db and --hdf5-db are the same file")
     rep = run_migration(
@@ -87,29 +88,28 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
     )
     if rep is None:
-        print(
+        say(
             f"migrate: {products} has no hdf5_file_index table: nothing to migrate "
-            "(already migrated, or a new deployment)",
-            file=sys.stderr,
+            "(already migrated, or a new deployment)"
         )
         return EXIT_OK
+    for gone in rep.partials_removed:
+        say(f"migrate: removed {gone}, a partial backup of a killed run")
     for b in rep.backups:
-        print(f"migrate: backup written: {b}", file=sys.stderr)
+        say(f"migrate: backup written: {b}")
     for line in rep.lines(args.dry_run):
-        print(f"migrate: {line}", file=sys.stderr)
+        say(f"migrate: {line}")
     if args.dry_run:
-        print("migrate: dry run, nothing changed", file=sys.stderr)
+        say("migrate: dry run, nothing changed")
     elif rep.dropped:
-        print(
+        say(
             f"migrate: verified all {rep.legacy_rows} rows in {hdf5}; dropped the legacy "
-            f"table from {products}",
-            file=sys.stderr,
+            f"table from {products}"
         )
     else:
-        print(
+        say(
             f"migrate: verified all {rep.legacy_rows} rows in {hdf5}; legacy table kept "
-            "(--keep-legacy)",
-            file=sys.stderr,
+            "(--keep-legacy)"
         )
     return EXIT_OK
 
@@ -125,8 +125,8 @@ def _run_copy(cfg: Config, args: argparse.Namespace) -> int:
             "their own, e.g. --to postgresql://dsa110@db/dsa110_index --products-to "
             "postgresql://dsa110@db/dsa110_products"
         )
-    products = abs_path(args.products_db) if args.products_db else Path(cfg.products_db)
-    hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else Path(cfg.hdf5_db)
+    products = abs_path(args.products_db) if args.products_db else _sqlite_source(cfg, "products")
+    hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else _sqlite_source(cfg, "hdf5")
     rep = run_copy(
         hdf5,
         products,
@@ -138,13 +138,25 @@ def _run_copy(cfg: Config, args: argparse.Namespace) -> int:
         stop_after_rows=args.stop_after_rows,
     )
     for line in rep.lines(args.dry_run):
-        print(f"migrate --to: {line}", file=sys.stderr)
+        say(f"migrate --to: {line}")
     if args.dry_run:
         if rep.conflicts:
-            print(
+            say(
                 f"migrate --to: {rep.conflicts} destination row(s) differ from the source: "
-                "a real run would stop on them (copy into an empty database)",
-                file=sys.stderr,
+                "a real run would stop on them (copy into an empty database)"
             )
-        print("migrate --to: dry run, nothing changed", file=sys.stderr)
+        say("migrate --to: dry run, nothing changed")
     return EXIT_OK
+
+
+def _sqlite_source(cfg: Config, which: str) -> Path:
+    """The configured SQLite file ``--to`` copies from; a configured URI is no source
+    (and never a path: ``Path`` would mangle it)."""
+    value = getattr(cfg, f"{which}_db")
+    if isinstance(value, Path):
+        return value
+    raise MigrationError(
+        f"{which}_db is a PostgreSQL database ({redact_db(value)}), and `migrate` reads "
+        "SQLite files (a legacy products DB; with --to, the files to copy into PostgreSQL): "
+        "name them with --hdf5-db FILE --products-db FILE"
+    )

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-from dsa110_ingest.cli._common import print_text
+from dsa110_ingest.cli._common import print_text, say
 from dsa110_ingest.config import Config
 from dsa110_ingest.db import backend_of, open_index, open_products
 from dsa110_ingest.nodes import this_nodes_paths, under
@@ -54,10 +53,9 @@ def _prune_files(cfg: Config, *, dry_run: bool) -> None:
             with hdf5.transaction("pruning vanished files"):
                 hdf5.mark_missing(missing)
     verb = "would mark" if dry_run else "marked"
-    print(
+    say(
         f"prune: {len(missing)} subband file(s) newly missing ({verb} stored = 0), "
-        f"{already} already marked missing",
-        file=sys.stderr,
+        f"{already} already marked missing"
     )
 
 
@@ -81,4 +79,4 @@ def _prune_ms(cfg: Config, *, dry_run: bool, delete_rows: bool) -> None:
         what = "would delete the rows of" if dry_run else "deleted the rows of"
     else:
         what = ("would " if dry_run else "") + "set status = 'missing' on"
-    print(f"prune: {what} {len(missing)} vanished Measurement Set(s)", file=sys.stderr)
+    say(f"prune: {what} {len(missing)} vanished Measurement Set(s)")

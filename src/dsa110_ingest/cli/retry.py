@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
+from dsa110_ingest.cli._common import iso_time, say
 from dsa110_ingest.config import Config
 
 NAME = "retry"
@@ -20,7 +20,7 @@ EXIT_CODES = {
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("group_id", metavar="GROUP_ID", help="e.g. 2025-10-02T00:12:00")
+    s.add_argument("group_id", type=iso_time, metavar="GROUP_ID", help="e.g. 2025-10-02T00:12:00")
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -33,15 +33,15 @@ def retry(cfg: Config, group_id: str) -> int:
     with open_index(cfg) as hdf5:
         job = hdf5.job(group_id)
         if job is None:
-            print(
+            say(
                 f"retry: {group_id} has no conversion job (is the group complete? see "
                 "`dsa110-ingest groups`)",
-                file=sys.stderr,
+                "error",
             )
             return 1
         if not hdf5.retry_failed_job(group_id, time.time()):
             # as `convert` of a converted group: nothing to do is not an error
-            print(f"retry: {group_id} is {job.state}, not failed; nothing to do", file=sys.stderr)
+            say(f"retry: {group_id} is {job.state}, not failed; nothing to do")
             return 0
     from dsa110_ingest.service import daemon_status  # the service imports this module's peers
 
@@ -52,5 +52,5 @@ def retry(cfg: Config, group_id: str) -> int:
         else f"but no daemon is running to pick it up (it is {daemon['state']}); start it, "
         f"or convert it now with `dsa110-ingest convert {group_id}`"
     )
-    print(f"retry: {group_id} is pending again; {who}", file=sys.stderr)
+    say(f"retry: {group_id} is pending again; {who}")
     return 0

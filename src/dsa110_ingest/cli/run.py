@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import socket
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 from dsa110_ingest.cli._common import EXIT_ERROR, error_line, host_port
 from dsa110_ingest.config import Config
@@ -56,8 +62,10 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     if not args.rescan:
         return svc.run()
     failed_before = _failed_conversions(cfg)
+    started = time.time()
     rc = svc.rescan(progress=sys.stderr.isatty())
     failed = _failed_conversions(cfg) - failed_before
+    write_rescan_note(cfg, started, EXIT_ERROR if failed > 0 else rc)
     if failed > 0:
         error_line(
             f"{failed} conversion(s) failed in this rescan; `dsa110-ingest groups --state "
@@ -75,3 +83,36 @@ def _failed_conversions(cfg: Config) -> int:
         return 0
     with open_index(cfg, readonly=True) as db:
         return int(db.state_counts()[1].get("failed", 0))
+
+
+# what the last `run --rescan` did, for `status` (a rescan writes no daemon heartbeat)
+RESCAN_NOTE = "last-rescan.json"
+
+
+def write_rescan_note(cfg: Config, started: float, rc: int) -> None:
+    from dsa110_ingest.statedir import open_private
+
+    note = {
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "started_at": started,
+        "ended_at": time.time(),
+        "exit_code": rc,
+    }
+    path = cfg.state_dir / RESCAN_NOTE
+    tmp = path.with_name(f".{RESCAN_NOTE}.{os.getpid()}")
+    with contextlib.suppress(OSError):  # only a note: never fails the rescan
+        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, json.dumps(note).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+def read_rescan_note(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        note = json.loads((state_dir / RESCAN_NOTE).read_text())
+    except (OSError, ValueError):
+        return None
+    return note if isinstance(note, dict) else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from dsa110_ingest.cli._common import (
     EXIT_OK,
@@ -11,6 +10,7 @@ from dsa110_ingest.cli._common import (
     iso_time,
     non_negative_float,
     positive_int,
+    say,
     subband_list,
 )
 from dsa110_ingest.config import Config
@@ -97,5 +97,5 @@ def run(cfg: Config | None, args: argparse.Namespace) -> int:
         mode=args.mode,
     )
     n = sum(len(pl.files) for pl in plans)
-    print(f"simulate: wrote {n} files in {len(plans)} groups to {out}", file=sys.stderr)
+    say(f"simulate: wrote {n} files in {len(plans)} groups to {out}")
     return EXIT_OK

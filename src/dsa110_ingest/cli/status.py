@@ -8,6 +8,7 @@ from typing import Any
 
 from dsa110_ingest import __version__
 from dsa110_ingest.cli._common import print_json, print_text
+from dsa110_ingest.cli.run import read_rescan_note
 from dsa110_ingest.config import Config, redact_db
 from dsa110_ingest.db.records import Heartbeat
 from dsa110_ingest.nodes import node_state, node_states
@@ -83,10 +84,12 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
             {k: getattr(r, k) for k in ("group_id", "state", "attempts", "last_error")}
             for r in db.troubled_jobs()
         ]
+        st["stale_conversions"] = _stale_conversions(cfg, db)
         beats = {hb.node: hb for hb in db.heartbeats()}
         for ns in node_states(db, cfg, now):
             ns["heartbeat"] = _heartbeat_dict(beats.get(ns["node"]), now)
             st["nodes"].append(ns)
+    st["last_rescan"] = read_rescan_note(cfg.state_dir)
     mine = next(n for n in st["nodes"] if n["this_node"])
     st["heartbeat"] = mine["heartbeat"]
     st["daemon"] = {
@@ -118,8 +121,29 @@ def describe_node(d: dict[str, Any], hb: dict[str, Any] | None) -> str:
 
 
 def describe_daemon(st: dict[str, Any]) -> str:
-    """This node's daemon in one line."""
-    return describe_node(st["daemon"], st["heartbeat"])
+    """This node's daemon in one line; stopped, with what the last ``run --rescan`` did
+    (it writes no heartbeat) when that is the latest news."""
+    line = describe_node(st["daemon"], st["heartbeat"])
+    note, hb = st.get("last_rescan"), st["heartbeat"]
+    if st["daemon"]["state"] != "stopped" or not note:
+        return line
+    if hb is not None and (hb["updated_at"] or 0) > note["ended_at"]:
+        return line
+    ago = time.time() - note["ended_at"]
+    return (
+        f"stopped: no live daemon; the last `run --rescan` ended at "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(note['ended_at']))} ({ago:.0f} s "
+        f"ago, pid {note['pid']} on {note['hostname']}, exit {note['exit_code']})"
+    )
+
+
+def _stale_conversions(cfg: Config, db: Any) -> list[dict[str, str]]:
+    """Conversions counted ``running`` whose converter is gone or whose lease expired."""
+    from dsa110_ingest.leases import stale_note
+
+    jobs = (db.job(g.group_id) for g in db.list_groups(None, None, "running", None))
+    notes = ((j.group_id, stale_note(j, cfg.convert.executor)) for j in jobs if j is not None)
+    return [{"group_id": gid, "note": note} for gid, note in notes if note]
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -158,6 +182,8 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             "the daemon stopped: converted again when the daemon runs (once the lease "
             f"expires, at most {cfg.convert.lease_seconds:.0f} s after)"
         )
+    for c in st.get("stale_conversions", []):
+        print_text(f"  conversion running {c['group_id']}: {c['note']}")
     for r in st["rejected_files"][:50]:
         print_text(f"  rejected ({r['reason']}, {r['attempts']}x) {r['path']}: {r['detail']}")
     for j in st["conversion_errors"]:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dsa110_ingest import unit_fit
 from dsa110_ingest.cli._common import EXIT_OK
 from dsa110_ingest.config import Config
 
@@ -21,6 +22,10 @@ EXIT_CODES: dict[int, str] = {}
 SHIPPED_EXEC = "/opt/dsa110-ingest/.venv/bin/dsa110-ingest"
 SHIPPED_CONFIG = "/etc/dsa110-ingest/ingest.toml"
 SHIPPED_WRITABLE = "ReadWritePaths=-/data/ms"
+SHIPPED_METRICS_NOTE = (
+    "# metrics are served on localhost by default; widen in a drop-in for a remote Prometheus\n"
+)
+SHIPPED_IP_FILTER = SHIPPED_METRICS_NOTE + "IPAddressDeny=any\nIPAddressAllow=localhost\n"
 
 
 def NEEDS_CONFIG(args: argparse.Namespace) -> bool:
@@ -55,6 +60,7 @@ def run(cfg: Config | None, args: argparse.Namespace) -> int:
         unit = unit.replace(
             SHIPPED_WRITABLE, "ReadWritePaths=" + " ".join(_quoted(f"-{p}") for p in writable(cfg))
         )
+        unit = fit_sandbox(unit, cfg, args.executable or this_executable())
     print(unit, end="")
     return EXIT_OK
 
@@ -82,3 +88,65 @@ def writable(cfg: Config) -> list[Path]:
 def _quoted(text: str) -> str:
     """One systemd word: quoted when it holds white space."""
     return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def _comment(*lines: str) -> str:
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def fit_sandbox(unit: str, cfg: Config, executable: str) -> str:
+    """Relax what the config needs and say why in the unit (see unit_fit's docstring)."""
+    used = unit_fit.used_paths(cfg, executable)
+    home = unit_fit.paths_under(used, unit_fit.HOME_DIRS)
+    if home:
+        unit = unit.replace(
+            "ProtectHome=yes\n",
+            _comment(
+                "the config uses paths that ProtectHome=yes would hide:",
+                *home,
+                "read-only keeps them readable (those written are in ReadWritePaths=)",
+            )
+            + "ProtectHome=read-only\n",
+        )
+    tmp = unit_fit.paths_under(used, unit_fit.TMP_DIRS)
+    if tmp:
+        unit = unit.replace(
+            "PrivateTmp=yes\n",
+            _comment(
+                "the config uses paths that PrivateTmp=yes would replace by an empty /tmp:", *tmp
+            )
+            + "PrivateTmp=no\n",
+        )
+    peers = unit_fit.remote_peers(cfg)
+    names = [f"{p.what} {p.host}" for p in peers if p.address is None]
+    if names:
+        return unit.replace(
+            SHIPPED_IP_FILTER,
+            _comment(
+                "no IP filter (IPAddressDeny=): the config names remote hosts by name:",
+                *names,
+                "IPAddressAllow= takes only addresses; one resolved now would block the host",
+                "once its address moves (a standby promoted), and the daemon's own look-ups",
+                "need the DNS servers allowed too. To filter anyway, add a drop-in with",
+                "IPAddressDeny=any and IPAddressAllow=localhost, their addresses and your",
+                "DNS servers (`dsa110-ingest doctor` checks it)",
+            ),
+        )
+    addresses = [f"{p.what} {p.address}" for p in peers]
+    listen = cfg.metrics_listen.rpartition(":")[0].strip("[]")
+    remote_metrics = (
+        _comment(
+            f"metrics_listen {cfg.metrics_listen} serves other hosts: add your Prometheus",
+            "server's address to IPAddressAllow= (in a drop-in: systemctl edit dsa110-ingest)",
+        )
+        if listen and not unit_fit.is_local(listen)
+        else ""
+    )
+    allow = " ".join(["localhost", *(str(p.address) for p in peers)])
+    return unit.replace(
+        SHIPPED_IP_FILTER,
+        SHIPPED_METRICS_NOTE
+        + (_comment("the config's remote hosts, by address:", *addresses) if addresses else "")
+        + remote_metrics
+        + f"IPAddressDeny=any\nIPAddressAllow={allow}\n",
+    )

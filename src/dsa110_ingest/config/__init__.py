@@ -38,7 +38,7 @@ from dsa110_ingest.config.sections import (
     WatchConfig,
 )
 from dsa110_ingest.config.tables import parse_table, resolve
-from dsa110_ingest.config.targets import is_db_uri, redact_db
+from dsa110_ingest.config.targets import is_db_uri, redact_db, redact_text
 from dsa110_ingest.errors import ConfigError
 from dsa110_ingest.naming import DEFAULT_PATTERN
 
@@ -62,6 +62,7 @@ __all__ = [
     "load_config",
     "location_holding",
     "redact_db",
+    "redact_text",
 ]
 
 ENV_CONFIG = "DSA110_INGEST_CONFIG"

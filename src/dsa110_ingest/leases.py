@@ -1,0 +1,114 @@
+"""Who holds a conversion lease, and whether that process is provably gone.
+
+A lease owner names its process: ``<host>:<pid>:<nonce>`` for a daemon's dispatcher,
+``convert:<host>:<pid>:<nonce>`` for a foreground ``convert``. On this host a process is
+*provably* gone when no process has its pid, when that pid is a zombie, or when the
+process with that pid started after the lease was taken (the pid was reused). Anywhere
+else only the lease's expiry says so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsa110_ingest.db.records import ConversionJob
+
+# /proc/stat's btime is whole seconds: a process started within this of the lease's
+# start is not proof of a reused pid
+_START_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Holder:
+    kind: str  # "convert" (a foreground `convert`) or "daemon"
+    host: str
+    pid: int
+
+
+def holder_of(owner: str | None) -> Holder | None:
+    """The process named by a lease owner; None when the owner names none."""
+    if not owner:
+        return None
+    parts = owner.split(":")
+    kind = "daemon"
+    if parts[0] == "convert":
+        kind, parts = "convert", parts[1:]
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    return Holder(kind, parts[0], int(parts[1]))
+
+
+def _proc_start(pid: int) -> tuple[str, float] | None:
+    """(state letter, start time in unix seconds) from /proc; None without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        btime = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+    return fields[0], btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def gone(holder: Holder, since: float | None) -> bool:
+    """Whether the holder is provably gone: on this host, and no live process of that
+    pid started before ``since`` (the lease's start)."""
+    if holder.host != socket.gethostname() or holder.pid <= 0:
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    proc = _proc_start(holder.pid)
+    if proc is None:
+        return False
+    state, started = proc
+    reused = since is not None and started > since + _START_SLACK_S
+    return state == "Z" or reused
+
+
+def can_take_over(holder: Holder, executor: str) -> bool:
+    """Whether a gone holder's conversion died with it: a foreground ``convert`` runs it
+    in its own process, a daemon's local executor in children that die with the daemon
+    (PR_SET_PDEATHSIG); a Dask task may still be running on a worker."""
+    return holder.kind == "convert" or executor == "local"
+
+
+def stale_note(job: ConversionJob, executor: str, now: float | None = None) -> str | None:
+    """For a ``running`` job whose converter is gone (or whose lease expired): what
+    happened and when it is retried; None while the conversion is alive."""
+    if job.state != "running":
+        return None
+    now = time.time() if now is None else now
+    expires = job.lease_expires_at or 0.0
+    holder = holder_of(job.lease_owner)
+    who = (
+        f"pid {holder.pid}" + ("" if holder.host == socket.gethostname() else f" on {holder.host}")
+        if holder
+        else str(job.lease_owner)
+    )
+    if expires <= now:
+        return (
+            f"was running in {who}, which stopped renewing its lease {now - expires:.0f} s "
+            "ago: retried by the next daemon claim or `dsa110-ingest convert`"
+        )
+    if holder is None or not gone(holder, job.started_at):
+        return None
+    now_too = (
+        f"; `dsa110-ingest convert {job.group_id}` takes it over now"
+        if can_take_over(holder, executor)
+        else ""
+    )
+    return (
+        f"was running in {who}, which is gone; retried when the lease expires in "
+        f"{expires - now:.0f} s{now_too}"
+    )
