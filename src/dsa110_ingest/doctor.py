@@ -299,22 +299,15 @@ def check_output_disk(cfg: Config, ctx: Context) -> Iterator[Check]:
 
 
 def check_systemd_unit(cfg: Config, ctx: Context) -> Iterator[Check]:
-    """An installed unit (with its drop-ins) lets through the hosts and paths the config
-    names (docs/operations.md, "systemd behaviour")."""
-    from dsa110_ingest.unit_fit import unit_problems, unit_settings
+    """An installed unit (with its drop-ins) lets through what the config names."""
+    from dsa110_ingest.unit_fit import installed_unit_problems
 
-    unit = next((u for u in ctx.units if u.is_file()), None)
-    if unit is None:
-        return
-    problems = unit_problems(cfg, unit_settings(unit))
-    fix = (
-        f"; regenerate the unit (`dsa110-ingest --config {cfg.config_file} systemd-unit`) "
-        "or add a drop-in (`systemctl edit dsa110-ingest`)"
-    )
-    for p in problems:
-        yield Check("WARN", "systemd unit", f"{unit}: {p}{fix}")
-    if not problems:
-        yield Check("OK", "systemd unit", f"{unit} lets through the hosts and paths configured")
+    found = installed_unit_problems(cfg, ctx.units)
+    if found is not None:
+        unit, problems = found
+        yield from (Check("WARN", "systemd unit", p) for p in problems)
+        if not problems:
+            yield Check("OK", "systemd unit", f"{unit} lets through the hosts and paths configured")
 
 
 def check_integrity_both(cfg: Config, ctx: Context) -> Iterator[Check]:

@@ -219,3 +219,16 @@ def unit_problems(cfg: Config, settings: dict[str, list[str]]) -> list[str]:
             "to IPAddressAllow="
         )
     return problems
+
+
+def installed_unit_problems(cfg: Config, units: Iterable[Path]) -> tuple[Path, list[str]] | None:
+    """The first of ``units`` that exists, and what it blocks (each with the fix), for
+    ``doctor``; None when none is installed."""
+    unit = next((u for u in units if u.is_file()), None)
+    if unit is None:
+        return None
+    fix = (
+        f"; regenerate the unit (`dsa110-ingest --config {cfg.config_file} systemd-unit`) "
+        "or add a drop-in (`systemctl edit dsa110-ingest`)"
+    )
+    return unit, [f"{unit}: {p}{fix}" for p in unit_problems(cfg, unit_settings(unit))]
