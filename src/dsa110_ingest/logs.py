@@ -157,6 +157,14 @@ def setup(
     )
 
 
+def choose_format(fmt: str, env: Mapping[str, str]) -> None:
+    """Decide text or JSON for stderr as ``setup`` would, without configuring the
+    loggers: for what is printed before ``setup`` runs (usage errors)."""
+    global _json, _stderr_journal
+    _json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    _stderr_journal = journal_stream(sys.stderr, env)
+
+
 def library_default() -> None:
     """Until the CLI (or the host application) configures structlog, hand our records to
     the standard ``logging`` module, where a library's records belong; never stdout."""
@@ -204,6 +212,16 @@ def fatal_to_stderr(message: str, event: str) -> None:
         }
         line = ("<3>" if _stderr_journal else "") + json.dumps(record, default=str)
     print(line, file=sys.stderr, flush=True)
+
+
+def stderr_record(event: str, level: str, **fields: Any) -> None:
+    """One JSON object on stderr, shaped as the log lines (with the journal's ``<N>``
+    prefix when stderr is the journal), whatever stream the logger writes to: what a
+    command tells its user belongs where its user looks."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as TimeStamper
+    record = {"event": event, "level": level, **_redact(None, "", fields), "timestamp": now}
+    prefix = f"<{PRIORITIES.get(level, 6)}>" if _stderr_journal else ""
+    print(prefix + json.dumps(record, default=str), file=sys.stderr, flush=True)
 
 
 def reopen() -> None:

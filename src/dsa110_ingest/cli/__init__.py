@@ -149,7 +149,7 @@ def _format_given(argv: Sequence[str] | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # a usage error is printed before the config is read: as the command line says
-    logs.setup("info", _format_given(argv), env=os.environ)
+    logs.choose_format(_format_given(argv), os.environ)
     args = parse(argv)
     mod = COMMANDS[args.cmd]
     level = getattr(args, "log_level", None)

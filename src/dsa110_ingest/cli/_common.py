@@ -44,7 +44,7 @@ class Parser(argparse.ArgumentParser):
             self.exit(EXIT_USAGE, text + "\n")
         # off a terminal a usage error is one JSON object too (`main` set the format from
         # the command line before parsing: the config is not read yet)
-        structlog.get_logger("dsa110_ingest.cli").error("cli.usage_error", error=text)
+        logs.stderr_record("cli.usage_error", "error", error=text)
         self.exit(EXIT_USAGE)
 
 
@@ -66,7 +66,7 @@ def say(line: str, level: str = "info") -> None:
     if logs.human():
         print(printable(redact_text(line)), file=sys.stderr)
     else:
-        getattr(structlog.get_logger("dsa110_ingest.cli"), level)("cli.message", message=line)
+        logs.stderr_record("cli.message", level, message=line)
 
 
 def error_line(message: str) -> None:
