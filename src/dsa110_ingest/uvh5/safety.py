@@ -164,8 +164,8 @@ def unsafe_error(path: str, e: Unsafe) -> UnsafeHDF5Error:
     return e.kind(
         path,
         f"{e.where} {e.detail}; files that link or store data outside themselves are never read",
-        "rewrite the file with its data inside it (h5repack -f NONE does not follow links; "
-        "pyuvdata's write_uvh5 does)",
+        "rewrite the file with its data inside it: pyuvdata's write_uvh5 does, "
+        "h5repack -f NONE does not follow links",
     )
 
 
