@@ -294,6 +294,10 @@ def make_templates(server: PgServer) -> None:
         for store, name in TEMPLATES.items():
             c.execute(f"CREATE DATABASE {name}")
             migrate_database(server.uri(name), store)
+    # a clone would inherit the template's index identity: two test indexes would be
+    # one index to an output_dir's claim. Without the row, each makes its own at first use
+    with server.admin(TEMPLATES["index"]) as t:
+        t.execute("DELETE FROM meta")
 
 
 # -- pytest fixtures (imported by tests/conftest.py) ---------------------------------------

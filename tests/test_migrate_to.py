@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from dsa110_ingest.db import open_index_at, open_products_at
-from dsa110_ingest.db.records import INDEX_COPY_TABLES, PRODUCTS_COPY_TABLES
+from dsa110_ingest.db.records import (
+    INDEX_COPY_TABLES,
+    INDEX_ID_KEY,
+    PRODUCTS_COPY_TABLES,
+    MetaEntry,
+)
 from dsa110_ingest.errors import DatabaseError, MigrationError
 from dsa110_ingest.migrate_to import copy_stores
 
@@ -73,13 +78,17 @@ def test_source_deployment_has_every_kind_of_row(stores: tuple[Any, ...]) -> Non
 
 def test_dry_run_reports_and_writes_nothing(stores: tuple[Any, ...]) -> None:
     si, sp, di, dp = stores
+    own_id = di.index_id()
     rep = copy_stores(si, sp, di, dp, node="ingest-a", dry_run=True)
     by = {t.table: t for t in rep.tables}
     assert by["events"].copied == len(_all(si, "events")) > 0
     assert by["hdf5_file_index"].copied == len(_all(si, "hdf5_file_index")) == 63
     assert not rep.verified
     for table in INDEX_COPY_TABLES:
-        assert _all(di, table) == [], table
+        # a new index has nothing but its own identity, which a dry run leaves alone
+        want = [MetaEntry(INDEX_ID_KEY, own_id)] if table == "meta" else []
+        assert _all(di, table) == want, table
+    assert own_id != si.index_id() and any(si.index_id() in x for x in rep.lines(True))
     assert _all(dp, "ms_index") == []
     assert any("would copy" in line for line in rep.lines(True))
 
@@ -88,6 +97,8 @@ def test_copy_keeps_ids_verifies_and_a_rerun_copies_nothing(stores: tuple[Any, .
     si, sp, di, dp = stores
     rep = copy_stores(si, sp, di, dp, node="ingest-b", batch_rows=5)
     assert rep.verified and rep.conflicts == 0
+    # the same index, moved: its identity (named by the output_dir's claim) moved too
+    assert di.index_id() == si.index_id() == rep.index_id is not None
     for table in INDEX_COPY_TABLES:
         src = _all(si, table)
         dst = _all(di, table)

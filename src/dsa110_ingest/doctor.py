@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -354,6 +355,22 @@ def check_node(cfg: Config, ctx: Context) -> Iterator[Check]:
     yield Check("OK", "node", f"{cfg.node!r}: no configured location belongs to another node")
 
 
+def check_output_claim(cfg: Config, ctx: Context) -> Iterator[Check]:
+    """The output_dir's ownership claim names this index (convert/ownership.py); read
+    only: the first conversion (or `claim-output`) makes it."""
+    from dsa110_ingest.convert.ownership import verdict
+
+    if not cfg.convert.enabled:
+        return
+    index_id = None
+    if index_exists(cfg):
+        # unreadable: the integrity check says why
+        with contextlib.suppress(IngestError), open_index_at(cfg.hdf5_db, readonly=True) as db:
+            index_id = db.index_id()
+    level, detail = verdict(cfg, index_id)
+    yield Check(level, "output_dir owner", detail)
+
+
 CHECKS: tuple[Callable[[Config, Context], Iterable[Check]], ...] = (
     check_config,
     check_db_paths,
@@ -365,6 +382,7 @@ CHECKS: tuple[Callable[[Config, Context], Iterable[Check]], ...] = (
     check_executor,
     check_output_disk,
     check_systemd_unit,
+    check_output_claim,
     check_integrity_both,
     check_node,
     check_daemon,

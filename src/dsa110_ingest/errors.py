@@ -194,3 +194,14 @@ class BackendUnavailableError(IngestError):
 
 class InputFolderError(IngestError):
     """A folder given to index does not exist or is not a directory."""
+
+
+class OutputClaimError(IngestError):
+    """``[convert] output_dir`` is claimed by another index, or its claim file cannot be
+    read or written: nothing is converted there (convert/ownership.py). ``kind`` is
+    ``conflict``, ``unreadable`` or ``unwritable``; ``detail`` what is wrong, short."""
+
+    def __init__(self, message: str, kind: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.detail = detail

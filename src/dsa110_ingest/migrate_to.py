@@ -38,7 +38,7 @@ from dsa110_ingest.db import (
     open_index_at,
     open_products_at,
 )
-from dsa110_ingest.db.records import INDEX_COPY_TABLES, PRODUCTS_COPY_TABLES, Location
+from dsa110_ingest.db.records import INDEX_COPY_TABLES, INDEX_ID_KEY, PRODUCTS_COPY_TABLES, Location
 from dsa110_ingest.db.store import Store
 from dsa110_ingest.errors import DatabaseError, MigrationError, SchemaMissingError
 from dsa110_ingest.statedir import EventIdFloor, StateLock
@@ -84,6 +84,7 @@ class CopyReport:
     event_id_high: int = 0
     floor_raised: bool = False
     verified: bool = False
+    index_id: str | None = None  # the source's identity, carried over
 
     @property
     def copied(self) -> int:
@@ -100,6 +101,11 @@ class CopyReport:
             f"locations without a node are given node {self.node!r}; event ids, group ids "
             f"and paths are kept; the next event id will be > {self.event_id_high}"
         )
+        if self.index_id:
+            out.append(
+                f"index identity {self.index_id} {'is' if dry_run else 'was'} carried over: "
+                "the output_dir's ownership claim stays this index's (docs/operations.md)"
+            )
         if self.verified:
             n = sum(t.verified for t in self.tables)
             out.append(
@@ -132,7 +138,8 @@ def _describe_difference(src: Any, dst: Any) -> str:
 def _batches(store: Store, table: str, key: str, size: int) -> Iterator[list[Any]]:
     after: Any = None
     while batch := store.export_rows(table, after, size):
-        yield batch
+        # the identity is not a row to copy: the destination takes it over (copy_stores)
+        yield [r for r in batch if not (table == "meta" and r.key == INDEX_ID_KEY)]
         after = _key(batch[-1], key)
 
 
@@ -240,6 +247,7 @@ def copy_stores(
                 )
             )
     rep.event_id_high = max(src_index.event_id_high(), event_floor)
+    rep.index_id = src_index.index_id()
     if dry_run:
         return rep
     if rep.conflicts:
@@ -254,10 +262,18 @@ def copy_stores(
         )
     # ids are never reused: the next event id lies above every id the source handed out
     rep.floor_raised = dst_index.raise_event_id_floor(rep.event_id_high)
+    # the same index, moved: the claim on the output_dir names it, so the id moves too
+    if rep.index_id and dst_index.index_id() != rep.index_id:
+        dst_index.adopt_index_id(rep.index_id)
     by_table = {t.table: t for t in rep.tables}
     for src, dst, tables in pairs:
         for table, (_cls, key) in tables.items():
             _verify_table(src, dst, by_table[table], key, node, batch_rows)
+    if rep.index_id and dst_index.index_id() != rep.index_id:
+        raise MigrationError(
+            f"verification failed: the destination's index identity is "
+            f"{dst_index.index_id()}, not the source's {rep.index_id}; rerun `migrate --to`"
+        )
     rep.verified = True
     return rep
 

@@ -127,6 +127,26 @@ def _converted(site: Site, *_: object) -> None:
     site.cli("run", "--rescan")
 
 
+def _foreign_claim(site: Site, *_: object) -> None:
+    """Another deployment (its own state_dir, so its own index) claims our output_dir
+    first, with its own real `claim-output`."""
+    script = converter_script(site.root / "conv")
+    conv = (
+        f'[convert]\nbackend = "command"\ncommand = ["{script}", "{{output}}", '
+        f'"{{inputs}}"]\noutput_dir = "{site.root / "ms"}"\n'
+    )
+    text = site.config_path.read_text().replace("[convert]\nenabled = false\n", conv)
+    site.config_path.write_text(text)
+    other = site.root / "other.toml"
+    other.write_text(text.replace('state_dir = "state"', 'state_dir = "other-state"'))
+    site.cli("--config", str(other), "claim-output")
+
+
+def _indexed_foreign_claim(site: Site, *_: object) -> None:
+    _indexed(site)
+    _foreign_claim(site)
+
+
 def _missing_converter(site: Site, *_: object) -> None:
     site.config_path.write_text(
         site.config_path.read_text().replace(
@@ -187,6 +207,13 @@ SCENARIOS = {
     "convert-unknown-group": Scenario(("convert", GROUP), 1, stderr="is not in"),
     "convert-backend-missing": Scenario(
         ("convert", GROUP), 1, _missing_converter, "is not an executable file"
+    ),
+    "convert-output-dir-claimed": Scenario(
+        ("convert", GROUP), 1, _indexed_foreign_claim, "belongs to another index"
+    ),
+    "claim-output-made": Scenario(("claim-output",), 0, _converted, "already claimed"),
+    "claim-output-foreign": Scenario(
+        ("claim-output",), 1, _foreign_claim, "belongs to another index"
     ),
     "retry-nothing-to-do": Scenario(("retry", GROUP), 0, _converted, "nothing to do"),
     "retry-unknown-group": Scenario(("retry", GROUP), 1, stderr="has no conversion job"),

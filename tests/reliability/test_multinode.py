@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from dsa110_ingest.convert.claimfile import CLAIM_NAME, read_claim
 from dsa110_ingest.db import open_index_at, open_products_at
 from dsa110_ingest.tools.simulate import plan_groups, write_file
 
@@ -150,6 +151,9 @@ def test_two_nodes_one_killed_every_group_once(
         led = ledger(index, products)
         heartbeats = {hb.node for hb in index.heartbeats()}
         locations = {(loc.node, Path(loc.path).parent.name) for loc in index.locations()}
+        index_id = index.index_id()
+        claim = read_claim(output / CLAIM_NAME)
+        refused = [d.log for d in (da, db, db2) if "output_dir_refused" in d.log.read_text()]
 
     n = N_GROUPS
     assert led["files"] == {"indexed": 16 * n, "rejected": 0}, led
@@ -162,6 +166,8 @@ def test_two_nodes_one_killed_every_group_once(
     assert led["incomplete_events"] == 0 and led["event_ids_increasing"], led
     assert heartbeats == {"node-a", "node-b"}
     assert locations == {("node-a", "a"), ("node-b", "b")}
+    # one index, one output_dir: the claim names the shared index and no node refused it
+    assert claim is not None and claim.index_id == index_id and not refused, (claim, refused)
     record(
         "two nodes on one PostgreSQL index, one SIGKILLed and restarted",
         groups=n,

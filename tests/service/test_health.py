@@ -20,7 +20,7 @@ from dsa110_ingest.service.loop import EXIT_FATAL, Stop
 from dsa110_ingest.service.runtime import Runtime, ServiceHooks
 from dsa110_ingest.service.signals import Flags, ForcedExit
 
-from ..conftest import Site, write_site
+from ..conftest import Site, wait_for, write_site
 
 
 class Listener:
@@ -220,3 +220,31 @@ def test_indexing_that_fails_on_the_db_makes_the_beat_unhealthy_until_it_passes(
         h.beat()
         assert h.check() == (True, "ok") and "WATCHDOG=1" in listener.read()
         assert h.status()["problem"] is None
+
+
+def test_an_output_dir_owned_by_another_index_is_reported_but_still_pinged(
+    tmp_path: Path, notify: Notify
+) -> None:
+    """Conversions wait on another index's claim: /healthz and the heartbeat say so, but
+    the watchdog is pinged (a restart cannot change who owns the output_dir)."""
+    from dsa110_ingest.convert.ownership import Identity, ensure_claim
+
+    n, listener = notify
+    cfg = write_site(
+        tmp_path, convert='[convert]\nbackend = "command"\ncommand = ["true", "{output}"]\n'
+    ).cfg
+    ensure_claim(cfg.convert.output_dir, Identity("feed0000", "/elsewhere", "/s", "n"), "other")
+    with running(cfg, n, convert=True) as rt:
+        assert rt.dispatcher is not None
+        rt.dispatcher.start()
+        try:
+            wait_for(lambda: rt.dispatcher.claim_problem, 60, "the claim was never checked")
+            h = Health(rt)
+            h.mark_ready()
+            h.beat()
+            ok, why = h.check()
+            assert not ok and "belongs to another index" in why and "feed0000" in why
+            assert h.status()["problem"] == why
+            assert "WATCHDOG=1" in listener.read()
+        finally:
+            rt.dispatcher.stop()

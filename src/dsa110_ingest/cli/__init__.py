@@ -20,6 +20,7 @@ import structlog
 
 from dsa110_ingest import __version__, logs
 from dsa110_ingest.cli import (
+    claim_output,
     config_cmd,
     convert,
     demo,
@@ -71,6 +72,7 @@ COMMANDS: dict[str, ModuleType] = {
         events,
         convert,
         retry,
+        claim_output,
         index_hdf5,
         prune,
         doctor,

@@ -10,9 +10,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from dsa110_ingest.cli._common import iso_time, say
+from dsa110_ingest.cli._common import PROG, iso_time, say
 from dsa110_ingest.config import Config
-from dsa110_ingest.errors import ConversionError, DatabaseError
+from dsa110_ingest.errors import ConversionError, DatabaseError, OutputClaimError
 
 if TYPE_CHECKING:
     from dsa110_ingest.convert.recorder import Recorder
@@ -29,7 +29,8 @@ EXIT_CODES = {
     0: "converted, or nothing to do (already converted; --force converts again)",
     1: "the conversion failed, the group is unknown or incomplete, the backend is not "
     "installed, another worker is converting it right now, or its recorded Measurement "
-    "Set is missing on disk (--force writes it again)",
+    "Set is missing on disk (--force writes it again), or [convert] output_dir is claimed "
+    "by another index (`claim-output`)",
 }
 
 
@@ -76,6 +77,8 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
                 "(use --force to convert again)"
             )
             return 0
+        if not _output_dir_ours(cfg, hdf5):
+            return 1
         try:
             req = build_request(cfg, hdf5, group_id, force=force)
         except ConversionError as e:
@@ -131,6 +134,21 @@ def _lease(cfg: Config, hdf5: IndexStore, group_id: str, owner: str) -> bool:
         "error",
     )
     return False
+
+
+def _output_dir_ours(cfg: Config, hdf5: IndexStore) -> bool:
+    """The output_dir is claimed by this index (claimed now if nobody has): the daemon's
+    rule (convert/ownership.py), so ``convert`` never writes into another index's."""
+    from dsa110_ingest.convert.ownership import Identity, ensure_claim
+
+    try:
+        ensure_claim(
+            cfg.convert.output_dir, Identity.of(cfg, hdf5.index_id() or ""), f"{PROG} convert"
+        )
+    except OutputClaimError as e:
+        say(f"convert: {e}", "error")
+        return False
+    return True
 
 
 def _convert_keeping_lease(

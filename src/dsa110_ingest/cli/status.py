@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import Any
 
@@ -68,8 +69,10 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
         st.update(
             files={}, groups={}, conversions={}, events={}, rejected_files=[], conversion_errors=[]
         )
+        st["output_dir"] = output_dir_dict(cfg, None)
         return st
     with open_index(cfg, readonly=True) as db:
+        st["output_dir"] = output_dir_dict(cfg, db.index_id())
         st.update(db.counts().as_dict())
         st["rejected_files"] = [
             {
@@ -100,6 +103,36 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
         "version": package_version(),
     }
     return st
+
+
+def output_dir_dict(cfg: Config, index_id: str | None) -> dict[str, Any] | None:
+    """Whose claim the output_dir carries and what is wrong with it (None: conversion is
+    off). Read from the file, so it holds whether the daemon runs or not."""
+    if not cfg.convert.enabled:
+        return None
+    from dsa110_ingest.convert.ownership import claim_path, inspect
+
+    out = cfg.convert.output_dir
+    claim, problem = inspect(out, index_id, cfg)
+    return {
+        "path": str(out),
+        "claim_file": str(claim_path(out)),
+        "index_id": index_id,
+        "claim": None if claim is None else dataclasses.asdict(claim),
+        "problem": problem,
+    }
+
+
+def describe_output_dir(od: dict[str, Any]) -> str:
+    if od["problem"]:
+        return f"{od['path']}: NOT CONVERTING: {od['problem']}"
+    claim = od["claim"]
+    if claim is None:
+        return f"{od['path']}: not claimed yet (the first conversion claims it for this index)"
+    when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(claim["created_at"]))
+    return (
+        f"{od['path']}: claimed by this index ({claim['index_id']}) since {when} on {claim['host']}"
+    )
 
 
 def describe_node(d: dict[str, Any], hb: dict[str, Any] | None) -> str:
@@ -163,6 +196,14 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         f"daemon:      {describe_daemon(st)}"
         + (f" (version {daemon_version})" if daemon_version else "")
     )
+    problem = (st["heartbeat"] or {}).get("status", {}).get("problem")
+    od = st.get("output_dir")
+    # the output_dir's own line below says its problem: not twice
+    said_below = bool(od and od["problem"] and od["problem"] in (problem or ""))
+    if problem and st["daemon"]["state"] != "stopped" and not said_below:
+        print_text(f"problem:     {problem}")
+    if od:
+        print_text("output_dir:  " + describe_output_dir(od))
     others = [n for n in st["nodes"] if not n["this_node"]]
     if others:
         # a shared index: every node's daemon, this one first

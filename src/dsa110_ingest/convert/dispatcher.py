@@ -26,6 +26,7 @@ from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert.backends import backend_for
 from dsa110_ingest.convert.executor import Executor, Handle, make_executor
+from dsa110_ingest.convert.ownership import ClaimGuard
 from dsa110_ingest.convert.recorder import Recorder
 from dsa110_ingest.convert.request import ConversionRequest, build_request
 from dsa110_ingest.db import IndexStore, open_index, open_products
@@ -58,6 +59,9 @@ class Dispatcher:
         self.failed: set[str] = set()  # groups this dispatcher saw fail for good
         self.waiting_on_node: set[str] = set()  # pending because of a node condition
         self.waiting: str | None = None  # why conversions cannot start now
+        # the output_dir belongs to another index (or its claim is unusable): why
+        self.claim_problem: str | None = None
+        self.claim: ClaimGuard | None = None
         self.transient_failures = 0
 
     def start(self) -> None:
@@ -79,6 +83,7 @@ class Dispatcher:
         rec = Recorder(self.cfg, hdf5, products, self.clock)
         last_renew = 0.0
         try:
+            self.claim = ClaimGuard(self.cfg, hdf5.index_id() or "")
             while not self._stop.is_set():
                 self._reap(hdf5, rec)
                 now = self.clock()
@@ -106,6 +111,10 @@ class Dispatcher:
     def _limit(self) -> int:
         """How many conversions may run now; records and logs why none can start."""
         limit = self.cfg.convert.workers
+        # before any conversion: another index's output_dir is never written (ownership.py)
+        self.claim_problem = self.claim.check() if self.claim else None
+        if self.claim_problem:
+            return 0
         reason = self.executor.unavailable()
         if reason != self.waiting:
             if reason:
@@ -137,6 +146,7 @@ class Dispatcher:
             **self.executor.describe(),
             "running": sorted(self.running),
             "waiting": self.waiting,
+            "output_dir_problem": self.claim_problem,
             "transient_failures": self.transient_failures,
         }
 

@@ -65,8 +65,8 @@ class _Drain:
         self.waiting: str | None = None
 
     def drained(self) -> bool:
-        if not self.d.alive():
-            return True
+        if not self.d.alive() or self.d.claim_problem:
+            return True  # nothing more can be converted in this pass
         left = self.db.jobs_open()
         if self.bar is not None:
             self.bar(self.total - min(left, self.total), self.total)
@@ -99,6 +99,14 @@ def _drain_conversions(rt: Runtime, d: Dispatcher, progress: bool) -> bool:
         phases = [Phase("waiting", drain.note_waiting), Phase("pause", lambda: time.sleep(TURN_S))]
         Loop(phases, [], rt.flags, drained=drain.drained).run()
     _report_pass(before, rt.db.state_counts()[1], rt.db.jobs_open())
+    if d.claim_problem:
+        tell(
+            f"rescan: {d.claim_problem}",
+            "rescan.output_dir_refused",
+            "error",
+            error=d.claim_problem,
+        )
+        return False
     for gid in sorted(d.failed | d.waiting_on_node):
         job = rt.db.job(gid)
         what = "failed" if gid in d.failed else "waits on this node"

@@ -100,7 +100,11 @@ class Health:
             )
             if not ok
         ]
-        self.state = (not problems, "; ".join(problems) or "ok")
+        # reported (status, /healthz) but no reason to withhold the watchdog: a restart
+        # cannot change who owns the output_dir, and indexing goes on
+        claimed = rt.dispatcher.claim_problem if rt.dispatcher else None
+        reported = problems + ([claimed] if claimed else [])
+        self.state = (not reported, "; ".join(reported) or "ok")
         if not problems:
             rt.notifier.watchdog()
             rt.notifier.status(self.status_line())

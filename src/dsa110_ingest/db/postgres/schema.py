@@ -12,10 +12,12 @@ advisory lock, so two processes opening a new database at once migrate it once.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dsa110_ingest.db.records import INDEX_ID_KEY
 from dsa110_ingest.errors import DatabaseError
 
 # advisory-lock namespaces (the two-int form: first key = namespace); documented in
@@ -195,8 +197,21 @@ INDEX_TABLES = (
 )
 PRODUCTS_TABLES = ("ms_index", "schema_migrations")
 
+
+def add_index_id(execute: Callable[[str, Any], Any]) -> None:
+    """Give the index its identity unless it has one (also for a lost row); ``execute``
+    is a connection's (the migration's) or a store's statement runner."""
+    execute(
+        "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+        (INDEX_ID_KEY, uuid.uuid4().hex),
+    )
+
+
 INDEX_MIGRATIONS: tuple[PgMigration, ...] = (
     PgMigration("initial schema", script(INDEX_SCHEMA_V1)),
+    # the identity the output_dir's ownership claim names (convert/ownership.py): random,
+    # made once here; every node of the shared index reads the same one
+    PgMigration("index identity", lambda conn: add_index_id(conn.execute)),
 )
 PRODUCTS_MIGRATIONS: tuple[PgMigration, ...] = (
     PgMigration("ms_index", script(PRODUCTS_SCHEMA_V1)),

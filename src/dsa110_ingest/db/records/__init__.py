@@ -35,13 +35,14 @@ from dsa110_ingest.db.records.groups import (
     SubbandGroup,
 )
 from dsa110_ingest.db.records.jobs import JOB_COLUMNS, ConversionJob
-from dsa110_ingest.db.records.nodes import Heartbeat, IndexCounts, MetaEntry
+from dsa110_ingest.db.records.nodes import INDEX_ID_KEY, Heartbeat, IndexCounts, MetaEntry
 from dsa110_ingest.db.records.products import MS_COLUMNS, MsRecord
 
 __all__ = [
     "FILE_COLUMNS",
     "GROUP_COLUMNS",
     "INDEX_COPY_TABLES",
+    "INDEX_ID_KEY",
     "JOB_COLUMNS",
     "MS_COLUMNS",
     "PRODUCTS_COPY_TABLES",

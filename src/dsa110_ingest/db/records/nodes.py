@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: the ``meta`` key holding the index's identity: a random id made once with the index
+#: (migration "index identity"), named by the output_dir's ownership claim
+INDEX_ID_KEY = "index_id"
+
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:

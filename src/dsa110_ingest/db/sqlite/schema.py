@@ -8,7 +8,9 @@ opens databases made with the pre-refactor schemas.)
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
+from dsa110_ingest.db.records import INDEX_ID_KEY
 from dsa110_ingest.db.sqlite.migrations import Migration, script
 
 INDEX_SCHEMA_V1 = """
@@ -123,6 +125,15 @@ CREATE TABLE heartbeat (
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)
 """
 
+
+def add_index_id(conn: sqlite3.Connection) -> None:
+    """Give the index its identity unless it has one (also for a lost row)."""
+    conn.execute(
+        "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+        (INDEX_ID_KEY, uuid.uuid4().hex),
+    )
+
+
 INDEX_MIGRATIONS: tuple[Migration, ...] = (
     Migration("initial schema", script(INDEX_SCHEMA_V1)),
     # a name that is not UTF-8: ``path`` holds it escaped, ``path_bytes`` the exact bytes
@@ -154,6 +165,9 @@ INDEX_MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE heartbeat_by_node RENAME TO heartbeat"
         ),
     ),
+    # the identity the output_dir's ownership claim names (convert/ownership.py): random,
+    # made once here, so two indexes never share one by accident
+    Migration("index identity", add_index_id),
 )
 
 

@@ -18,6 +18,19 @@ class NodeStore(Store):
         """*Inside a transaction.* Store a key/value note (migration markers)."""
 
     @abc.abstractmethod
+    def index_id(self) -> str | None:
+        """The index's identity: a random id made once with the database (migration
+        "index identity"), kept by backups and carried over by ``migrate --to``; the
+        output_dir's ownership claim names it. A database that lost the row (a table
+        emptied by hand) gets a new id here; None only when opened read-only before the
+        migration ran (an older daemon's index)."""
+
+    @abc.abstractmethod
+    def adopt_index_id(self, index_id: str) -> None:
+        """*Own transaction.* Take the identity of the index this one is a copy of
+        (``migrate --to``: the same index, moved to another backend)."""
+
+    @abc.abstractmethod
     def counts(self) -> IndexCounts:
         """Rows by state for ``status`` (scans the file index: not for a hot path)."""
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from dsa110_ingest.db.postgres.base import PgConnection
-from dsa110_ingest.db.postgres.schema import INDEX_MIGRATIONS, LOCK_NODE
-from dsa110_ingest.db.records import Heartbeat, IndexCounts
+from dsa110_ingest.db.postgres.schema import INDEX_MIGRATIONS, LOCK_NODE, add_index_id
+from dsa110_ingest.db.records import INDEX_ID_KEY, Heartbeat, IndexCounts
 from dsa110_ingest.db.store.nodes import NodeStore
 from dsa110_ingest.errors import DatabaseError
 
@@ -49,6 +49,20 @@ class PgNodes(NodeStore):
     methods only; the attributes below are set by that class's ``__init__``."""
 
     c: IndexConnection
+    readonly: bool
+
+    def index_id(self) -> str | None:
+        value = self.c.value("SELECT value FROM meta WHERE key = %s", (INDEX_ID_KEY,))
+        if value is not None or self.readonly:
+            return None if value is None else str(value)
+        # two nodes at once: ON CONFLICT DO NOTHING keeps the first, both read it
+        with self.transaction("giving the index its identity"):
+            add_index_id(self.c.x)
+        return self.index_id()
+
+    def adopt_index_id(self, index_id: str) -> None:
+        with self.transaction("taking over the copied index's identity"):
+            self.set_meta(INDEX_ID_KEY, index_id)
 
     def set_meta(self, key: str, value: str) -> None:
         self.c.x(

@@ -53,6 +53,7 @@ class SqliteIndexStore(
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.name = str(self.path)
+        self.readonly = readonly
         self.conn = open_index_connection(self.path, readonly=readonly)
         self._span_cache = None
         version = schema_version(self.conn)

@@ -7,7 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from dsa110_ingest.db.records import Heartbeat, IndexCounts
+from dsa110_ingest.db.records import INDEX_ID_KEY, Heartbeat, IndexCounts
+from dsa110_ingest.db.sqlite.schema import add_index_id
 from dsa110_ingest.db.store.nodes import NodeStore
 
 _HEARTBEAT_COLS = "node, pid, hostname, started_at, updated_at, status"
@@ -23,6 +24,19 @@ class SqliteNodes(NodeStore):
 
     conn: sqlite3.Connection
     _heartbeat_from: str
+    readonly: bool
+
+    def index_id(self) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (INDEX_ID_KEY,)).fetchone()
+        if row is not None or self.readonly:
+            return None if row is None else str(row[0])
+        with self.transaction("giving the index its identity"):
+            add_index_id(self.conn)
+        return self.index_id()
+
+    def adopt_index_id(self, index_id: str) -> None:
+        with self.transaction("taking over the copied index's identity"):
+            self.set_meta(INDEX_ID_KEY, index_id)
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(
