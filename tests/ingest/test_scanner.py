@@ -54,13 +54,18 @@ def test_hidden_and_foreign_names_are_not_candidates(tmp_path: Path, name: str) 
     assert name not in _scan(tmp_path)
 
 
-def test_a_folder_or_fifo_named_like_a_file_is_not_a_candidate(tmp_path: Path) -> None:
+def test_a_folder_or_fifo_named_like_a_file_is_an_unreadable_candidate(tmp_path: Path) -> None:
+    # rejected by name, never read (operator2 D8: not silently skipped)
     (tmp_path / NAME).mkdir()
     fifo = tmp_path / "2025-10-02T00:00:00_sb04.hdf5"
     os.mkfifo(fifo)
-    assert stat_path(str(tmp_path / NAME), 1, PARSER, (str(tmp_path),)) is None
-    assert stat_path(str(fifo), 1, PARSER, (str(tmp_path),)) is None
-    assert _scan(tmp_path) == {}
+    folder = stat_path(str(tmp_path / NAME), 1, PARSER, (str(tmp_path),))
+    pipe = stat_path(str(fifo), 1, PARSER, (str(tmp_path),))
+    assert folder is not None and folder.not_a_file == "a directory" and not folder.readable
+    assert pipe is not None and pipe.not_a_file == "a FIFO (named pipe)" and not pipe.readable
+    scanned = _scan(tmp_path)
+    assert set(scanned) == {NAME, fifo.name}
+    assert all(c.not_a_file and not c.readable for c in scanned.values())
 
 
 def test_a_vanished_file_is_no_candidate(tmp_path: Path) -> None:
@@ -75,7 +80,11 @@ def test_a_symlink_is_followed_only_inside_the_locations(tmp_path: Path) -> None
     (root / "2025-10-02T00:00:00_sb06.hdf5").symlink_to(outside)
     (root / "2025-10-02T00:00:00_sb07.hdf5").symlink_to(root / "dangling")
     found = _scan(root)
-    assert set(found) == {"2025-10-02T00:00:00_sb05.hdf5", "2025-10-02T00:00:00_sb06.hdf5"}
+    assert set(found) == {f"2025-10-02T00:00:00_sb0{n}.hdf5" for n in (5, 6, 7)}
+    # a dangling link is a candidate to reject, never to read
+    dangling = found["2025-10-02T00:00:00_sb07.hdf5"]
+    assert (dangling.not_a_file or "").startswith("a dangling symlink")
+    assert not dangling.readable
     assert not found["2025-10-02T00:00:00_sb05.hdf5"].symlink_escape
     assert found["2025-10-02T00:00:00_sb06.hdf5"].symlink_escape
     # the same verdict for a path named by a watcher event

@@ -85,10 +85,14 @@ def build_request(
     # a member gone from disk matters unless another member on disk holds its subband
     held = {f.subband_num for f in present}
     off_disk = [f.path for f in files if f.missing and f.subband_num not in held]
-    if off_disk:
+    if off_disk and not force:
+        # no other file on disk claims the subband (one would have taken the slot): the
+        # operator may have removed it on purpose, so restoring is one way out of two
         raise ConversionError(
-            f"group {group_id}: {len(off_disk)} file(s) no longer on disk, e.g. "
-            f"{off_disk[0]}; restore them, or `retry` after they are back"
+            f"group {group_id}: {len(off_disk)} file(s) no longer on disk and no other "
+            f"file for their subband, e.g. {off_disk[0]}; put the right file for that "
+            f"subband in a storage location and `dsa110-ingest retry {group_id}`, or "
+            f"convert without it: `dsa110-ingest convert --force {group_id}`"
         )
     missing = tuple(missing_subbands((f.subband_num for f in present), g.expected_subbands))
     if missing and not (partial or force):

@@ -39,8 +39,11 @@ def check_frequencies(db: IndexStore, new: Band, gid: str, now: float) -> list[E
     """Two members of a group with overlapping frequencies are a conflict: the suspect
     leaves the subband count, so the group cannot complete or convert with the same
     frequencies twice."""
+    # a member gone from disk holds no frequencies any more (its successor is judged)
     members = [
-        band_of(f) for f in db.group_files(gid) if f.path != new.path and f.freq_min_hz is not None
+        band_of(f)
+        for f in db.group_files(gid)
+        if f.path != new.path and f.freq_min_hz is not None and not f.missing
     ]
     out: list[Event] = []
     for old in members:
@@ -59,7 +62,7 @@ def revise_frequency_verdicts(db: IndexStore, gid: str, now: float) -> list[Even
     the suspect) is revised once the other files show which one is off its band: in
     any arrival order the impostor ends up out, the genuine file in."""
     files = db.group_files(gid, members_only=False)
-    known = [f for f in files if f.freq_min_hz is not None]
+    known = [f for f in files if f.freq_min_hz is not None and not f.missing]
     members = [band_of(f) for f in known if not f.conflict]
     held = {m.subband for m in members}
     excluded = [band_of(f) for f in known if f.conflict and f.subband_num not in held]

@@ -172,7 +172,7 @@ class Indexer:
         result.add(self.process(todo, on_progress=on_progress))
         missing = [p for p, f in known.items() if not f.missing and p not in seen]
         if missing and loc.path.is_dir():
-            result.missing += self.mark_missing(missing)
+            result.add(self.mark_missing(missing))
         elif missing:
             log.warning(
                 "location.unavailable",
@@ -182,20 +182,25 @@ class Indexer:
             )
         return result
 
-    def mark_missing(self, paths: Sequence[str]) -> int:
+    def mark_missing(self, paths: Sequence[str]) -> BatchResult:
+        """Files gone from disk; a conflicting file on disk takes a slot a member left."""
         paths = [p for p in paths if not os.path.exists(p)]
         if not paths:
-            return 0
+            return BatchResult()
 
         @busy_retry()
-        def write() -> int:
+        def write() -> BatchResult:
+            result = BatchResult()
             with self.db.transaction("marking deleted files"):
-                return self.db.mark_missing(paths)
+                result.missing = self.placer.vacate(paths, self.clock(), result)
+            return result
 
-        n = write()
-        if n:
-            log.info("files.missing", count=n, example=paths[0])
-        return n
+        result = write()
+        if result.missing:
+            log.info("files.missing", count=result.missing, example=paths[0])
+        for etype, gid in result.events:
+            log.info(etype, group_id=gid)
+        return result
 
     # -- the core -------------------------------------------------------------------
     def _unchanged(self, cand: Candidate) -> bool:
@@ -217,7 +222,7 @@ class Indexer:
         (the configured ``read.batch_size`` unless given)."""
         result = BatchResult()
         cands = sorted(cands, key=lambda c: c.sort_key)
-        readable = [c for c in cands if c.name is not None and not c.symlink_escape]
+        readable = [c for c in cands if c.readable]
         headers = iter(
             zip(readable, self.reader.read_many([c.path for c in readable]), strict=True)
         )
@@ -225,8 +230,7 @@ class Indexer:
         done = 0
         pending: list[tuple[Candidate, Read]] = []
         for cand in cands:
-            readable_name = cand.name is not None and not cand.symlink_escape
-            pending.append((cand, next(headers)[1] if readable_name else None))
+            pending.append((cand, next(headers)[1] if cand.readable else None))
             if len(pending) >= size:
                 result.add(self._apply_batch(pending))
                 done += len(pending)
@@ -269,6 +273,13 @@ class Indexer:
         self, cand: Candidate, read: Read, now: float, result: BatchResult
     ) -> HeaderInfo | None:
         """The header of a file fit to index; None when it is rejected, deferred or gone."""
+        if cand.not_a_file is not None:
+            message = (
+                f"{cand.not_a_file} named like a subband file; never opened nor followed: "
+                "remove or rename it, and put the real file (a regular file) there"
+            )
+            self._reject(cand, "not_a_file", message, now, result)
+            return None
         if cand.symlink_escape:
             message = (
                 "symlink points outside every storage location; "
@@ -285,7 +296,7 @@ class Indexer:
             if read.retryable:
                 result.deferred.append(cand.path)
             elif read.reason == "vanished":
-                result.missing += self.db.mark_missing([cand.path])
+                result.missing += self.placer.vacate([cand.path], now, result)
             else:
                 self._reject(cand, read.reason, read.message, now, result)
             return None

@@ -12,6 +12,7 @@ from dsa110_ingest.db import IndexStore
 from dsa110_ingest.db.records import FileRecord, Group
 from dsa110_ingest.ingest.batch import BatchResult
 from dsa110_ingest.ingest.conflicts import (
+    band_of,
     check_frequencies,
     record_name_conflict,
     revise_frequency_verdicts,
@@ -20,6 +21,7 @@ from dsa110_ingest.ingest.file_row import file_row
 from dsa110_ingest.ingest.grouping import Band, join_group
 from dsa110_ingest.ingest.lifecycle import COMPLETABLE, Expiry, complete_group, is_complete
 from dsa110_ingest.ingest.scanner import Candidate
+from dsa110_ingest.naming import subband_code
 from dsa110_ingest.uvh5 import HeaderInfo
 
 log = structlog.get_logger("dsa110_ingest.indexer")
@@ -123,6 +125,50 @@ class Placer:
         if is_complete(group):
             self._complete(group, now, result)
             result.completed_by[gid] = cand.path
+
+    def vacate(self, paths: list[str], now: float, result: BatchResult) -> int:
+        """Files gone from disk leave their groups' counts; where a member left, a file
+        on disk that was a conflict for that subband takes its place (the operator
+        removed the wrong one of two). Returns how many rows turned missing."""
+        left = [
+            (row.group_id, row.subband_num, row.path)
+            for p in paths
+            if (row := self.db.get_file(p)) is not None
+            and row.group_id is not None
+            and row.subband_num is not None
+            and not row.missing
+            and not row.conflict
+        ]
+        n = self.db.mark_missing(paths)
+        for gid, sb, gone in left:
+            self._fill_slot(gid, sb, gone, now, result)
+        return n
+
+    def _fill_slot(self, gid: str, sb: int, gone: str, now: float, result: BatchResult) -> None:
+        """The conflict of longest standing still on disk becomes the member of ``sb``,
+        judged like any arrival (frequencies, then completion, each at most once)."""
+        if self.db.subband_taken(gid, sb):
+            return
+        spare = [
+            f
+            for f in self.db.group_files(gid, members_only=False)
+            if f.conflict and not f.missing and f.subband_num == sb and os.path.exists(f.path)
+        ]
+        if not spare:
+            return
+        heir = min(spare, key=lambda f: (f.indexed_at or 0.0, f.path))
+        self.db.set_conflict(heir.path, False)
+        log.info(
+            "file.took_slot",
+            path=heir.path,
+            group_id=gid,
+            subband=subband_code(sb),
+            replaces=gone,
+            why="the member of this subband left the disk; this file claimed the same subband",
+        )
+        if heir.freq_min_hz is not None:
+            result.events += check_frequencies(self.db, band_of(heir), gid, now)
+        self._recount(gid, heir.path, now, result)
 
     def _recount(self, gid: str, path: str, now: float, result: BatchResult) -> None:
         """A member back in its group's count (on disk again, or no longer a conflict)

@@ -79,7 +79,7 @@ class Work:
         for it in items:
             if it.kind == DELETED:
                 ready.pop(it.path, None)
-                self.guard(lambda p=it.path: BatchResult(missing=rt.indexer.mark_missing([p])))
+                self.publish(self.guard(lambda p=it.path: rt.indexer.mark_missing([p])))
             else:
                 ready[it.path] = max(ready.get(it.path, 0.0), it.seen_at)
                 if it.kind == MOVED and it.src_path:
