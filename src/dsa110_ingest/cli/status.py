@@ -139,7 +139,10 @@ def describe_node(d: dict[str, Any], hb: dict[str, Any] | None) -> str:
     """One line for a person: a node's state and what it rests on."""
     age = d["heartbeat_age_seconds"]
     if d["state"] == "running":
-        return f"running: pid {d['pid']}, last heartbeat {age:.0f} s ago"
+        # a daemon in its start-up reconcile says so ("starting: reconciling, 1792/3200 ...")
+        phase = ((hb or {}).get("status") or {}).get("phase")
+        doing = f", {phase}" if phase else ""
+        return f"running: pid {d['pid']}{doing}, last heartbeat {age:.0f} s ago"
     if d["state"] == "stale" and age is None:
         return f"stale: pid {d['pid']} holds the database but has written no heartbeat yet"
     if d["state"] == "stale":

@@ -18,6 +18,7 @@ class BatchResult:
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
     missing_locations: list[str] = field(default_factory=list)
     completed_by: dict[str, str] = field(default_factory=dict)  # group_id -> last file
+    stopped: bool = False  # a reconcile ended early (a stop was asked); the rest is next time
 
     def add(self, other: BatchResult) -> None:
         for count in ("indexed", "updated", "moved", "unchanged", "rejected", "missing"):
@@ -27,6 +28,7 @@ class BatchResult:
         self.events += other.events
         self.rejections += other.rejections
         self.missing_locations += other.missing_locations
+        self.stopped = self.stopped or other.stopped
 
     @property
     def seen(self) -> int:

@@ -125,12 +125,22 @@ class Indexer:
         return self.process(cands, batch_size=1)
 
     def reconcile(
-        self, on_progress: Callable[[int, int], None] | None = None, obs_expiry: bool = False
+        self,
+        on_progress: Callable[[int, int], None] | None = None,
+        obs_expiry: bool = False,
+        stop: Callable[[], bool] | None = None,
     ) -> BatchResult:
-        """Compare every location with the DB and take whatever events missed."""
+        """Compare every location with the DB and take whatever events missed.
+
+        ``stop`` is asked between batches: once true, the reconcile ends there
+        (``stopped``), every batch done so far committed; the next one resumes (what is
+        indexed is unchanged on disk, so it is skipped). No group expires after a stopped
+        pass: its files were not all seen."""
         total = BatchResult()
         rejected = self.db.known_rejected()
         for lid, loc in self.locations:
+            if total.stopped:
+                break
             if not loc.path.is_dir():
                 total.missing_locations.append(f"{loc.name} ({loc.path})")
                 log.error(
@@ -140,8 +150,9 @@ class Indexer:
                     hint="mount or create it; its files are not marked missing meanwhile",
                 )
                 continue
-            total.add(self._reconcile_location(lid, loc, rejected, on_progress))
-        total.events += self.expire_groups(full_rescan=obs_expiry)
+            total.add(self._reconcile_location(lid, loc, rejected, on_progress, stop))
+        if not total.stopped:
+            total.events += self.expire_groups(full_rescan=obs_expiry)
         return total
 
     def _reconcile_location(
@@ -150,6 +161,7 @@ class Indexer:
         loc: StorageLocation,
         rejected: dict[str, KnownFile],
         on_progress: Callable[[int, int], None] | None,
+        stop: Callable[[], bool] | None = None,
     ) -> BatchResult:
         """Index what is new or changed in one location; mark what left it missing."""
         result = BatchResult()
@@ -169,7 +181,7 @@ class Indexer:
                 result.unchanged += 1
                 continue
             todo.append(cand)
-        result.add(self.process(todo, on_progress=on_progress))
+        result.add(self.process(todo, on_progress=on_progress, stop=stop))
         missing = [p for p, f in known.items() if not f.missing and p not in seen]
         if missing and loc.path.is_dir():
             result.add(self.mark_missing(missing))
@@ -217,32 +229,38 @@ class Indexer:
         cands: Sequence[Candidate],
         on_progress: Callable[[int, int], None] | None = None,
         batch_size: int | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> BatchResult:
         """Index candidates oldest observation first, ``batch_size`` files a transaction
-        (the configured ``read.batch_size`` unless given)."""
+        (the configured ``read.batch_size`` unless given); ``stop`` is asked after each."""
         result = BatchResult()
         cands = sorted(cands, key=lambda c: c.sort_key)
         readable = [c for c in cands if c.readable]
-        headers = iter(
-            zip(readable, self.reader.read_many([c.path for c in readable]), strict=True)
-        )
+        reads = self.reader.read_many([c.path for c in readable])
+        headers = iter(zip(readable, reads, strict=True))
         size = max(1, batch_size or self.cfg.read.batch_size)
         done = 0
         pending: list[tuple[Candidate, Read]] = []
-        for cand in cands:
-            pending.append((cand, next(headers)[1] if cand.readable else None))
-            if len(pending) >= size:
-                result.add(self._apply_batch(pending))
-                done += len(pending)
-                pending = []
-                if on_progress:
-                    on_progress(done, len(cands))
+        try:
+            for cand in cands:
+                pending.append((cand, next(headers)[1] if cand.readable else None))
+                if len(pending) >= size:
+                    result.add(self._apply_batch(pending))
+                    done += len(pending)
+                    pending = []
+                    if on_progress:
+                        on_progress(done, len(cands))
+                    if stop is not None and done < len(cands) and stop():
+                        result.stopped = True
+                        log.info("reconcile.stopped", done=done, total=len(cands))
+                        return result
+        finally:
+            # a generator: closing it settles reads in flight, not left for the next call
+            getattr(reads, "close", lambda: None)()
         if pending:
             result.add(self._apply_batch(pending))
             if on_progress:
                 on_progress(len(cands), len(cands))
-        for etype, gid in result.events:
-            log.info(etype, group_id=gid)
         return result
 
     @busy_retry()
@@ -252,6 +270,9 @@ class Indexer:
         with self.db.transaction(f"indexing {len(items)} file(s)"):
             for cand, header in items:
                 self._apply_one(cand, header, now, result)
+        # committed: each event's line now, not at the end of a long reconcile
+        for etype, gid in result.events:
+            log.info(etype, group_id=gid)
         for path, msg in result.rejections:
             log.warning("file.rejected", path=path_text(path), reason=msg)
         return result

@@ -29,6 +29,14 @@ def rescan(rt: Runtime, progress: bool, started: float) -> int:
     result = _index_all(rt, health, progress)
     Work(rt, health).publish(result)
     batch_summary("rescan", result, time.monotonic() - started)
+    if result.stopped:
+        tell(
+            "rescan: stopped by a signal; what was indexed is kept, the next "
+            "`run --rescan` (or `run`) goes on from there",
+            "rescan.stopped",
+            "warning",
+        )
+        return EXIT_FATAL
     conversions_ok = _drain_conversions(rt, rt.dispatcher, progress) if rt.dispatcher else True
     for loc in result.missing_locations:
         error_line(
@@ -41,14 +49,21 @@ def rescan(rt: Runtime, progress: bool, started: float) -> int:
 
 def _index_all(rt: Runtime, health: Health, progress: bool) -> BatchResult:
     if not progress:
-        return rt.indexer.reconcile(on_progress=health.progress_reporter(), obs_expiry=True)
+        return rt.indexer.reconcile(
+            on_progress=health.progress_reporter(), obs_expiry=True, stop=_stop(rt)
+        )
     with logs.ProgressBar("files") as bar:
 
         def on_progress(done: int, total: int) -> None:
             rt.flags.check_forced()
             bar(done, total)
 
-        return rt.indexer.reconcile(on_progress=on_progress, obs_expiry=True)
+        return rt.indexer.reconcile(on_progress=on_progress, obs_expiry=True, stop=_stop(rt))
+
+
+def _stop(rt: Runtime) -> Callable[[], bool]:
+    """SIGINT/SIGTERM ends the pass at its next batch (every batch before stays)."""
+    return lambda: rt.flags.should_exit
 
 
 class _Drain:

@@ -128,12 +128,13 @@ class Service:
         # watches first, then the reconcile: a file written during start-up is seen by
         # one or the other (or both: indexing is idempotent), never by neither
         rt.watcher.start()
+        health.starting("scanning the storage locations")
         work.reconcile("start-up", progress=health.progress_reporter(startup=True))
+        if self.flags.should_exit:
+            return EXIT_OK  # stopped during start-up: never ready, no conversion started
         gc.freeze()  # start-up's objects leave the collector: no full-GC stalls of files
         if rt.dispatcher:
             rt.dispatcher.start()
-        if self.flags.should_exit:
-            return EXIT_OK  # stopped during start-up: never ready
         health.mark_ready()
         log.info(
             "service.ready",

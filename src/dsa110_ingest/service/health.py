@@ -41,6 +41,8 @@ class Health:
         # /healthz calls the loop stalled after this long without a turn (6 missed beats)
         self.stall_s = max(STALL_MIN_S, 6 * self.beat_every)
         self.ready = False
+        # what a daemon not yet ready is doing, for `status` (None once ready)
+        self.phase: str | None = "starting"
         self.last_alive = mono()
         self.state: tuple[bool, str] = (False, "starting: start-up reconcile running")
         self._transient_seen = 0
@@ -55,7 +57,15 @@ class Health:
     def mark_ready(self) -> None:
         self.rt.notifier.ready(self.status_line())
         self.ready = True
+        self.phase = None
         self.state = (True, "ok")
+
+    def starting(self, phase: str) -> None:
+        """Before ready (the start-up reconcile): the heartbeat row and gauge say the
+        daemon is alive and what it does, so `status` does not call it stale."""
+        self.phase = f"starting: {phase}"
+        self.alive()
+        self._write_heartbeat()
 
     def check(self) -> tuple[bool, str]:
         """For /healthz (called from the metrics server's threads): the main loop turns,
@@ -185,7 +195,8 @@ class Health:
             "executor": rt.dispatcher.describe() if rt.dispatcher else None,
             "watch_modes": rt.watcher.modes,
             # what the last beat found wrong (None: healthy), for `status`
-            "problem": None if self.state[0] else self.state[1],
+            "problem": None if self.state[0] or not self.ready else self.state[1],
+            "phase": self.phase,
         }
 
     def status_line(self) -> str:
@@ -219,5 +230,6 @@ class Health:
             )
             if startup and not self.ready:
                 self.rt.notifier.extend_timeout(EXTEND_START_S)
+                self.starting(f"reconciling, {done}/{total} new or changed files indexed")
 
         return report

@@ -118,7 +118,10 @@ class Work:
         rt = self.rt
         t0 = time.monotonic()
         on_progress = progress or self.health.progress_reporter()
-        result = self.guard(lambda: rt.indexer.reconcile(on_progress=on_progress))
+        # a stop (SIGTERM) ends the reconcile at its next batch, not after it (D2)
+        result = self.guard(
+            lambda: rt.indexer.reconcile(on_progress=on_progress, stop=lambda: rt.flags.should_exit)
+        )
         if result is None:
             return None
         rt.metrics.reconcile_runs.inc()
@@ -133,6 +136,7 @@ class Work:
             rejected=result.rejected,
             missing=result.missing,
             seconds=round(time.monotonic() - t0, 3),
+            **({"stopped": "a stop was asked; the next start resumes"} if result.stopped else {}),
         )
         if found and reason == "periodic":
             log.warning(
