@@ -7,6 +7,7 @@ import os
 
 import structlog
 
+from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config
 from dsa110_ingest.db import IndexStore
 from dsa110_ingest.db.records import FileRecord, Group
@@ -25,6 +26,18 @@ from dsa110_ingest.naming import subband_code
 from dsa110_ingest.uvh5 import HeaderInfo
 
 log = structlog.get_logger("dsa110_ingest.indexer")
+
+
+def _content_changed(row: FileRecord, cand: Candidate, header: HeaderInfo) -> bool:
+    """Other data under the same name (not the same bytes rewritten or touched): its
+    size or the header fields that place it in time and frequency differ."""
+    return (row.file_size_bytes, row.start_mjd, row.end_mjd, row.freq_min_hz, row.n_blts) != (
+        cand.size,
+        header.start_mjd,
+        header.end_mjd,
+        header.freq_min_hz,
+        header.n_blts,
+    )
 
 
 class Placer:
@@ -65,6 +78,8 @@ class Placer:
             and not self.db.subband_taken(gid, cand.name.subband_num)
         )
         conflict = existing.conflict and not judge_again
+        if not existing.conflict and _content_changed(existing, cand, header):
+            self._changed_member(gid, existing, now, result)
         self.db.upsert_file(file_row(cand, header, gid, conflict, now))
         self.db.unreject(cand.path)
         result.updated += 1
@@ -72,6 +87,40 @@ class Placer:
             result.events += check_frequencies(self.db, self._band(cand, header), gid, now)
         if judge_again or existing.missing:
             self._recount(gid, cand.path, now, result)
+
+    def _changed_member(
+        self, gid: str, existing: FileRecord, now: float, result: BatchResult
+    ) -> None:
+        """A member of a group being or already converted now holds other data: its MS
+        was (or is being) built from the old content. Not reconverted by itself (the new
+        content may be the wrong one): the job is flagged, an event and a warning say it."""
+        job = self.db.job(gid)
+        if job is None or job.state not in ("running", "converted"):
+            return  # not converted yet: the conversion will read what is on disk then
+        code = existing.subband_code or "?"
+        fix = (
+            f"check the file; if its new content is right, `dsa110-ingest convert --force "
+            f"{gid}` rebuilds the MS from the files now on disk, else put the old file back"
+        )
+        note = f"stale: {code} ({existing.path}) changed on disk after conversion; {fix}"
+        self.db.flag_job(gid, note, now)
+        payload = {
+            "reason": "member_changed",
+            "path": existing.path,
+            "subband": code,
+            "conversion": job.state,
+            "fix": fix,
+        }
+        self.db.add_event(ev.GROUP_CONFLICT, gid, payload, now)
+        result.events.append((ev.GROUP_CONFLICT, gid))
+        log.warning(
+            "file.changed_after_conversion",
+            path=existing.path,
+            group_id=gid,
+            subband=code,
+            conversion=job.state,
+            fix=fix,
+        )
 
     def _adopt_move(self, cand: Candidate, now: float, result: BatchResult) -> bool:
         """A known file under a new path (moved, or an older spelling of the same path)

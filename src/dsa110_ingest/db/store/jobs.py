@@ -65,6 +65,11 @@ class JobStore(Store):
         group, failed; the attempt does not count."""
 
     @abc.abstractmethod
+    def flag_job(self, group_id: str, note: str, now: float) -> None:
+        """*Inside a transaction.* Put ``note`` in a job's ``last_error``, its state kept
+        (a converted group whose input changed since); the next outcome replaces it."""
+
+    @abc.abstractmethod
     def release_job(self, group_id: str, owner: str, now: float) -> None:
         """*Own transaction.* Give back a job interrupted by our own shutdown: pending
         again, the attempt not counted."""

@@ -135,6 +135,12 @@ class PgJobs(JobStore):
             == 1
         )
 
+    def flag_job(self, group_id: str, note: str, now: float) -> None:
+        self.c.x(
+            "UPDATE conversion_jobs SET last_error = %s, updated_at = %s WHERE group_id = %s",
+            (note, now, group_id),
+        )
+
     def release_job(self, group_id: str, owner: str, now: float) -> None:
         with self.transaction("releasing a conversion at shutdown"):
             self.c.x(

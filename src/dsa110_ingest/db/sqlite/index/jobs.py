@@ -137,6 +137,12 @@ class SqliteJobs(JobStore):
             == 1
         )
 
+    def flag_job(self, group_id: str, note: str, now: float) -> None:
+        self.conn.execute(
+            "UPDATE conversion_jobs SET last_error = ?, updated_at = ? WHERE group_id = ?",
+            (note, now, group_id),
+        )
+
     def release_job(self, group_id: str, owner: str, now: float) -> None:
         """Give back a job interrupted by our own shutdown: not a failed attempt."""
         with self.transaction("releasing a conversion at shutdown"):
