@@ -270,11 +270,11 @@ class Indexer:
         with self.db.transaction(f"indexing {len(items)} file(s)"):
             for cand, header in items:
                 self._apply_one(cand, header, now, result)
+        for path, msg in result.rejections:
+            log.warning("file.rejected", path=path_text(path), reason=msg)
         # committed: each event's line now, not at the end of a long reconcile
         for etype, gid in result.events:
             log.info(etype, group_id=gid)
-        for path, msg in result.rejections:
-            log.warning("file.rejected", path=path_text(path), reason=msg)
         return result
 
     def _reject(
