@@ -17,7 +17,7 @@ from dsa110_ingest.times import iso_to_unix, unix_to_iso
 
 from ..conftest import SMALL, Daemon, Site, db_count, wait_for, write_site
 
-N_GROUPS = 64  # 1024 small files: a reconcile of many seconds (of ~30 s under load)
+N_GROUPS = 128  # 2048 small files: a reconcile of many seconds even on an idle machine
 BATCH = 16  # one group a transaction: a stop is noticed within a fraction of a second
 
 
@@ -53,12 +53,17 @@ def test_sigterm_ends_a_long_start_up_reconcile_and_its_events_are_logged_as_com
 
     # D3: during the reconcile, `status` calls it running and says what it does
     wait_for(lambda: committed() >= 10, 120, lambda: f"no progress:\n{d.log.read_text()}")
+    # (the phase is refreshed at each progress report, every few seconds)
     st = wait_for(
-        lambda: (s := status_dict(site.cfg))["daemon"]["state"] == "running" and s,
+        lambda: (
+            (s := status_dict(site.cfg))["daemon"]["state"] == "running"
+            and "starting: reconciling" in describe_daemon(s)
+            and s
+        ),
         60,
         lambda: f"never running while reconciling: {describe_daemon(status_dict(site.cfg))}",
     )
-    assert "starting: reconciling" in describe_daemon(st), describe_daemon(st)
+    assert st["heartbeat"]["status"]["phase"].startswith("starting: reconciling")
     # D6: what is committed is logged now, while the reconcile goes on
     seen = committed()
     wait_for(
