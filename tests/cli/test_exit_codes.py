@@ -259,7 +259,8 @@ def test_interrupt_exits_130(site: Site) -> None:
     site.cli("run", "--rescan")
     p = subprocess.Popen(
         [sys.executable, "-m", "dsa110_ingest", "events", "--follow"],
-        env=site.env(),
+        # a follower that ignores the interrupt is made to show where it is stuck
+        env={**site.env(), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -267,5 +268,10 @@ def test_interrupt_exits_130(site: Site) -> None:
     )
     assert p.stdout is not None and '"group.complete"' in p.stdout.readline()
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        _, err = p.communicate(timeout=30)
+        pytest.fail(f"`events --follow` ignored SIGINT for 60 s; its stacks:\n{err}")
     assert p.returncode == 130 and "Traceback" not in err
