@@ -254,6 +254,11 @@ def test_scenario_exits_with_its_documented_code(name: str, tmp_path: Path) -> N
         assert s.stderr in p.stderr.rstrip().splitlines()[-1]
 
 
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_interrupt_exits_130(site: Site) -> None:
     site.cli("simulate", "--out", str(site.incoming), "--groups", "1", "--nants", "2")
     site.cli("run", "--rescan")
@@ -261,6 +266,10 @@ def test_interrupt_exits_130(site: Site) -> None:
         [sys.executable, "-m", "dsa110_ingest", "events", "--follow"],
         # a follower that ignores the interrupt is made to show where it is stuck
         env={**site.env(), "PYTHONFAULTHANDLER": "1"},
+        # as from a terminal: SIGINT at its default. Python keeps an inherited SIG_IGN
+        # (a shell's background job), and one loaded CI run's worker had it ignored by
+        # the time this test ran (the follower slept on through the signal)
+        preexec_fn=_sigint_as_from_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -90,3 +90,26 @@ def test_a_directory_named_like_a_file_is_still_walked_when_recursive(
     r = idx.reconcile()
     assert (r.indexed, r.rejected) == ((16 if recursive else 0), 1)
     db.close()
+
+
+def test_a_member_replaced_by_a_fifo_leaves_its_group(site: Site, sim_groups) -> None:
+    """Its data is gone: the group counts it no more (and does not convert a FIFO)."""
+    files = sim_groups(site.incoming, n=1)
+    db = site.db()
+    idx = Indexer(db, site.cfg)
+    idx.register_locations()
+    idx.reconcile()
+    (g,) = db.list_groups(None, None, None)
+    victim = next(f for f in files if f.name.endswith("_sb05.hdf5"))
+    victim.unlink()
+    os.mkfifo(victim)
+    r = idx.reconcile()
+    assert (r.rejected, r.missing) == (1, 1)
+    row = db.get_file(str(victim))
+    assert row is not None and row.missing
+    from dsa110_ingest.convert.request import build_request
+    from dsa110_ingest.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="no longer on disk"):
+        build_request(site.cfg, db, g.group_id)  # never handed a FIFO to convert
+    db.close()

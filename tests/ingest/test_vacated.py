@@ -74,6 +74,29 @@ def test_a_conflict_on_disk_takes_the_slot_of_the_member_that_left(
     db.close()
 
 
+def test_the_member_that_left_comes_back_as_the_conflict(site: Site, sim_groups) -> None:
+    """A: the kept sb04 leaves (an unmounted disk, a move), B takes its slot, A returns:
+    A is the conflict now, so sb04 never has two members and the group converts once."""
+    db, idx, p = _setup(site, sim_groups, aside=())
+    gid = p["gid"]
+    os.rename(p["wrong"], p["hold"] / "away.hdf5")
+    idx.reconcile()
+    assert not db.get_file(p["real"]).conflict  # type: ignore[union-attr]
+    os.rename(p["hold"] / "away.hdf5", p["wrong"])
+    r = idx.reconcile()
+    assert ("group.conflict", gid) in r.events
+    back = db.get_file(p["wrong"])
+    assert back is not None and back.conflict and not back.missing
+    sb04 = [f.path for f in db.group_files(gid) if f.subband_num == 4]
+    assert sb04 == [p["real"]]
+    g = db.group(gid)
+    assert g is not None and (g.state, g.n_subbands) == ("complete", 16)
+    assert db.count_events("group.complete") == 1
+    req = build_request(site.cfg, db, gid)
+    assert sorted(f.path for f in req.inputs if f.path.endswith("_sb04.hdf5")) == [p["real"]]
+    db.close()
+
+
 def test_a_collecting_group_completes_once_after_the_slot_is_filled(site: Site, sim_groups) -> None:
     db, idx, p = _setup(site, sim_groups, aside=(5,))
     gid = p["gid"]

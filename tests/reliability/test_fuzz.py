@@ -131,11 +131,12 @@ def _make_at(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path,
         p.write_bytes(b"x")
         return p, "misnamed"
     if kind == "fifo_file":
-        # a FIFO named like a subband file: never opened (it would block), never rejected
+        # a FIFO named like a subband file: never opened (it would block), rejected by
+        # name as what it is (never silently skipped)
         p = inc / f"{unix_to_iso(T_BAD + i)}_sb08.hdf5"
         if not p.exists():
             os.mkfifo(p)
-        return p, None
+        return p, "not_a_file"
     if kind == "overlapping_freq":
         # sb00's data under the name of sb01, beside a real sb00 and sb02: a conflict,
         # the impostor the suspect, the group never complete

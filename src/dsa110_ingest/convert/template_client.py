@@ -234,8 +234,8 @@ class Template:
                 socket.send_fds(self.sock, [json.dumps({"token": token}).encode()], theirs)
         except OSError as e:
             log.warning("convert.template_unusable", error=str(e), fallback="fresh process")
-            for fd in theirs + mine:
-                os.close(fd)
+            for fd in mine:  # theirs are closed below, once: a second close could hit an
+                os.close(fd)  # fd another thread was handed meanwhile
             return None
         finally:
             for fd in theirs:

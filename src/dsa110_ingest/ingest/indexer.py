@@ -300,6 +300,11 @@ class Indexer:
                 "remove or rename it, and put the real file (a regular file) there"
             )
             self._reject(cand, "not_a_file", message, now, result)
+            # a member replaced by one (a FIFO moved over it, a link whose target went):
+            # its data is gone, so it leaves its group as a deleted file would
+            row = self.db.get_file(cand.path)
+            if row is not None and not row.missing:
+                result.missing += self.placer.vacate([cand.path], now, result)
             return None
         if cand.symlink_escape:
             message = (

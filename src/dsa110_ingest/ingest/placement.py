@@ -77,15 +77,25 @@ class Placer:
             and group.state in COMPLETABLE
             and not self.db.subband_taken(gid, cand.name.subband_num)
         )
-        conflict = existing.conflict and not judge_again
-        if not existing.conflict and _content_changed(existing, cand, header):
+        # a member back after a disappearance whose subband another file took meanwhile
+        # (vacate's heir) returns as the conflict: a subband never has two members
+        displaced = bool(
+            existing.missing
+            and not existing.conflict
+            and self.db.subband_taken(gid, cand.name.subband_num)
+        )
+        conflict = (existing.conflict and not judge_again) or displaced
+        if not conflict and _content_changed(existing, cand, header):
             self._changed_member(gid, existing, now, result)
         self.db.upsert_file(file_row(cand, header, gid, conflict, now))
         self.db.unreject(cand.path)
         result.updated += 1
+        if displaced:
+            sb = cand.name.subband_num
+            result.events.append(record_name_conflict(self.db, gid, cand.path, sb, now))
         if judge_again:
             result.events += check_frequencies(self.db, self._band(cand, header), gid, now)
-        if judge_again or existing.missing:
+        if judge_again or (existing.missing and not displaced):
             self._recount(gid, cand.path, now, result)
 
     def _changed_member(
