@@ -112,7 +112,7 @@ def _make_at(kind: str, i: int, n: int, inc: Path, outside: Path) -> tuple[Path,
     if kind == "directory":
         p = inc / f"{unix_to_iso(T_BAD + i)}_sb02.hdf5"
         p.mkdir(exist_ok=True)
-        return p, None  # not a file: walked, never read, never rejected
+        return p, "not_a_file"  # walked, never read, rejected by name as a directory
     if kind == "text_file":
         p = inc / f"{unix_to_iso(T_BAD + i)}_sb03.hdf5"
         p.write_text("hello " * (n % 1000))
@@ -323,7 +323,11 @@ def test_daemon_stays_up_while_fed_bad_files(tmp_path: Path, record) -> None:
             for sb, t in plan.files.items():
                 write_file(site.incoming, t, sb, SMALL, obs_start_unix=plan.start_unix)
             wait_for(lambda: "group.complete" in log.read_text(), 30, lambda: log.read_text())
-            expected = {p for p, r in made.items() if r not in (None, "conflict")}
+            # a directory made while the daemon runs is rejected by the next reconcile,
+            # not at once: the watcher reports files only (a known gap, CHANGELOG)
+            expected = {
+                p for p, r in made.items() if r not in (None, "conflict") and not os.path.isdir(p)
+            }
             wait_for(
                 lambda: len(site.cli_json("status", "--json")["rejected_files"]) >= len(expected),
                 60,
