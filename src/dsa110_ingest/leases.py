@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsa110_ingest.db.records import ConversionJob
+from dsa110_ingest.procs import pid_alive
 
 # /proc/stat's btime is whole seconds: a process started within this of the lease's
 # start is not proof of a reused pid
@@ -62,12 +63,8 @@ def gone(holder: Holder, since: float | None) -> bool:
     pid started before ``since`` (the lease's start)."""
     if holder.host != socket.gethostname() or holder.pid <= 0:
         return False
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(holder.pid):
         return True
-    except PermissionError:
-        pass  # alive, another user's
     proc = _proc_start(holder.pid)
     if proc is None:
         return False

@@ -17,18 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dsa110_ingest.db import IndexStore, ProductsStore
+from dsa110_ingest.procs import pid_alive
 
 _PARTIAL = re.compile(r"^\.(?P<db>.+)\.partial-backup-\d{8}T\d{6}Z\.(?P<pid>\d+)(-journal)?$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: alive
-    return True
 
 
 def remove_partial_backups(path: Path) -> list[Path]:
@@ -39,7 +30,7 @@ def remove_partial_backups(path: Path) -> list[Path]:
         return removed
     for p in sorted(path.parent.iterdir()):
         m = _PARTIAL.match(p.name)
-        if m is None or m["db"] != path.name or _alive(int(m["pid"])):
+        if m is None or m["db"] != path.name or pid_alive(int(m["pid"])):
             continue
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

@@ -105,20 +105,21 @@ def _holds_lock(store: IndexStore, node: str) -> bool:
 def _local_holder(cfg: Config, hb: Heartbeat | None) -> int | None:
     """This host's daemon of this state dir: the flock holder's pid (0: held, pid unknown),
     or the heartbeat's pid when that process is alive here; None: no daemon here."""
+    from dsa110_ingest.procs import pid_alive
     from dsa110_ingest.statedir import StateLock
 
     try:
         holder = StateLock(state_path(cfg)).holder()
     except OSError:
         holder = None  # lock file unreadable to this user: fall back to the pid below
-    if holder is None and hb is not None and hb.pid and hb.hostname == socket.gethostname():
-        try:
-            os.kill(hb.pid, 0)
-            holder = hb.pid  # alive, lock not visible to us
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            holder = hb.pid  # alive, owned by another user
+    if (
+        holder is None
+        and hb is not None
+        and hb.pid
+        and hb.hostname == socket.gethostname()
+        and pid_alive(hb.pid)
+    ):
+        holder = hb.pid  # alive (maybe another user's), lock not visible to us
     return holder
 
 
