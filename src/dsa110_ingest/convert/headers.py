@@ -36,6 +36,9 @@ class FileHeader:
     alt_m: float
     telescope_name: str
     pols: tuple[int, ...]
+    # as stored (file channel order); read here so that writers need not reopen the file
+    channel_width: np.ndarray | None = None
+    spw_ids: np.ndarray | None = None  # Header/flex_spw_id_array, when the file has it
 
 
 def read_file_header(path: str, subband: int) -> FileHeader:
@@ -63,6 +66,12 @@ def read_file_header(path: str, subband: int) -> FileHeader:
             if not isinstance(ds, h5py.Dataset):
                 raise bad(f"Header/{key} is missing")
             return np.asarray(ds[()])
+
+        def optional(key: str, dtype: type | None) -> np.ndarray | None:
+            ds = header.get(key)
+            if not isinstance(ds, h5py.Dataset):
+                return None
+            return np.asarray(ds[()], dtype=dtype).reshape(-1)
 
         def text(key: str, default: str) -> str:
             ds = header.get(key)
@@ -104,6 +113,8 @@ def read_file_header(path: str, subband: int) -> FileHeader:
             alt_m=float(arr("altitude").reshape(-1)[0]),
             telescope_name=text("telescope_name", "unknown"),
             pols=pols,
+            channel_width=optional("channel_width", np.float64),
+            spw_ids=optional("flex_spw_id_array", None),
         )
 
 
@@ -235,9 +246,13 @@ def bl_keys(head: FileHeader) -> np.ndarray:
 
 def common_baselines(heads: list[FileHeader], group_id: str) -> np.ndarray:
     """The sorted baseline keys every subband must share."""
-    ref_bls = np.unique(bl_keys(heads[0]))
+    keys0 = bl_keys(heads[0])
+    ref_bls = np.unique(keys0)
     for head in heads[1:]:
-        bls = np.unique(bl_keys(head))
+        keys = bl_keys(head)
+        # the usual group: every file lists the same baselines in the same order, and the
+        # comparison costs a tenth of np.unique (16 of them were a third of the plan)
+        bls = ref_bls if np.array_equal(keys, keys0) else np.unique(keys)
         if bls.size != ref_bls.size or not np.array_equal(bls, ref_bls):
             raise PermanentConversionError(
                 f"group {group_id}: sb{head.subband:02d} ({head.path}) has {bls.size} baselines, "

@@ -104,6 +104,8 @@ class SubbandPlan:
     missing: tuple[int, ...]  # grid integrations this file lacks (flagged in the MS)
     offset_s: float  # median of (file time - grid time), seconds
     pointing_dec_rad: float | None  # Header/extra_keywords/phase_center_dec
+    channel_width: np.ndarray | None = None  # the header's, the file's channel order
+    spw_ids: np.ndarray | None = None  # Header/flex_spw_id_array (None: not in the file)
 
     @property
     def n_channels(self) -> int:
@@ -337,7 +339,9 @@ def _subband_plan(
     tpos = np.searchsorted(utimes, h.time_jd)
     bpos = np.searchsorted(ref_bls, bl_keys(h))
     rows = gidx[tpos] * ref_bls.size + bpos
-    if np.unique(rows).size != rows.size:
+    seen = np.zeros(grid.size * ref_bls.size, np.bool_)
+    seen[rows] = True  # a row twice marks one cell for two: fewer marks than rows
+    if np.count_nonzero(seen) != rows.size:
         raise PermanentConversionError(
             f"sb{h.subband:02d} ({h.path}): a baseline appears twice in one "
             "integration; the file is damaged"
@@ -355,6 +359,8 @@ def _subband_plan(
         missing=tuple(sorted(set(range(grid.size)) - {int(i) for i in gidx})),
         offset_s=float(np.median(offs)),
         pointing_dec_rad=h.pointing_dec_rad,
+        channel_width=h.channel_width,
+        spw_ids=h.spw_ids,
     )
     return plan, float(np.max(np.abs(offs)))
 

@@ -15,7 +15,7 @@ import numpy as np
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend
 from dsa110_ingest.convert.backends import require_casacore
-from dsa110_ingest.convert.native import fused, kernel, msfile, reader, subtables
+from dsa110_ingest.convert.native import fused, kernel, msfile, reader, subtables, tiles
 from dsa110_ingest.convert.native.group import GroupPlan, plan_group
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import PermanentConversionError
@@ -57,9 +57,16 @@ class _Writer:
     """One group's MAIN table, filled a block at a time; holds the per-block state."""
 
     def __init__(
-        self, g: GroupPlan, block_bytes: int, tile_bytes: int, fused_kernel: bool | None
+        self,
+        g: GroupPlan,
+        block_bytes: int,
+        tile_bytes: int,
+        fused_kernel: bool | None,
+        direct_tiles: bool = True,
     ) -> None:
         self.g = g
+        self.direct_tiles = direct_tiles
+        self.tiles: tiles.TileFiles | None = None
         subs = g.plan.subbands
         self.n_rows, self.n_pol = g.plan.n_rows, g.plan.n_pols
         self.pol_order = subtables.casa_pol_order(g.meta.pols)
@@ -81,7 +88,7 @@ class _Writer:
         self.use_fused = fused_kernel and fused.available()
         self.buffers = fused.Buffers()
 
-    def block(self, ms: Any, blk: reader.Block) -> None:
+    def block(self, ms: Any, blk: reader.Block, bg: tiles.Background | None) -> None:
         g = self.g
         sb = g.plan.subbands[blk.source]
         nc = sb.n_channels
@@ -100,20 +107,39 @@ class _Writer:
             conj_pol_order=self.conj_pol_order,
         )
         w_min, w_max = self.w_min[rows], self.w_max[rows]
+        bufs = self.buffers if bg is None else bg.buffers()
         if self.use_fused:
             d, fl, ns = fused.ms_block(
                 blk.vis, blk.flags, blk.nsamples, **args,
-                w_min=w_min, w_max=w_max, buffers=self.buffers,
+                w_min=w_min, w_max=w_max, buffers=bufs,
             )  # fmt: skip
         else:
             d, fl, ns = kernel.ms_block(blk.vis, blk.flags, blk.nsamples, **args)
             _track_weights(ns, w_min, w_max)
+        if bg is not None:
+            bg.submit((d, fl, ns), blk.start, sb.chan_start, bufs)
+            return
         blc = [sb.chan_start, 0]
         trc = [sb.chan_start + nc - 1, self.n_pol - 1]
         n = blk.stop - blk.start
         ms.putcolslice("DATA", d, blc, trc, startrow=blk.start, nrow=n)
         ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=n)
         ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=n)
+
+    def _blocks(self, ms: Any, read_ahead: int) -> None:
+        """Every block: read (a thread), kernel (here), tiles written (another thread, when
+        written directly; else ``putcolslice`` here)."""
+        g = self.g
+        paths = [s.path for s in g.plan.subbands]
+        bg = None if self.tiles is None else tiles.Background(self.tiles, fused.Buffers)
+        try:
+            for blk in reader.blocks_ahead(
+                paths, g.row_maps, self.n_rows, self.block_rows, read_ahead
+            ):
+                self.block(ms, blk, bg)
+        finally:
+            if bg is not None:
+                bg.close()
 
     def write(self, path: Path, extra_data_cols: tuple[str, ...], read_ahead: int) -> None:
         g = self.g
@@ -122,14 +148,23 @@ class _Writer:
         )
         try:
             _main_columns(ms, g)
-            paths = [s.path for s in g.plan.subbands]
-            for blk in reader.blocks_ahead(
-                paths, g.row_maps, self.n_rows, self.block_rows, read_ahead
-            ):
-                self.block(ms, blk)
+            if self.direct_tiles:
+                self.tiles = tiles.open_tiles(
+                    ms, path, self.n_rows, g.plan.n_channels, self.n_pol, self.tiling
+                )
+            if self.tiles is not None:
+                # closed while the tiles are written: casacore keeps none of them cached
+                ms.close()
+                ms = None
+            self._blocks(ms, read_ahead)
+            if ms is None:
+                ms = msfile.reopen_main(path)
             _put_weight_and_sigma(ms, self.w_min, self.w_max, self.block_rows)
         finally:
-            ms.close()
+            if self.tiles is not None:
+                self.tiles.close()
+            if ms is not None:
+                ms.close()
         subtables.write_all(path, g.subtables())
 
 
@@ -142,12 +177,15 @@ def write_ms(
     tile_bytes: int = msfile.TILE_BYTES,
     read_ahead: int = 2,
     fused_kernel: bool | None = None,
+    direct_tiles: bool = True,
 ) -> dict[str, Any]:
     """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``:
     None runs the numba kernel where numba is installed and either already loaded or the
     group has at least ``FUSED_MIN_BYTES`` of DATA, True for any size, False never (the
-    numpy kernel, the reference)."""
-    w = _Writer(group, block_bytes, tile_bytes, fused_kernel)
+    numpy kernel, the reference). ``direct_tiles``: write DATA, FLAG and WEIGHT_SPECTRUM
+    into casacore's tile files (convert/native/tiles.py; ``putcolslice`` when its layout
+    checks fail), False always through ``putcolslice`` (the reference)."""
+    w = _Writer(group, block_bytes, tile_bytes, fused_kernel, direct_tiles)
     w.write(path, extra_data_cols, read_ahead)
     freqs = group.plan.freq_hz
     return {
@@ -158,6 +196,7 @@ def write_ms(
         "tile_shape": w.tiling.shape,
         "block_rows": w.block_rows,
         "kernel": "numba" if w.use_fused else "numpy",
+        "tiles": "direct" if w.tiles is not None else "putcolslice",
     }
 
 

@@ -89,16 +89,15 @@ def _row_map(row_index: np.ndarray, n_rows: int) -> np.ndarray | None:
 
 def _freq_params(sb: recipe.SubbandPlan, default_spw: int) -> tuple[np.ndarray, np.ndarray]:
     """Channel widths and spw ids of one file, in the MS's (ascending) channel order."""
-    with h5py.File(sb.path, "r") as f:
-        header = f["Header"]
-        width = np.broadcast_to(
-            np.asarray(header["channel_width"][()], dtype=np.float64).reshape(-1), (sb.n_channels,)
-        )
-        spw = (
-            np.asarray(header["flex_spw_id_array"][()]).reshape(-1)
-            if "flex_spw_id_array" in header
-            else np.full(sb.n_channels, default_spw)
-        )
+    width, spw = sb.channel_width, sb.spw_ids
+    if width is None:  # a plan made without them: from the file
+        with h5py.File(sb.path, "r") as f:
+            header = f["Header"]
+            width = np.asarray(header["channel_width"][()], dtype=np.float64)
+            if "flex_spw_id_array" in header:
+                spw = np.asarray(header["flex_spw_id_array"][()])
+    width = np.broadcast_to(np.asarray(width, np.float64).reshape(-1), (sb.n_channels,))
+    spw = np.full(sb.n_channels, default_spw) if spw is None else np.asarray(spw).reshape(-1)
     if sb.descending:
         width, spw = width[::-1], spw[::-1]
     return np.array(width), np.array(spw)

@@ -109,3 +109,10 @@ def create_main(
     ms = tables.default_ms(str(path), desc, tables.makedminfo(desc, specs))
     ms.addrows(n_rows)
     return ms
+
+
+def reopen_main(path: Path) -> Any:
+    """The MAIN table at ``path``, writable."""
+    from casacore import tables
+
+    return tables.table(str(path), readonly=False, ack=False)

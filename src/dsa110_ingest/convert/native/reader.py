@@ -37,7 +37,12 @@ def _read_vis(ds: h5py.Dataset, sel: slice | np.ndarray) -> np.ndarray:
         out.real = raw["r"]
         out.imag = raw["i"]
         return out
-    return ds.astype(np.complex64)[sel]
+    return _read_as(ds, sel, np.complex64)
+
+
+def _read_as(ds: h5py.Dataset, sel: slice | np.ndarray, dtype: type) -> np.ndarray:
+    # h5py's astype wrapper costs ~20 % of a read even when nothing is converted
+    return ds[sel] if ds.dtype == dtype else ds.astype(dtype)[sel]
 
 
 def read_rows(
@@ -54,7 +59,7 @@ def read_rows(
         sel: slice | np.ndarray = slice(start, stop)
         vis = _squeeze_spw(_read_vis(vis_ds, sel))
         flags = _squeeze_spw(flag_ds[sel])
-        nsa = _squeeze_spw(nsa_ds.astype(np.float32)[sel])
+        nsa = _squeeze_spw(_read_as(nsa_ds, sel, np.float32))
         return vis, flags, nsa
     want = rows[start:stop]
     have = want >= 0
@@ -70,7 +75,7 @@ def read_rows(
         # and the mapped rows of a block are near each other (a time shift of the grid)
         vis[have] = _squeeze_spw(_read_vis(vis_ds, slice(lo, hi)))[src - lo]
         flags[have] = _squeeze_spw(flag_ds[lo:hi])[src - lo]
-        nsa[have] = _squeeze_spw(nsa_ds.astype(np.float32)[lo:hi])[src - lo]
+        nsa[have] = _squeeze_spw(_read_as(nsa_ds, slice(lo, hi), np.float32))[src - lo]
     return vis, flags, nsa
 
 
