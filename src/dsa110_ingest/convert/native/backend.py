@@ -133,8 +133,9 @@ class _Writer:
         paths = [s.path for s in g.plan.subbands]
         bg = None if self.tiles is None else tiles.Background(self.tiles, fused.Buffers)
         try:
+            # the numba kernel copies every block: its input arrays can be read into again
             for blk in reader.blocks_ahead(
-                paths, g.row_maps, self.n_rows, self.block_rows, read_ahead
+                paths, g.row_maps, self.n_rows, self.block_rows, read_ahead, self.use_fused
             ):
                 self.block(ms, blk, bg)
         finally:
