@@ -44,14 +44,15 @@ from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.native import backend
 from dsa110_ingest.convert.request import ConversionRequest
 req = ConversionRequest.from_json(json.loads(sys.stdin.read()))
-tile, ahead, fused = int(sys.argv[1]), int(sys.argv[2]), bool(int(sys.argv[3]))
+tile, ahead, fused, direct = int(sys.argv[1]), int(sys.argv[2]), *map(bool, map(int, sys.argv[3:5]))
 group = backend.plan_group(recipe.plan_for_request(req))
 t0, c0 = time.perf_counter(), time.process_time()
 info = backend.write_ms(
-    group, Path(req.output), tile_bytes=tile, read_ahead=ahead, fused_kernel=fused
+    group, Path(req.output), tile_bytes=tile, read_ahead=ahead, fused_kernel=fused,
+    direct_tiles=direct,
 )
 print(json.dumps({"write_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
-                  "tile": info["tile_shape"]}))
+                  "tile": info["tile_shape"], "tiles": info["tiles"]}))
 """
 
 MIB = 2**20
@@ -178,8 +179,9 @@ def metadata_bytes(nblts: int) -> int:
 
 
 def block_bytes_bound(nchan: int, npols: int, block_rows: int, depth: int = 2) -> int:
-    """Visibility blocks alive at once: ``depth`` queued + one read + one being written,
-    each as vis (8 B) + flags (1 B) + nsamples (4 B), and the numpy kernel's temporaries
+    """Visibility blocks alive at once: ``depth`` queued + one read + one in the kernel,
+    each as vis (8 B) + flags (1 B) + nsamples (4 B), and either the numba kernel's two
+    output sets (one being written by the tile thread) or the numpy kernel's temporaries
     (phase factors: 16 + 8 B per row-channel; the polarisation gather and the channel
     reversal: two more copies of the block)."""
     per_row = nchan * npols * 13
@@ -211,13 +213,15 @@ def main() -> int:
     return group_benchmark(args)
 
 
-TILE_VARIANTS = (  # (tile bytes, read-ahead depth, numba kernel forced)
-    (64 << 10, 2, 0),
-    (256 << 10, 2, 0),
-    (1 << 20, 2, 0),
-    (4 << 20, 2, 0),
-    (256 << 10, 0, 0),
-    (256 << 10, 2, 1),  # numba forced: its load included (a fresh process each)
+TILE_VARIANTS = (  # (tile bytes, read-ahead depth, numba kernel forced, tiles written directly)
+    (64 << 10, 2, 0, 1),
+    (256 << 10, 2, 0, 1),
+    (1 << 20, 2, 0, 1),
+    (256 << 10, 0, 0, 1),
+    # numba forced (its load included: a fresh process each), tiles through casacore's
+    # putcolslice and written directly: what the direct write buys
+    (256 << 10, 2, 1, 0),
+    (256 << 10, 2, 1, 1),
 )
 
 
@@ -251,19 +255,23 @@ def side_by_side(
     return res, ms_bytes, statistics.median(floors), floor_load
 
 
-def tile_runs(root: Path, inputs: list[InputFile]) -> list[tuple[str, int, int, int, float, float]]:
-    """Tiles, read-ahead and kernel, in process (plan excluded: the same for every variant)."""
-    tiles: list[tuple[str, int, int, int, float, float]] = []
-    for tile, ahead, fused in TILE_VARIANTS:
+TileRun = tuple[str, int, int, int, str, float, float]
+
+
+def tile_runs(root: Path, inputs: list[InputFile]) -> list[TileRun]:
+    """Tiles, read-ahead, kernel and tile writer, in process (plan excluded: the same for
+    every variant)."""
+    tiles: list[TileRun] = []
+    for tile, ahead, fused, direct in TILE_VARIANTS:
         out = root / "t.ms"
         req = ConversionRequest("g", tuple(inputs), str(out), "native")
         r = run(
-            [sys.executable, "-c", WRITER, str(tile), str(ahead), str(fused)],
+            [sys.executable, "-c", WRITER, str(tile), str(ahead), str(fused), str(direct)],
             json.dumps(req.to_json()).encode(),
         )
         info = json.loads(r.out.strip().splitlines()[-1])
         shape = "x".join(map(str, info["tile"]))
-        tiles.append((shape, tile, ahead, fused, info["write_s"], info["cpu_s"]))
+        tiles.append((shape, tile, ahead, fused, info["tiles"], info["write_s"], info["cpu_s"]))
         shutil.rmtree(out)
     return tiles
 
@@ -333,11 +341,11 @@ def bound_table(sizes: list[tuple[SimParams, Run, int]]) -> tuple[str, bool]:
     return "\n".join(rows), all_ok
 
 
-def tile_table(tiles: list[tuple[str, int, int, int, float, float]]) -> str:
+def tile_table(tiles: list[TileRun]) -> str:
     return "\n".join(
         f"| {shape} | {tile >> 10} KiB | {'thread, 2 ahead' if ahead else 'none'} "
-        f"| {'numba, one pass' if fused else 'numpy'} | {s:.2f} | {cpu:.2f} |"
-        for shape, tile, ahead, fused, s, cpu in tiles
+        f"| {'numba, one pass' if fused else 'numpy'} | {how} | {s:.2f} | {cpu:.2f} |"
+        for shape, tile, ahead, fused, how, s, cpu in tiles
     )
 
 
@@ -350,8 +358,8 @@ def group_tail(bound_md: str, tile_rows_md: str) -> str:
 tiny group's peak)
 \\+ per-group metadata (1 KiB per row: header arrays, the group plan's per-row arrays, the
 writer's per-row weights and the columns handed to casacore) \\+ the visibility blocks alive
-at once (2 queued by the read-ahead thread, 1 being read, 1 being written, plus the
-kernel's temporaries; a block
+at once (2 queued by the read-ahead thread, 1 being read, 1 in the kernel and 2 output
+sets, one being written by the tile thread, plus the kernel's temporaries; a block
 is ~{native.BLOCK_BYTES >> 20} MiB of visibilities, rounded to whole tiles). It does not
 depend on the number of subbands (they are written one after another) and grows with
 antennas only through the per-row metadata:
@@ -360,15 +368,16 @@ antennas only through the per-row metadata:
 |---|---:|---:|---:|---:|---:|---|
 {bound_md}
 
-**Tiles, read-ahead and kernel** (wall and CPU time of writing the same MS in one fresh
-process, plan excluded; DATA, FLAG and WEIGHT_SPECTRUM tiles span one subband's channels,
-so each tile is written once; CPU above wall means the reader thread overlapped the
-writer; the numba row includes loading numba and its cached kernel, which is why the
-writer in a fresh process uses it only from 2 GiB of DATA; a child of the daemon's
-template finds it loaded and always uses it):
+**Tiles, read-ahead, kernel and tile writer** (wall and CPU time of writing the same MS
+in one fresh process, plan excluded; DATA, FLAG and WEIGHT_SPECTRUM tiles span one
+subband's channels, so each tile is written once; "direct": the tiles' bytes written into
+casacore's files by a thread (convert/native/tiles.py), "putcolslice": through casacore;
+CPU above wall means the threads overlapped; the numba rows include loading numba and its
+cached kernel, which is why the writer in a fresh process uses it only from 2 GiB of DATA;
+a child of the daemon's template finds it loaded and always uses it):
 
-| tile shape (pols x chans x rows) | DATA tile | read-ahead | kernel | write s | CPU s |
-|---|---:|---|---|---:|---:|
+| tile shape (pols x chans x rows) | DATA tile | read-ahead | kernel | tiles | write s | CPU s |
+|---|---:|---|---|---|---:|---:|
 {tile_rows_md}"""
 
 
@@ -380,7 +389,7 @@ def group_report(
     res: dict[str, list[Run]],
     floor: float,
     floor_load: float,
-    tiles: list[tuple[str, int, int, int, float, float]],
+    tiles: list[TileRun],
     sizes: list[tuple[SimParams, Run, int]],
 ) -> tuple[str, bool]:
 
