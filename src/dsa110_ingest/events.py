@@ -5,7 +5,8 @@ Types:
 - ``group.complete``   all expected subbands are indexed (once per group);
 - ``group.incomplete`` the group timed out with subbands missing (payload names them);
 - ``group.conflict``   a second file arrived for a subband the group already has (or a
-  member of a converted group changed on disk: ``reason`` ``member_changed``);
+  member of a converted group changed on disk, or another file took its slot:
+  ``reason`` ``member_changed``);
 - ``group.converted``  its Measurement Set is written and recorded in ``ms_index``;
 - ``group.failed``     conversion gave up after ``max_attempts`` (payload: the error).
 """

@@ -86,3 +86,41 @@ def test_the_same_bytes_rewritten_say_nothing(site: Site) -> None:
     job = db.job(gid)
     assert job is not None and job.last_error is None
     db.close()
+
+
+@pytest.mark.parametrize("state", ["converted", "running", "pending"])
+def test_an_heir_taking_the_slot_after_conversion_is_flagged(
+    site: Site, sim_groups, state: str
+) -> None:
+    """The member of a converted group leaves and a conflict on disk takes its slot
+    (``file.took_slot``): the MS holds the file that left, as in D5."""
+    from .test_vacated import _setup
+
+    db, idx, p = _setup(site, sim_groups, aside=())
+    gid = p["gid"]
+    now = time.time()
+    _mark(db, gid, "converted" if state == "converted" else "pending")
+    if state == "running":
+        assert db.claim_job("test-owner", now, 60.0, False) is not None
+    job = db.job(gid)
+    assert job is not None and job.state == state
+    os.remove(p["wrong"])
+    r = idx.mark_missing([p["wrong"]])
+    assert r.missing == 1
+    row = db.get_file(p["real"])
+    assert row is not None and not row.conflict  # the heir took the slot
+    job = db.job(gid)
+    assert job is not None
+    conflicts = [e for e in db.events_after(0, 1000) if e.type == "group.conflict"]
+    if state == "pending":  # converted later, from what is on disk then
+        assert job.last_error is None and ("group.conflict", gid) not in r.events
+        assert all(e.payload.get("reason") != "member_changed" for e in conflicts)
+        return
+    assert ("group.conflict", gid) in r.events
+    assert job.state == state  # not reconverted by itself
+    assert job.last_error is not None and job.last_error.startswith("stale: sb04")
+    assert p["wrong"] in job.last_error and f"convert --force {gid}" in job.last_error
+    (e,) = [e for e in conflicts if e.payload.get("reason") == "member_changed"]
+    assert e.payload["path"] == p["real"] and e.payload["replaces"] == p["wrong"]
+    assert e.payload["conversion"] == state
+    db.close()

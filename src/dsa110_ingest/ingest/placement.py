@@ -99,20 +99,28 @@ class Placer:
             self._recount(gid, cand.path, now, result)
 
     def _changed_member(
-        self, gid: str, existing: FileRecord, now: float, result: BatchResult
+        self,
+        gid: str,
+        existing: FileRecord,
+        now: float,
+        result: BatchResult,
+        replaces: str | None = None,
     ) -> None:
-        """A member of a group being or already converted now holds other data: its MS
-        was (or is being) built from the old content. Not reconverted by itself (the new
-        content may be the wrong one): the job is flagged, an event and a warning say it."""
+        """A member of a group being or already converted now holds other data (or is
+        another file, the heir of ``replaces``): its MS was (or is being) built from the
+        old content. Not reconverted by itself (the new content may be the wrong one):
+        the job is flagged, an event and a warning say it."""
         job = self.db.job(gid)
         if job is None or job.state not in ("running", "converted"):
             return  # not converted yet: the conversion will read what is on disk then
         code = existing.subband_code or "?"
+        old = "the old file" if replaces is None else replaces
         fix = (
             f"check the file; if its new content is right, `dsa110-ingest convert --force "
-            f"{gid}` rebuilds the MS from the files now on disk, else put the old file back"
+            f"{gid}` rebuilds the MS from the files now on disk, else put {old} back"
         )
-        note = f"stale: {code} ({existing.path}) changed on disk after conversion; {fix}"
+        what = "changed on disk" if replaces is None else f"took the place of {replaces}"
+        note = f"stale: {code} ({existing.path}) {what} after conversion; {fix}"
         self.db.flag_job(gid, note, now)
         payload = {
             "reason": "member_changed",
@@ -120,6 +128,7 @@ class Placer:
             "subband": code,
             "conversion": job.state,
             "fix": fix,
+            **({"replaces": replaces} if replaces else {}),
         }
         self.db.add_event(ev.GROUP_CONFLICT, gid, payload, now)
         result.events.append((ev.GROUP_CONFLICT, gid))
@@ -129,6 +138,7 @@ class Placer:
             group_id=gid,
             subband=code,
             conversion=job.state,
+            replaces=replaces,
             fix=fix,
         )
 
@@ -225,6 +235,8 @@ class Placer:
             replaces=gone,
             why="the member of this subband left the disk; this file claimed the same subband",
         )
+        # the group's MS, if built, holds the file that left (D5 for the heir)
+        self._changed_member(gid, heir, now, result, replaces=gone)
         if heir.freq_min_hz is not None:
             result.events += check_frequencies(self.db, band_of(heir), gid, now)
         self._recount(gid, heir.path, now, result)
