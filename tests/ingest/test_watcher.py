@@ -505,3 +505,41 @@ def test_daemon_completes_a_group_delivered_in_every_style_without_settling(
     finally:
         if other is not None:
             shutil.rmtree(other, ignore_errors=True)
+
+
+# -- a directory under a subband file's name (rejected live, like a FIFO) --------------------
+
+
+@pytest.mark.parametrize("mode", ["inotify", "poll"])
+@pytest.mark.parametrize("how", ["mkdir", "mv in"])
+def test_a_directory_named_like_a_subband_file_is_handed_on_at_once(
+    tmp_path: Path, mode: str, how: str
+) -> None:
+    w = Watched(tmp_path, mode)
+    try:
+        name = file_name(T0, 2)
+        if how == "mkdir":
+            _run("mkdir", str(w.inbox / name))
+        else:
+            (w.elsewhere / name).mkdir()
+            _run("mv", str(w.elsewhere / name), str(w.inbox))
+        ev = w.event_for(w.inbox / name)  # never the settle time: nothing settles
+        assert ev.kind == READY
+        (w.inbox / "not-a-subband").mkdir()  # other directories stay the watcher's own
+        assert [e.path for e in w.quiet_for(1.0) if "not-a-subband" in e.path] == []
+    finally:
+        w.w.stop()
+
+
+def test_daemon_rejects_a_directory_named_like_a_file_live(tmp_path: Path, daemon_factory) -> None:
+    site: Site = write_site(tmp_path / "site", watch="inotify")
+    d = daemon_factory(site)
+    d.wait_ready()
+    (site.incoming / file_name(T0, 2)).mkdir()
+    db = site.root / "state" / "hdf5.sqlite3"
+    wait_for(  # the periodic reconcile is 600 s away: only the live path gets here
+        lambda: db_count(db, "SELECT COUNT(*) FROM rejected_files WHERE reason = 'not_a_file'"),
+        DEADLINE_S,
+        lambda: d.log.read_text()[-3000:],
+    )
+    assert d.stop() == 0

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import structlog
 from watchdog.events import (
+    DirCreatedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -88,6 +89,7 @@ HANDLED_EVENTS: list[type[FileSystemEvent]] = [
     FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    DirCreatedEvent,
     DirMovedEvent,
 ]
 
@@ -103,10 +105,8 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         w = self.w
         try:
-            if isinstance(event, DirMovedEvent):
-                w.request_reconcile("directory moved")
-                return
             if event.is_directory:
+                self._directory(event)
                 return
             src = os.fsdecode(event.src_path)
             if isinstance(event, FileClosedEvent):
@@ -143,6 +143,21 @@ class _Handler(FileSystemEventHandler):
         except Exception:
             log.exception("watcher.handler_error", path=str(event.src_path))
             w.request_reconcile("event handler error")
+
+    def _directory(self, event: FileSystemEvent) -> None:
+        """A directory made or moved in under a subband file's name goes to the indexer
+        at once, which rejects it (``not_a_file``) as it does a FIFO, not at the next
+        reconcile; a directory moved anywhere still asks for one (files moved with it)."""
+        w = self.w
+        if isinstance(event, DirMovedEvent):
+            w.request_reconcile("directory moved")
+            dest = os.fsdecode(event.dest_path)
+        elif isinstance(event, DirCreatedEvent):
+            dest = os.fsdecode(event.src_path)
+        else:
+            return
+        if dest and w.wanted(dest):
+            w.emit(FileEvent(READY, dest, time.time()))
 
 
 class Watcher:
