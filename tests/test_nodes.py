@@ -108,6 +108,42 @@ def test_status_of_a_fresh_deployment_names_this_node(tmp_path: Path) -> None:
     assert [(n["node"], n["state"]) for n in st["nodes"]] == [("ingest-z", "stopped")]
 
 
+@pytest.mark.parametrize(
+    ("process", "state"),
+    [
+        ("this namespace", "running"),
+        ("another pid namespace", "stopped"),
+        ("another boot", "stopped"),
+        ("not recorded (an older release)", "running"),
+    ],
+)
+def test_a_heartbeat_pid_counts_only_in_its_own_pid_namespace(
+    tmp_path: Path, process: str, state: str
+) -> None:
+    """The lock file unreadable, `status` falls back to the heartbeat's pid: a live pid of
+    that number here is this node's daemon only when the heartbeat was written in this
+    boot and pid namespace (a container of the same host name has its own pid 1234)."""
+    import socket
+
+    from dsa110_ingest.db.records import Heartbeat
+    from dsa110_ingest.nodes import node_state
+    from dsa110_ingest.procs import this_process
+
+    site = write_site(tmp_path)
+    me = this_process().fields()
+    ident = {
+        "this namespace": me,
+        "another pid namespace": {**me, "pidns": "4026530000"},
+        "another boot": {**me, "boot": "00000000-1111-2222-3333-444444444444"},
+        "not recorded (an older release)": None,
+    }[process]
+    now = time.time()
+    status = {"phase": "running"} | ({"process": ident} if ident else {})
+    hb = Heartbeat(site.cfg.node, os.getpid(), socket.gethostname(), now - 60, now - 1, status)
+    st = node_state(None, site.cfg, site.cfg.node, hb, now)  # alive here: this very pid
+    assert st["state"] == state, st
+
+
 # -- PostgreSQL: nodes on different hosts see each other through the index ----------------
 def pg_site(root: Path, dbs: PgDatabases, node: str, location: str, convert: str = "") -> Site:
     """A node's deployment on the shared PostgreSQL index: its own state dir and folder."""

@@ -1,10 +1,13 @@
 """Who holds a conversion lease, and whether that process is provably gone.
 
-A lease owner names its process: ``<host>:<pid>:<nonce>`` for a daemon's dispatcher,
-``convert:<host>:<pid>:<nonce>`` for a foreground ``convert``. On this host a process is
-*provably* gone when no process has its pid, when that pid is a zombie, or when the
-process with that pid started after the lease was taken (the pid was reused). Anywhere
-else only the lease's expiry says so.
+A lease owner names its process: ``<host>:<pid>:<nonce>:<boot>:<pidns>:<machine>`` for a
+daemon's dispatcher, ``convert:`` and the same for a foreground ``convert`` (procs.py
+says what boot, pidns and machine are; owners written before they were recorded have
+only ``<host>:<pid>:<nonce>`` and read as "unknown"). A process is *provably* gone when it
+ran on this machine in an earlier boot, or when it is of this host, boot and pid
+namespace and no process has its pid, that pid is a zombie, or the process with that pid
+started after the lease was taken (the pid was reused). Anything else (another host or
+container, or an owner without these fields) only the lease's expiry settles.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from dsa110_ingest.db.records import ConversionJob
-from dsa110_ingest.procs import pid_alive
+from dsa110_ingest.procs import Proc, pid_alive, rebooted, same_namespace, this_process
 
 # /proc/stat's btime is whole seconds: a process started within this of the lease's
 # start is not proof of a reused pid
@@ -26,8 +30,22 @@ _START_SLACK_S = 1.0
 @dataclass(frozen=True)
 class Holder:
     kind: str  # "convert" (a foreground `convert`) or "daemon"
-    host: str
-    pid: int
+    proc: Proc
+
+    @property
+    def host(self) -> str:
+        return self.proc.host
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def owner_name(kind: str = "daemon") -> str:
+    """A fresh lease owner naming this process (``kind``: "daemon" or "convert")."""
+    me = this_process()
+    ident = [me.host, str(me.pid), uuid.uuid4().hex[:8], *(v or "" for v in me.fields().values())]
+    return ":".join((["convert"] if kind == "convert" else []) + ident)
 
 
 def holder_of(owner: str | None) -> Holder | None:
@@ -40,7 +58,8 @@ def holder_of(owner: str | None) -> Holder | None:
         kind, parts = "convert", parts[1:]
     if len(parts) < 2 or not parts[1].isdigit():
         return None
-    return Holder(kind, parts[0], int(parts[1]))
+    boot, pidns, machine = [*parts[3:6], "", "", ""][:3]  # "": not recorded (older owners)
+    return Holder(kind, Proc(parts[0], int(parts[1]), boot or None, pidns or None, machine or None))
 
 
 def _proc_start(pid: int) -> tuple[str, float] | None:
@@ -59,10 +78,15 @@ def _proc_start(pid: int) -> tuple[str, float] | None:
 
 
 def gone(holder: Holder, since: float | None) -> bool:
-    """Whether the holder is provably gone: on this host, and no live process of that
-    pid started before ``since`` (the lease's start)."""
-    if holder.host != socket.gethostname() or holder.pid <= 0:
+    """Whether the holder is provably gone: it ran on this machine in an earlier boot, or
+    it is of this host, boot and pid namespace and no live process of that pid started
+    before ``since`` (the lease's start)."""
+    if holder.pid <= 0:
         return False
+    if rebooted(holder.proc):
+        return True
+    if not same_namespace(holder.proc):
+        return False  # another host, container, or an old owner: unknown
     if not pid_alive(holder.pid):
         return True
     proc = _proc_start(holder.pid)

@@ -102,23 +102,32 @@ def _holds_lock(store: IndexStore, node: str) -> bool:
     return True
 
 
+def _alive_here(hb: Heartbeat) -> bool:
+    """Whether the heartbeat's pid is a live process of this host's boot and pid namespace
+    (``process`` in its status, procs.py); a heartbeat of an older release without it is
+    judged by the host name and pid, as that release did."""
+    from dsa110_ingest.procs import Proc, pid_alive, same_namespace
+
+    if not hb.pid or hb.hostname != socket.gethostname():
+        return False
+    ident = hb.status.get("process")
+    if isinstance(ident, dict):
+        proc = Proc(hb.hostname, hb.pid, *(ident.get(k) for k in ("boot", "pidns", "machine")))
+        # another container's (or boot's) pid of the same number is not this daemon
+        return same_namespace(proc) and pid_alive(hb.pid)
+    return pid_alive(hb.pid)
+
+
 def _local_holder(cfg: Config, hb: Heartbeat | None) -> int | None:
     """This host's daemon of this state dir: the flock holder's pid (0: held, pid unknown),
     or the heartbeat's pid when that process is alive here; None: no daemon here."""
-    from dsa110_ingest.procs import pid_alive
     from dsa110_ingest.statedir import StateLock
 
     try:
         holder = StateLock(state_path(cfg)).holder()
     except OSError:
         holder = None  # lock file unreadable to this user: fall back to the pid below
-    if (
-        holder is None
-        and hb is not None
-        and hb.pid
-        and hb.hostname == socket.gethostname()
-        and pid_alive(hb.pid)
-    ):
+    if holder is None and hb is not None and _alive_here(hb):
         holder = hb.pid  # alive (maybe another user's), lock not visible to us
     return holder
 

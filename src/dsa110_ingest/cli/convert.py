@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from dsa110_ingest.cli._common import PROG, iso_time, say
@@ -58,8 +56,9 @@ def convert_now(cfg: Config, group_id: str, force: bool) -> int:
     from dsa110_ingest.convert.recorder import Recorder
     from dsa110_ingest.convert.request import build_request
     from dsa110_ingest.db import open_index, open_products
+    from dsa110_ingest.leases import owner_name
 
-    owner = f"convert:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = owner_name("convert")
     lease_s = cfg.convert.lease_seconds
     with open_index(cfg) as hdf5, open_products(cfg) as products:
         job = hdf5.job(group_id)

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from dsa110_ingest.convert.recorder import Recorder
 from dsa110_ingest.convert.request import ConversionRequest, build_request
 from dsa110_ingest.db import IndexStore, open_index, open_products
 from dsa110_ingest.errors import ConversionError, DatabaseError, TransientConversionError
+from dsa110_ingest.leases import owner_name
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
@@ -50,7 +48,7 @@ class Dispatcher:
         self.executor = executor or make_executor(cfg.convert)
         self.clock = clock
         self.on_event = on_event
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner_name("daemon")
         self.running: dict[str, tuple[Handle, ConversionRequest]] = {}
         self._warned: set[str] = set()  # running conversions already reported as slow
         self.wake = threading.Event()

@@ -20,6 +20,7 @@ import structlog
 
 from dsa110_ingest import events as ev
 from dsa110_ingest.errors import DatabaseError
+from dsa110_ingest.procs import this_process
 from dsa110_ingest.service.loop import EXIT_FATAL, Stop
 from dsa110_ingest.service.runtime import Runtime
 
@@ -197,6 +198,8 @@ class Health:
             # what the last beat found wrong (None: healthy), for `status`
             "problem": None if self.state[0] or not self.ready else self.state[1],
             "phase": self.phase,
+            # where this heartbeat's pid means something (nodes._alive_here)
+            "process": this_process().fields(),
         }
 
     def status_line(self) -> str:
