@@ -227,3 +227,34 @@ def test_a_native_conversion_in_the_template_gets_numba_loaded(tmp_path: Path) -
         assert error is None and result is not None, error
         kernels[template] = result["kernel"]
     assert kernels == {True: "numba", False: "numpy"}
+
+
+def test_a_fork_request_that_timed_out_runs_fresh_and_its_late_child_is_killed(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    """The template answers too late (here: stopped): the conversion runs in a fresh
+    process (its group is not lost), and the child forked after the timeout is killed
+    before it can convert anything (review finding 5)."""
+    from .conftest import ancestry_body, read_runs
+
+    warm = executor.submit(retarget(group_request, tmp_path / "warm"))
+    assert isinstance(warm, TemplateChild)
+    assert _finish(warm)[1] is None
+    t = executor.template
+    assert t is not None
+    t.reply_timeout = 2.0
+    runs = tmp_path / "runs.jsonl"
+    script = converter_script(tmp_path / "log", ancestry_body(runs))
+    os.kill(t.pid, signal.SIGSTOP)
+    try:
+        h = executor.submit(retarget(group_request, tmp_path / "late", script))
+    finally:
+        os.kill(t.pid, signal.SIGCONT)
+    assert not isinstance(h, TemplateChild)  # a fresh worker process
+    result, error = _finish(h)
+    assert error is None and result is not None
+    wait_for(lambda: t.orphans_killed == 1, 60, "the late child was not killed")
+    children = Path(f"/proc/{t.pid}/task/{t.pid}/children")
+    wait_for(lambda: not children.read_text().split(), 60, "the late child lives on")
+    (run,) = [r for r in read_runs(runs) if r["what"] == "start"]  # converted once
+    assert t.pid not in run["anc"]  # by the fresh process, not a template child

@@ -23,6 +23,7 @@ from dsa110_ingest import events as ev
 from dsa110_ingest.config import Config
 from dsa110_ingest.convert.backends import backend_for
 from dsa110_ingest.convert.executor import Executor, Handle, make_executor
+from dsa110_ingest.convert.lease_keeper import LeaseKeeper
 from dsa110_ingest.convert.ownership import ClaimGuard
 from dsa110_ingest.convert.recorder import Recorder
 from dsa110_ingest.convert.request import ConversionRequest, build_request
@@ -49,6 +50,8 @@ class Dispatcher:
         self.clock = clock
         self.on_event = on_event
         self.owner = owner_name("daemon")
+        # renews the leases from its own thread: this one blocks (template, Dask, starts)
+        self.leases = LeaseKeeper(cfg, self.owner, clock)
         self.running: dict[str, tuple[Handle, ConversionRequest]] = {}
         self._warned: set[str] = set()  # running conversions already reported as slow
         self.wake = threading.Event()
@@ -79,18 +82,14 @@ class Dispatcher:
         hdf5 = open_index(self.cfg)
         products = open_products(self.cfg)
         rec = Recorder(self.cfg, hdf5, products, self.clock)
-        last_renew = 0.0
+        self.leases.start()
         try:
             self.claim = ClaimGuard(self.cfg, hdf5.index_id() or "")
             while not self._stop.is_set():
                 self._reap(hdf5, rec)
-                now = self.clock()
-                lease = self.cfg.convert.lease_seconds
-                if now - last_renew >= lease / 3:
-                    for gid in list(self.running):
-                        if not hdf5.renew_lease(gid, self.owner, now + lease):
-                            self._give_up(gid, "lease lost (expired, re-claimed elsewhere)")
-                    last_renew = now
+                for gid in self.leases.take_lost():
+                    if gid in self.running:
+                        self._give_up(gid, "lease lost (expired, re-claimed elsewhere)")
                 limit = self._limit()
                 while len(self.running) < limit and not self._stop.is_set():
                     if not self._claim_one(hdf5, rec):
@@ -101,6 +100,7 @@ class Dispatcher:
             # the health check sees the thread gone (alive()); the log says why
             log.exception("convert.dispatcher_died")
         finally:
+            self.leases.stop()
             self._abandon(hdf5)
             self.executor.close()
             hdf5.close()
@@ -133,6 +133,7 @@ class Dispatcher:
     def _give_up(self, gid: str, why: str) -> None:
         """Stop an attempt whose lease is gone: its result, if any, is never recorded."""
         h, _req = self.running.pop(gid)
+        self.leases.drop(gid)
         h.kill()
         self.executor.forget(h)
         self._warned.discard(gid)
@@ -154,9 +155,11 @@ class Dispatcher:
         if job is None:
             return False
         gid = job.group_id
+        self.leases.hold(gid)  # from now: building the request and submitting may block
         try:
             req = build_request(self.cfg, hdf5, gid, partial=bool(job.partial))
         except ConversionError as e:
+            self.leases.drop(gid)
             self._note(gid, rec.failure(gid, self.owner, e))
             return True
         req = dataclasses.replace(req, token=job.attempt_token or "")
@@ -170,6 +173,7 @@ class Dispatcher:
         try:
             handle = self.executor.submit(req)
         except OSError as e:
+            self.leases.drop(gid)
             if e.errno in (errno.EMFILE, errno.ENFILE):
                 # out of descriptors is the node's condition, not the group's: hand it back
                 log.error("convert.too_many_open_files", group_id=gid, error=e.strerror)
@@ -201,6 +205,7 @@ class Dispatcher:
                         self._warned.add(gid)
                     continue
             del self.running[gid]
+            self.leases.drop(gid)
             self._warned.discard(gid)
             result, error = h.result()
             self.executor.forget(h)
@@ -259,6 +264,7 @@ class Dispatcher:
     def _abandon(self, hdf5: IndexStore) -> None:
         """On shutdown, stop running conversions and hand their groups back at once."""
         for gid, (h, _req) in list(self.running.items()):
+            self.leases.drop(gid)
             h.kill()
             self.executor.forget(h)
             try:

@@ -29,7 +29,8 @@ from dsa110_ingest.errors import ConversionError
 log = structlog.get_logger("dsa110_ingest.convert")
 
 # how long a fork request may wait for the template's answer: the first one waits for its
-# imports (~0.5 s quiet, much longer on a loaded 2-core machine)
+# imports (~0.5 s quiet, much longer on a loaded 2-core machine). The dispatcher's leases
+# are renewed meanwhile by their own thread (convert/lease_keeper.py)
 REPLY_TIMEOUT_S = 120.0
 
 
@@ -102,6 +103,8 @@ class Template:
         self.restarts = 0
         self.gen = 0  # which start of the template a child or request belongs to
         self.ready: dict[str, Any] = {}
+        self.reply_timeout = REPLY_TIMEOUT_S
+        self.orphans_killed = 0  # children forked after their request had timed out
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and self.sock is not None
@@ -174,7 +177,13 @@ class Template:
                 child.pid, child.pidfd = int(msg["pid"]), pidfd
                 self._children[child.pid] = child
             elif pidfd >= 0:
+                # forked after its request timed out: that group runs in a fresh process
+                # now; this child (stdin at EOF, nobody reading its output) must not run on
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 os.close(pidfd)
+                self.orphans_killed += 1
+                log.warning("convert.template_late_child_killed", pid=msg.get("pid"))
             if child is not None and "pid" not in msg:
                 child.refused = str(msg.get("error"))
         if ev is not None:
@@ -251,10 +260,11 @@ class Template:
         child: TemplateChild,
         mine: list[int],
     ) -> TemplateChild | None:
-        if not ev.wait(REPLY_TIMEOUT_S):
+        if not ev.wait(self.reply_timeout):
             with self._lock:
-                self._replies.pop(token, None)
-            child.refused = f"no answer in {REPLY_TIMEOUT_S:g} s"
+                late = self._replies.pop(token, None) is None
+            if not late:  # else the answer came just now: the child is ours after all
+                child.refused = f"no answer in {self.reply_timeout:g} s"
         if child.pid == 0:
             log.warning("convert.template_unusable", error=child.refused, fallback="fresh process")
             for fd in mine:

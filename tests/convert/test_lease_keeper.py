@@ -1,0 +1,114 @@
+"""A dispatcher blocked on a slow executor keeps its leases (review finding 5): renewals
+run on their own thread and connection, so no other node can claim a group converting
+here. Real template process (stopped with SIGSTOP: slow to answer), real converters, real
+SQLite, a second claimant that tries the whole time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from dsa110_ingest.convert.dispatcher import Dispatcher
+from dsa110_ingest.convert.executor import LocalProcessExecutor
+from dsa110_ingest.convert.lease_keeper import LeaseKeeper
+from dsa110_ingest.db import open_index_at
+from dsa110_ingest.tools.simulate import simulate
+
+from ..conftest import (
+    SMALL,
+    STORE_BACKENDS,
+    Site,
+    converter_script,
+    store_target,
+    wait_for,
+    write_site,
+)
+from .conftest import ancestry_body, claim, command_site, indexed_site, read_runs
+
+
+def _running(db_path: object, gid: str, owner: str) -> bool:
+    with open_index_at(str(db_path), readonly=True) as db:
+        job = db.job(gid)
+    return job is not None and job.state == "running" and job.lease_owner == owner
+
+
+def _site(request: pytest.FixtureRequest, root: Path, script: Path, backend: str) -> Site:
+    """indexed_site's deployment (lease 3 s, two workers) on ``backend``."""
+    if backend == "sqlite":
+        return indexed_site(root, script, "workers = 2\n")
+    dbs = (store_target(request, backend, "hdf5"), store_target(request, backend, "products"))
+    conv = command_site(root / "probe", script, "workers = 2\n").config_path.read_text()
+    conv = conv[conv.index("[convert]") :]
+    site = write_site(root, convert=conv, databases=dbs)
+    simulate(site.incoming, 1, params=SMALL)
+    site.cli("run", "--rescan", "--no-convert")
+    return site
+
+
+@pytest.mark.parametrize("backend", STORE_BACKENDS)
+def test_leases_hold_while_the_dispatcher_waits_on_a_slow_template(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    runs = tmp_path / "runs.jsonl"
+    script = converter_script(tmp_path / "slow", ancestry_body(runs, sleep=600))
+    site = _site(request, tmp_path, script, backend)
+    cfg = site.cfg
+    lease = cfg.convert.lease_seconds
+    assert lease == 3
+    ex = LocalProcessExecutor(cfg.convert.backend)
+    d = Dispatcher(cfg, ex)
+    d.start()
+    tpl = None
+    try:
+        wait_for(lambda: read_runs(runs), 120, "the first conversion never started")
+        (first,) = list(d.running)
+        tpl = ex.template
+        assert tpl is not None and tpl.pid
+        os.kill(tpl.pid, signal.SIGSTOP)  # from now the template answers nothing
+        # a second group arrives; its fork request waits on the template's answer
+        simulate(site.incoming, 1, "2025-10-02T01:00:00", params=SMALL)
+        site.cli("run", "--rescan", "--no-convert")
+        with open_index_at(cfg.hdf5_db, readonly=True) as db:
+            second = next(
+                g.group_id for g in db.list_groups(None, None, None) if g.group_id != first
+            )
+        wait_for(lambda: _running(cfg.hdf5_db, second, d.owner), 60, "never claimed")
+        # another node tries to take either group for four lease periods
+        end = time.monotonic() + 4 * lease
+        with open_index_at(cfg.hdf5_db) as db:
+            while time.monotonic() < end:
+                for gid in (first, second):
+                    taken = db.lease_job(gid, "node-b:1:x", time.time(), lease)
+                    assert taken is None, f"{gid}'s lease lapsed while the dispatcher waited"
+                time.sleep(0.2)
+        assert second not in d.running  # the dispatcher's thread was blocked all along
+        assert d.leases.renewals >= 2 * 3  # both groups, every lease / 3
+    finally:
+        if tpl is not None and tpl.pid:
+            os.kill(tpl.pid, signal.SIGCONT)
+        d.stop(60)
+    assert [r["what"] for r in read_runs(runs)].count("start") <= 2
+
+
+def test_a_lease_taken_elsewhere_is_reported_lost_once(tmp_path: Path) -> None:
+    site = indexed_site(tmp_path, converter_script(tmp_path / "ok"))
+    cfg = site.cfg
+    with open_index_at(cfg.hdf5_db) as db:
+        gid, _ = claim(db, "daemon-a", time.time())
+        keeper = LeaseKeeper(cfg, "daemon-a")
+        keeper.hold(gid)
+        keeper.renew(db)
+        assert keeper.renewals == 1 and keeper.take_lost() == set()
+        # another daemon, whose clock says the lease lapsed, takes it
+        assert db.claim_job("daemon-b", time.time() + 10 * 3, 3.0, False) is not None
+        keeper.renew(db)
+        assert keeper.take_lost() == {gid} and keeper.take_lost() == set()
+        assert keeper.held() == set()  # never renewed again
+        keeper.hold(gid)
+        keeper.drop(gid)
+        keeper.renew(db)
+        assert keeper.take_lost() == set()
