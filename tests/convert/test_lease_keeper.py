@@ -112,3 +112,27 @@ def test_a_lease_taken_elsewhere_is_reported_lost_once(tmp_path: Path) -> None:
         keeper.drop(gid)
         keeper.renew(db)
         assert keeper.take_lost() == set()
+
+
+def test_a_wedged_dispatcher_stops_holding_its_groups(tmp_path: Path) -> None:
+    """No round of the dispatcher's loop for ``timeout_seconds``: renewals stop, so the
+    groups of a stuck daemon go to other nodes when their leases lapse."""
+    import dataclasses
+
+    site = indexed_site(tmp_path, converter_script(tmp_path / "ok"))
+    cfg = site.cfg
+    cfg = dataclasses.replace(cfg, convert=dataclasses.replace(cfg.convert, timeout_seconds=1.0))
+    with open_index_at(cfg.hdf5_db) as db:
+        gid, _ = claim(db, "daemon-a", time.time())
+        keeper = LeaseKeeper(cfg, "daemon-a")
+        keeper.wedged_after_min_s = 0.0  # timeout_seconds alone: 1 s here
+        keeper.hold(gid)
+        keeper.take_lost()  # the loop comes round
+        keeper.renew(db)
+        assert keeper.renewals == 1
+        time.sleep(1.5)  # ... and then not for longer than timeout_seconds
+        keeper.renew(db)
+        assert keeper.renewals == 1
+        keeper.take_lost()  # it came round again
+        keeper.renew(db)
+        assert keeper.renewals == 2

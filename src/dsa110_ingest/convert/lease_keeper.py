@@ -11,9 +11,11 @@ store call.
 A group is held from its claim (before its request is built and submitted) until the
 dispatcher records its outcome, hands it back or gives it up. A renewal that finds the
 lease gone (expired and re-claimed elsewhere) marks the group lost; the dispatcher stops
-that attempt without recording it. A group held longer than ``timeout_seconds`` plus one
-lease is no longer renewed: the dispatcher kills a conversion at its timeout, so only a
-stuck dispatcher holds one that long, and its groups must not be held for ever.
+that attempt without recording it. The dispatcher's loop ticks the keeper on every round
+(``take_lost``); when it has not come round for ``timeout_seconds`` (at least 10 min;
+wedged: none of its waits is that long, and it is what kills a conversion at its
+timeout) renewals stop, so a stuck daemon cannot keep its groups from the other nodes
+for ever.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ log = structlog.get_logger("dsa110_ingest.convert")
 class LeaseKeeper:
     """Renews the leases of the groups it holds every ``lease_seconds / 3``."""
 
+    # the dispatcher is wedged only after max(timeout_seconds, this): its longest waits
+    # (a template's answer, 120 s; killing a conversion, 35 s) are far shorter
+    wedged_after_min_s = 600.0
+
     def __init__(
         self,
         cfg: Config,
@@ -49,6 +55,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._held: dict[str, float] = {}  # group -> monotonic time it was claimed
         self._lost: set[str] = set()
+        self._tick = time.monotonic()  # the dispatcher's loop last came round
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renewals = 0  # leases renewed (for the tests and `status`)
@@ -70,8 +77,10 @@ class LeaseKeeper:
             self._lost.discard(gid)
 
     def take_lost(self) -> set[str]:
-        """The held groups whose lease was found taken since the last call."""
+        """The held groups whose lease was found taken since the last call; being asked
+        is the dispatcher's loop coming round."""
         with self._lock:
+            self._tick = time.monotonic()
             lost, self._lost = self._lost, set()
         return lost
 
@@ -112,9 +121,16 @@ class LeaseKeeper:
     def renew(self, db: IndexStore) -> None:
         """One round: extend every held lease by ``lease_seconds`` from now."""
         lease = self.cfg.convert.lease_seconds
-        too_old = time.monotonic() - (self.cfg.convert.timeout_seconds + lease)
         with self._lock:
-            held = [(g, since) for g, since in self._held.items() if since > too_old]
+            idle = time.monotonic() - self._tick
+            held = list(self._held.items())
+        if held and idle > max(self.cfg.convert.timeout_seconds, self.wedged_after_min_s):
+            log.error(
+                "convert.dispatcher_wedged",
+                seconds=round(idle),
+                hint="leases no longer renewed: other nodes may take these groups; restart",
+            )
+            return
         for gid, since in held:
             try:
                 ok = db.renew_lease(gid, self.owner, self.clock() + lease)
