@@ -531,15 +531,37 @@ def test_a_directory_named_like_a_subband_file_is_handed_on_at_once(
         w.w.stop()
 
 
-def test_daemon_rejects_a_directory_named_like_a_file_live(tmp_path: Path, daemon_factory) -> None:
+def test_daemon_rejects_a_directory_or_a_broken_link_named_like_a_file_live(
+    tmp_path: Path, daemon_factory
+) -> None:
     site: Site = write_site(tmp_path / "site", watch="inotify")
     d = daemon_factory(site)
     d.wait_ready()
     (site.incoming / file_name(T0, 2)).mkdir()
+    os.symlink(site.root / "nonexistent", site.incoming / file_name(T0, 14))  # dangling
+    os.symlink("loopB", site.incoming / file_name(T0, 15))  # a loop
+    os.symlink(file_name(T0, 15), site.incoming / "loopB")
     db = site.root / "state" / "hdf5.sqlite3"
     wait_for(  # the periodic reconcile is 600 s away: only the live path gets here
-        lambda: db_count(db, "SELECT COUNT(*) FROM rejected_files WHERE reason = 'not_a_file'"),
+        lambda: (
+            db_count(db, "SELECT COUNT(*) FROM rejected_files WHERE reason = 'not_a_file'") == 3
+        ),
         DEADLINE_S,
         lambda: d.log.read_text()[-3000:],
     )
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("target", ["dangling", "loop"])
+def test_a_symlink_that_resolves_nowhere_is_handed_on_at_once(
+    watched: Watched, target: str
+) -> None:
+    """It never settles (there is nothing to stat): the indexer must see it now to reject
+    it, as it does a FIFO (operator3 defect 3)."""
+    name = watched.inbox / file_name(T0, 14)
+    if target == "dangling":
+        _run("ln", "-s", str(watched.elsewhere / "nonexistent"), str(name))
+    else:
+        _run("ln", "-s", "loopB", str(name))
+        _run("ln", "-s", name.name, str(watched.inbox / "loopB"))
+    assert watched.event_for(name).kind == READY

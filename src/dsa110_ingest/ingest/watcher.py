@@ -94,6 +94,15 @@ HANDLED_EVENTS: list[type[FileSystemEvent]] = [
 ]
 
 
+def _unresolved_link(path: str) -> bool:
+    """A symlink whose target does not resolve (dangling, or a loop)."""
+    try:
+        os.stat(path)
+    except OSError:
+        return os.path.islink(path)
+    return False
+
+
 class _Handler(FileSystemEventHandler):
     """Turns one observer's events into :class:`FileEvent`. ``finishing``: the observer is
     inotify, whose events carry a writer's last act; polling sees only snapshots."""
@@ -134,6 +143,10 @@ class _Handler(FileSystemEventHandler):
                 st = finished_link(src) if self.finishing else None
                 if st is not None:
                     w.settler.taken(src, st)
+                    w.emit(FileEvent(READY, src, time.time()))
+                elif _unresolved_link(src):
+                    # a dangling link or a loop never settles (nothing to stat): the
+                    # indexer rejects it now (not_a_file), as it does a FIFO
                     w.emit(FileEvent(READY, src, time.time()))
                 else:
                     w.settler.touch(src)
