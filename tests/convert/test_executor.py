@@ -37,7 +37,10 @@ def test_the_local_executor_is_the_default(tmp_path: Path) -> None:
     ex = make_executor(cfg.convert)
     assert isinstance(ex, LocalProcessExecutor)
     assert ex.unavailable() is None and ex.capacity() is None
-    assert ex.describe() == {"executor": "local"}
+    assert ex.describe() == {
+        "executor": "local",
+        "template": {"pid": None, "restarts": 0, "killed_hung": 0},  # started on first use
+    }
 
 
 @pytest.mark.parametrize(

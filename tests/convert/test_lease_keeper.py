@@ -5,6 +5,7 @@ SQLite, a second claimant that tries the whole time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from dsa110_ingest.convert.dispatcher import Dispatcher
 from dsa110_ingest.convert.executor import LocalProcessExecutor
 from dsa110_ingest.convert.lease_keeper import LeaseKeeper
 from dsa110_ingest.db import open_index_at
+from dsa110_ingest.db.records import ConversionJob
 from dsa110_ingest.tools.simulate import simulate
 
 from ..conftest import (
@@ -60,6 +62,8 @@ def test_leases_hold_while_the_dispatcher_waits_on_a_slow_template(
     lease = cfg.convert.lease_seconds
     assert lease == 3
     ex = LocalProcessExecutor(cfg.convert.backend)
+    assert ex.template is not None
+    ex.template.answer_timeout = 600.0  # slow, not hung: it answers once continued
     d = Dispatcher(cfg, ex)
     d.start()
     tpl = None
@@ -136,3 +140,47 @@ def test_a_wedged_dispatcher_stops_holding_its_groups(tmp_path: Path) -> None:
         keeper.take_lost()  # it came round again
         keeper.renew(db)
         assert keeper.renewals == 2
+
+
+def test_a_hung_template_costs_one_wait_and_no_attempt(tmp_path: Path) -> None:
+    """Operator3 defect 1: with the template stopped, every conversion waited 120 s, the
+    lease lapsed meanwhile and the group was claimed again and again past max_attempts.
+    Now: one short wait, the conversion runs in a fresh process on its first attempt, the
+    template is replaced for the next group."""
+    runs = tmp_path / "runs.jsonl"
+    site = indexed_site(tmp_path, converter_script(tmp_path / "log", ancestry_body(runs)))
+    cfg = site.cfg
+    ex = LocalProcessExecutor(cfg.convert.backend)
+    assert ex.template is not None
+    t = ex.template
+    t.answer_timeout = 2.0
+    d = Dispatcher(cfg, ex)
+    d.start()
+
+    def jobs() -> dict[str, ConversionJob | None]:
+        with open_index_at(cfg.hdf5_db, readonly=True) as db:
+            return {g.group_id: db.job(g.group_id) for g in db.list_groups(None, None, None)}
+
+    def converted() -> set[str]:
+        return {gid for gid, j in jobs().items() if j is not None and j.state == "converted"}
+
+    try:
+        wait_for(lambda: len(converted()) == 1, 120, "the first group was not converted")
+        wait_for(lambda: t.ready_gen == t.gen, 60)
+        old = t.pid
+        os.kill(old, signal.SIGSTOP)
+        simulate(site.incoming, 1, "2025-10-02T01:00:00", params=SMALL)
+        site.cli("run", "--rescan", "--no-convert")
+        wait_for(lambda: len(converted()) == 2, 120, "the second group was not converted")
+        assert t.hung == 1
+        assert all(j is not None and j.attempts == 1 for j in jobs().values()), jobs()
+        simulate(site.incoming, 1, "2025-10-02T02:00:00", params=SMALL)
+        site.cli("run", "--rescan", "--no-convert")
+        wait_for(lambda: len(converted()) == 3, 120, "the third group was not converted")
+        assert t.restarts == 1 and t.pid != old
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+        d.stop(60)
+    starts = [r for r in read_runs(runs) if r["what"] == "start"]
+    assert len(starts) == 3  # each group converted once

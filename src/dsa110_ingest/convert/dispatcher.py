@@ -155,6 +155,8 @@ class Dispatcher:
         if job is None:
             return False
         gid = job.group_id
+        if gid in self.running:  # our own attempt, whose lease lapsed: never two of one group
+            self._give_up(gid, "lease lapsed (not renewed in time) and claimed again")
         self.leases.hold(gid)  # from now: building the request and submitting may block
         try:
             req = build_request(self.cfg, hdf5, gid, partial=bool(job.partial))

@@ -183,7 +183,14 @@ class LocalProcessExecutor:
         return None
 
     def describe(self) -> dict[str, Any]:
-        return {"executor": self.name}
+        t = self.template
+        if t is None:
+            return {"executor": self.name}
+        # restarts and hung kills: a template that keeps dying or stops answering shows
+        return {
+            "executor": self.name,
+            "template": {"pid": t.pid or None, "restarts": t.restarts, "killed_hung": t.hung},
+        }
 
     def forget(self, handle: Handle) -> None:
         pass  # a finished child keeps nothing here

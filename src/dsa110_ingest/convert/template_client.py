@@ -32,6 +32,9 @@ log = structlog.get_logger("dsa110_ingest.convert")
 # imports (~0.5 s quiet, much longer on a loaded 2-core machine). The dispatcher's leases
 # are renewed meanwhile by their own thread (convert/lease_keeper.py)
 REPLY_TIMEOUT_S = 120.0
+# ... and once it has said it is ready: a fork takes milliseconds, so a template silent
+# this long is hung (stopped, deadlocked, in D state) and is killed and replaced
+ANSWER_TIMEOUT_S = 15.0
 
 
 class TemplateChild(_Pumped):
@@ -104,6 +107,9 @@ class Template:
         self.gen = 0  # which start of the template a child or request belongs to
         self.ready: dict[str, Any] = {}
         self.reply_timeout = REPLY_TIMEOUT_S
+        self.answer_timeout = ANSWER_TIMEOUT_S
+        self.ready_gen = 0  # the start of the template that last said it was ready
+        self.hung = 0  # templates killed for not answering
         self.orphans_killed = 0  # children forked after their request had timed out
 
     def alive(self) -> bool:
@@ -149,7 +155,7 @@ class Template:
                     break
                 msg = json.loads(data)
                 if "ready" in msg:
-                    self.ready = msg
+                    self.ready, self.ready_gen = msg, gen
                     log.info(
                         "convert.template_ready",
                         pid=msg["ready"],
@@ -260,11 +266,13 @@ class Template:
         child: TemplateChild,
         mine: list[int],
     ) -> TemplateChild | None:
-        if not ev.wait(self.reply_timeout):
+        limit = self.answer_timeout if self.ready_gen == child.gen else self.reply_timeout
+        if not ev.wait(limit):
             with self._lock:
                 late = self._replies.pop(token, None) is None
             if not late:  # else the answer came just now: the child is ours after all
-                child.refused = f"no answer in {self.reply_timeout:g} s"
+                child.refused = f"no answer in {limit:g} s"
+                self._kill_hung(child.gen, limit)
         if child.pid == 0:
             log.warning("convert.template_unusable", error=child.refused, fallback="fresh process")
             for fd in mine:
@@ -275,6 +283,24 @@ class Template:
         )
         child._pump(stdin, stdout, stderr, req)
         return child
+
+    def _kill_hung(self, gen: int, waited: float) -> None:
+        """The template did not answer: kill it, so its children die with it (their exit
+        statuses would never come: their conversions are retried, uncounted) and the next
+        conversion starts a new one, instead of every request waiting on it in turn."""
+        with self._lock:
+            proc = self.proc if self.gen == gen else None
+        if proc is None or proc.poll() is not None:
+            return
+        self.hung += 1
+        log.warning(
+            "convert.template_hung",
+            pid=proc.pid,
+            waited_s=waited,
+            hint="killed; its conversions are retried and a new template starts",
+        )
+        with contextlib.suppress(OSError):
+            proc.kill()
 
     def close(self) -> None:
         """Stop the template; its running children die with it (PR_SET_PDEATHSIG)."""
