@@ -37,7 +37,7 @@ from watchdog.observers import inotify_c as wd_inotify_c
 from dsa110_ingest import cli
 from dsa110_ingest.db.sqlite import connection as sqlite_conn
 from dsa110_ingest.db.sqlite import index as hdf5_db
-from dsa110_ingest.ingest import indexer, placement, reader, watcher
+from dsa110_ingest.ingest import indexer, lifecycle, placement, reader, watcher
 from dsa110_ingest.service import daemon, health, runtime, work
 
 _out = open(os.environ["DSA110_TRACE"], "a", buffering=1)  # noqa: SIM115
@@ -59,19 +59,22 @@ def _write(rec: dict[str, Any]) -> None:
         _out.write(json.dumps(rec) + "\n")
 
 
-def _span(what: str, t0: float, t1: float) -> None:
+def _span(what: str, t0: float, t1: float, cpu: float | None = None) -> None:
     if t1 - t0 >= 0.001:
-        _write({"k": "span", "what": what, "t0": t0, "t1": t1, "thread": threading.get_ident()})
+        rec = {"k": "span", "what": what, "t0": t0, "t1": t1, "thread": threading.get_ident()}
+        if cpu is not None:  # the thread's own CPU in the span: wall - cpu is waiting
+            rec["cpu"] = cpu
+        _write(rec)
 
 
 def _timed(what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
-        t0 = time.time()
+        t0, c0 = time.time(), time.thread_time()
         try:
             return fn(*a, **kw)
         finally:
-            _span(what, t0, time.time())
+            _span(what, t0, time.time(), time.thread_time() - c0)
 
     return wrapper
 
@@ -207,6 +210,12 @@ for _cls, _name in [
     (work.Work, "retry_locked"),
     (indexer.Indexer, "expire_groups"),
     (watcher.Watcher, "check_locations"),
+    # the parts of the periodic work, to tell its transaction from the rest
+    (lifecycle.Expiry, "_expired"),
+    (lifecycle.Expiry, "_mark_incomplete"),
+    (health.Health, "_write_heartbeat"),
+    (health.Health, "refresh_gauges"),
+    (health.Health, "db_lost"),
 ]:
     setattr(_cls, _name, _timed(_name, getattr(_cls, _name)))
 gc.callbacks.append(_gc)

@@ -187,3 +187,40 @@ def test_on_turn_is_called_before_every_turn() -> None:
     )
     loop.run()
     assert marks == pytest.approx([1000.0, 1000.2, 1000.4])
+
+
+def test_waiting_files_are_served_before_each_due_task_only() -> None:
+    t = FakeTime()
+    seen: list[str] = []
+    loop = _loop(
+        t,
+        [Phase("events", lambda: seen.append("events"))],
+        [
+            Every(0.0, lambda: seen.append("expire"), "expire"),
+            Every(100.0, lambda: seen.append("beat"), "beat", next_at=2000.0),
+            Every(0.0, lambda: seen.append("reconcile"), "reconcile"),
+        ],
+        serve=lambda: seen.append("serve"),
+    )
+    loop.turn()
+    # the beat is not due: no serve for it, and none when no task is due at all
+    assert seen == ["events", "serve", "expire", "serve", "reconcile"]
+    seen.clear()
+    loop.tasks = loop.tasks[1:2]
+    loop.turn()
+    assert seen == ["events"]
+
+
+def test_a_task_interval_starts_after_the_files_served_before_it() -> None:
+    t = FakeTime()
+    ran: list[float] = []
+    loop = _loop(
+        t, [], [Every(10.0, lambda: ran.append(t.now), "expire")], serve=lambda: t.sleep(1.0)
+    )
+    loop.turn()  # serve from 1000 to 1001, then the task
+    t.sleep(9.0)  # 1010: 10 s after serve started, but the task started at 1001
+    loop.turn()
+    assert ran == [1001.0]
+    t.sleep(1.0)
+    loop.turn()
+    assert ran == [1001.0, 1012.0]

@@ -124,3 +124,16 @@ def test_events_from_the_dispatcher_reach_the_jsonl_mirror_without_waiting_for_a
         assert [json.loads(x)["type"] for x in lines] == ["group.converted"]
     finally:
         rt.close()
+
+
+def test_serve_waiting_indexes_what_is_queued_and_never_waits(
+    one_file_a_batch: Site, work_on: Work, sim_groups: Callable[..., list[Path]]
+) -> None:
+    first, second, *_ = sim_groups(one_file_a_batch.incoming, n=1)
+    work_on.serve_waiting()  # nothing queued: nothing to do (get_nowait: no wait)
+    assert _rows(one_file_a_batch) == 0
+    now = time.time()
+    work_on.rt.queue.put(FileEvent("ready", str(first), now))
+    work_on.rt.queue.put(FileEvent("ready", str(second), now))
+    work_on.serve_waiting()
+    assert _rows(one_file_a_batch) == 2 and work_on.rt.queue.empty()

@@ -187,6 +187,7 @@ class Service:
             self.flags,
             on_turn=health.alive,
             on_out_of_fds=lambda e, where: rt.fds.report(e, where=where),
+            serve=work.serve_waiting,
         )
 
     def _reopen_logs(self) -> None:

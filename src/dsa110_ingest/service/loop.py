@@ -1,5 +1,9 @@
 """The main loop: named phases every turn, then the periodic tasks that are due.
 
+Files come first: before each periodic task that is due, ``serve`` takes whatever file
+events are already waiting (without waiting for more), so a file that arrived while the
+turn's phases or an earlier task ran is not held back by the next task too.
+
 The live daemon and ``run --rescan`` turn the same loop. Live, it runs until a signal;
 in burst mode (arq's ``burst``) it also ends, with status 0, once ``drained`` says the
 work it was started for is done.
@@ -64,10 +68,15 @@ class Every:
     asked: Callable[[], bool] | None = None
     next_at: float = -math.inf
 
-    def run_if_due(self, clock: Clock) -> None:
-        start = clock()
-        if start < self.next_at and not (self.asked and self.asked()):
+    def due(self, now: float) -> bool:
+        return now >= self.next_at or bool(self.asked and self.asked())
+
+    def run_if_due(self, clock: Clock, before: Callable[[], None] = lambda: None) -> None:
+        """``before`` runs first when the task is due (the loop's ``serve``)."""
+        if not self.due(clock()):
             return
+        before()
+        start = clock()
         ok = self.fn()
         end = clock()
         if ok is False and self.retry_s is not None:
@@ -90,6 +99,7 @@ class Loop:
         on_turn: Callable[[], None] = lambda: None,
         on_out_of_fds: Callable[[OSError, str], None] = lambda e, where: None,
         drained: Callable[[], bool] | None = None,
+        serve: Callable[[], None] = lambda: None,
     ) -> None:
         self.phases = list(phases)
         self.tasks = list(tasks)
@@ -99,6 +109,7 @@ class Loop:
         self.on_turn = on_turn
         self.on_out_of_fds = on_out_of_fds
         self.drained = drained  # burst mode: the work this loop was started for is done
+        self.serve = serve  # take the file events already waiting, before a periodic task
         self.turns = 0
 
     def run(self) -> int:
@@ -124,4 +135,4 @@ class Loop:
         for phase in self.phases:
             phase.fn()
         for task in self.tasks:
-            task.run_if_due(self.clock)
+            task.run_if_due(self.clock, self.serve)

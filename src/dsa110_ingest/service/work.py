@@ -38,15 +38,26 @@ class Work:
         """Wait for the watcher's events (not past the next settled file), index them."""
         due_in = self.rt.watcher.settler.next_due_in()
         timeout = TURN_S if due_in is None else min(TURN_S, max(0.005, due_in))
+        try:
+            first = self.rt.queue.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self.index([first, *self._waiting()])
+
+    def serve_waiting(self) -> None:
+        """Index the events already queued, without waiting: the loop calls this before
+        each periodic task that is due, so a file never waits behind one."""
+        items = self._waiting()
+        if items:
+            self.index(items)
+
+    def _waiting(self) -> list[FileEvent]:
         items: list[FileEvent] = []
         try:
-            items.append(self.rt.queue.get(timeout=timeout))
             while True:
                 items.append(self.rt.queue.get_nowait())
         except queue.Empty:
-            pass
-        if items:
-            self.index(items)
+            return items
 
     def take_settled(self) -> None:
         """Files that gave no finishing signal and held still for ``settle_seconds``."""
