@@ -59,22 +59,35 @@ def _write(rec: dict[str, Any]) -> None:
         _out.write(json.dumps(rec) + "\n")
 
 
-def _span(what: str, t0: float, t1: float, cpu: float | None = None) -> None:
+def _runq() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (schedstat)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _span(
+    what: str, t0: float, t1: float, cpu: float | None = None, runq: float | None = None
+) -> None:
     if t1 - t0 >= 0.001:
         rec = {"k": "span", "what": what, "t0": t0, "t1": t1, "thread": threading.get_ident()}
-        if cpu is not None:  # the thread's own CPU in the span: wall - cpu is waiting
-            rec["cpu"] = cpu
+        if cpu is not None:
+            # the thread's own CPU, and its wait for a CPU: the rest of the wall time it
+            # was blocked (I/O, a lock, the GIL)
+            rec["cpu"], rec["runq"] = cpu, runq
         _write(rec)
 
 
 def _timed(what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
-        t0, c0 = time.time(), time.thread_time()
+        t0, c0, q0 = time.time(), time.thread_time(), _runq()
         try:
             return fn(*a, **kw)
         finally:
-            _span(what, t0, time.time(), time.thread_time() - c0)
+            _span(what, t0, time.time(), time.thread_time() - c0, _runq() - q0)
 
     return wrapper
 
@@ -124,8 +137,10 @@ def _index(self: work.Work, items: list) -> None:
         tx=[],
         complete=0.0,
     )
+    c0, q0 = time.thread_time(), _runq()
     _orig_index(self, items)
     _cur["end"] = time.time()
+    _cur["cpu"], _cur["runq"] = time.thread_time() - c0, _runq() - q0
     _write(dict(_cur))
     _cur.clear()
 

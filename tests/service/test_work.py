@@ -137,3 +137,20 @@ def test_serve_waiting_indexes_what_is_queued_and_never_waits(
     work_on.rt.queue.put(FileEvent("ready", str(second), now))
     work_on.serve_waiting()
     assert _rows(one_file_a_batch) == 2 and work_on.rt.queue.empty()
+
+
+def test_a_batch_of_deletions_is_marked_in_one_go_and_a_name_written_again_stays(
+    one_file_a_batch: Site, work_on: Work, sim_groups: Callable[..., list[Path]]
+) -> None:
+    files = sim_groups(one_file_a_batch.incoming, n=1)
+    now = time.time()
+    work_on.index([FileEvent("ready", str(p), now) for p in files])
+    assert _rows(one_file_a_batch) == 16
+    data = files[0].read_bytes()
+    for p in files:
+        p.unlink()
+    files[0].write_bytes(data)  # deleted, then written again under the same name
+    work_on.index(
+        [FileEvent(DELETED, str(p), now) for p in files] + [FileEvent("ready", str(files[0]), now)]
+    )
+    assert _rows(one_file_a_batch) == 1

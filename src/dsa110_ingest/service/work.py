@@ -87,14 +87,20 @@ class Work:
     def index(self, items: list[FileEvent]) -> None:
         rt = self.rt
         ready: dict[str, float] = {}
+        gone: dict[str, None] = {}
         for it in items:
             if it.kind == DELETED:
                 ready.pop(it.path, None)
-                self.publish(self.guard(lambda p=it.path: rt.indexer.mark_missing([p])))
+                gone[it.path] = None
             else:
                 ready[it.path] = max(ready.get(it.path, 0.0), it.seen_at)
                 if it.kind == MOVED and it.src_path:
                     rt.locked.discard(it.src_path)
+        if gone:
+            # a folder cleared at once is one transaction, not one per file; marked before
+            # the batch's ready files, so a name deleted then written again is indexed
+            # (mark_missing skips a path that exists again)
+            self.publish(self.guard(lambda: rt.indexer.mark_missing(list(gone))))
         if not ready:
             return
         result = self.guard(lambda: rt.indexer.index_paths(list(ready)))
