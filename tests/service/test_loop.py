@@ -4,20 +4,11 @@ burst mode, stops and the out-of-descriptors pause."""
 from __future__ import annotations
 
 import errno
-import sys
 from typing import Any
 
 import pytest
 
-from dsa110_ingest.service.loop import (
-    EXIT_FATAL,
-    EXIT_OK,
-    SWITCH_INTERVAL_S,
-    Every,
-    Loop,
-    Phase,
-    Stop,
-)
+from dsa110_ingest.service.loop import EXIT_FATAL, EXIT_OK, Every, Loop, Phase, Stop
 from dsa110_ingest.service.signals import Flags
 
 
@@ -233,14 +224,3 @@ def test_a_task_interval_starts_after_the_files_served_before_it() -> None:
     t.sleep(1.0)
     loop.turn()
     assert ran == [1001.0, 1012.0]
-
-
-def test_the_gil_switch_interval_is_short_while_the_loop_runs_and_restored_after() -> None:
-    t = FakeTime()
-    seen: list[float] = []
-    loop = _loop(t, [Phase("look", lambda: seen.append(sys.getswitchinterval()))], [])
-    loop.drained = lambda: bool(seen)
-    before = sys.getswitchinterval()
-    assert loop.run() == EXIT_OK
-    assert seen == [pytest.approx(min(before, SWITCH_INTERVAL_S))]
-    assert sys.getswitchinterval() == before
