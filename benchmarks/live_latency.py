@@ -48,7 +48,7 @@ P = SimParams(nants=16, nchan=48, ntimes=24)
 HERE = Path(__file__).resolve().parent
 TARGET_S = 0.020
 SETTLE_S = 5.0  # the default: a style that waited for it would show ~5,000 ms
-PAUSE_S = 0.2  # between making a group's files and delivering them
+PAUSE_S = 0.1  # between making a group's files and delivering them
 
 
 def start_daemon(
