@@ -202,6 +202,45 @@ def oversized_chunk(path: Path, n: int, elsewhere: Path) -> str:
     return "oversized_chunks"
 
 
+def unread_oversized_chunk(path: Path, n: int, elsewhere: Path) -> str:
+    """A chunk far past the limit in a Header dataset the index never reads but the
+    converter (pyuvdata) does: a member of extra_keywords (512 MiB, one chunk), or
+    uvw_array (96 MiB chunks). The indexer must refuse it as the converter does."""
+    with h5py.File(path, "r+") as f:
+        if n % 2 == 0:
+            ds = f.create_dataset(
+                "Header/extra_keywords/zbomb",
+                shape=(2**26,),
+                chunks=(2**26,),
+                dtype="f8",
+                compression="gzip",
+            )
+            ds.id.write_direct_chunk((0,), _gzip_of_zeros(2**26 * 8))
+        else:
+            shape = f["Header/uvw_array"].shape
+            _replace(f, "Header/uvw_array")
+            ds = f.create_dataset(
+                "Header/uvw_array",
+                shape=shape,
+                maxshape=(None, 3),
+                chunks=(2**22, 3),
+                dtype="f8",
+                compression="gzip",
+            )
+            ds.id.write_direct_chunk((0, 0), _gzip_of_zeros(2**22 * 3 * 8))
+    return "oversized_chunks"
+
+
+def deep_nesting(path: Path, n: int, elsewhere: Path) -> str:
+    """2000 groups nested in Header/extra_keywords (which pyuvdata reads), or in a group of
+    Header/ no reader uses: the converter refuses the file, so the indexer must too."""
+    with h5py.File(path, "r+") as f:
+        g = f.require_group("Header/extra_keywords" if n % 2 == 0 else "Header/notes")
+        for _ in range(2000):
+            g = g.create_group("d")
+    return "unsafe_hdf5"
+
+
 _BOMB: list[bytes] = []
 
 
@@ -233,6 +272,8 @@ MAKERS: dict[str, Callable[[Path, int, Path], str]] = {
     "virtual_dataset": virtual_dataset,
     "compressed_bomb": compressed_bomb,
     "oversized_chunk": oversized_chunk,
+    "unread_oversized_chunk": unread_oversized_chunk,
+    "deep_nesting": deep_nesting,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from h5py import h5d
 
 from dsa110_ingest.errors import (
     HeaderTooLargeError,
@@ -67,10 +68,10 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
     try:
         # the root is listed (and its links checked) once, for both the rule and the reads
         root = Node(fid, b"")
-        kept = check_members(root.gid, root.raw_names, False, keep=(_VISDATA,))
-        for key, ds in kept.items():
-            root.adopt(key, ds)  # its shape is checked below, without opening it again
-        return _read_open(path, root)
+        # all of Header/ and Data/, as the converter checks them (one rule: a file the
+        # converter would refuse is never indexed); the datasets it opened are read below
+        kept = check_members(root.gid, root.raw_names, True, keep=(_VISDATA, "Header/"))
+        return _read_open(path, root, kept)
     except UVH5Error:
         raise
     except Unsafe as e:
@@ -106,7 +107,7 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
         fid.close()
 
 
-def _read_open(path: str, root: Node) -> HeaderInfo:
+def _read_open(path: str, root: Node, kept: dict[str, h5d.DatasetID]) -> HeaderInfo:
     header = root.group("Header")
     if header is None:
         raise MissingHeaderError(
@@ -114,6 +115,8 @@ def _read_open(path: str, root: Node) -> HeaderInfo:
             "HDF5 file has no Header group (not a UVH5 file)",
             "only UVH5 subband files belong in a storage location",
         )
+    for key, ds in kept.items():  # checked already: their reads need not open them again
+        (root if key == _VISDATA else header).adopt(key.removeprefix("Header/"), ds)
     n_ants = int_field(path, header, "Nants_data", 1, 100_000)
     n_bls = int_field(path, header, "Nbls", 1, 10**9)
     n_blts = int_field(path, header, "Nblts", 1, MAX_BLTS)

@@ -31,9 +31,18 @@ MAX_CHUNK_BYTES = {"Header": 64 * 2**20, "Data": 256 * 2**20}
 
 
 class Unsafe(Exception):
-    def __init__(self, kind: type[UnsafeHDF5Error], where: str, detail: str) -> None:
+    def __init__(
+        self, kind: type[UnsafeHDF5Error], where: str, detail: str, fix: str | None = None
+    ) -> None:
         super().__init__(where)
-        self.kind, self.where, self.detail = kind, where, detail
+        self.kind, self.where, self.detail, self.fix = kind, where, detail, fix
+
+
+# a shape problem, not a link: the h5repack hint of the link rule does not apply to these
+_SHAPE_FIX = (
+    "write the file again without the extra groups (pyuvdata's write_uvh5 keeps "
+    "extra_keywords flat) or delete them with h5py; the observation waits for a good file"
+)
 
 
 def _link_problem(gid: h5g.GroupID, raw: bytes, ltype: int) -> Unsafe:
@@ -94,7 +103,9 @@ def check_storage(ds: h5d.DatasetID, where: str) -> None:
                 "MiB): reading any value of it would decompress a whole chunk (a compression "
                 "bomb, or a writer's mistake)",
             )
-    if dcpl.get_external_count() > 0:
+    # HDF5 allows external raw storage only with the contiguous layout: the one call saved
+    # on every other dataset is a tenth of a header read's check
+    if layout == h5d.CONTIGUOUS and dcpl.get_external_count() > 0:
         ext = dcpl.get_external(0)[0].decode("utf-8", "replace")
         raise Unsafe(ExternalStorageError, where, f"keeps its raw data outside the file ({ext!r})")
 
@@ -105,23 +116,33 @@ def _walk(
     depth: int,
     budget: list[int],
     kept: dict[str, h5d.DatasetID | None],
+    keep_under: tuple[str, ...] = (),
 ) -> None:
     """Links and storage of everything under ``gid`` (the converter reads all of it).
-    A dataset whose path is a key of ``kept`` stays open there, for its reader to reuse
-    (only those: a hostile file's thousands of datasets are closed as they are passed)."""
+    A dataset whose path is a key of ``kept``, or directly below a group named in
+    ``keep_under`` (``"Header/"``), stays open there, for its reader to reuse (only those:
+    a hostile file's thousands of datasets deeper down are closed as they are passed)."""
     if depth > MAX_DEPTH:
-        raise Unsafe(UnsafeHDF5Error, where, "groups nested too deep (a hard-link cycle?)")
+        raise Unsafe(
+            UnsafeHDF5Error,
+            where,
+            f"has groups nested more than {MAX_DEPTH} deep (a UVH5 file's are at most 3; "
+            "or a hard-link cycle)",
+            _SHAPE_FIX,
+        )
     for raw in check_links(gid, where):
         budget[0] -= 1
         if budget[0] < 0:
-            raise Unsafe(UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects")
+            raise Unsafe(
+                UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects", _SHAPE_FIX
+            )
         here = f"{where}/{raw.decode('utf-8', 'replace')}"
         obj = h5o.open(gid, raw)
         if isinstance(obj, h5g.GroupID):
-            _walk(obj, here, depth + 1, budget, kept)
+            _walk(obj, here, depth + 1, budget, kept, keep_under)
         elif isinstance(obj, h5d.DatasetID):
             check_storage(obj, here)
-            if here in kept:
+            if here in kept or f"{where}/" in keep_under:
                 kept[here] = obj
 
 
@@ -139,9 +160,11 @@ def check_members(
 ) -> dict[str, h5d.DatasetID]:
     """:func:`check_contained` below a root whose own links ``check_links`` has passed
     (``members``: the names it returned). Returns those of the datasets named in
-    ``keep`` (``"Data/visdata"``) that it checked, still open."""
+    ``keep`` (``"Data/visdata"``; ``"Header/"``: each dataset directly in Header/) that it
+    checked, still open."""
     budget = [MAX_OBJECTS]
-    kept: dict[str, h5d.DatasetID | None] = dict.fromkeys(keep)
+    under = tuple(k for k in keep if k.endswith("/"))
+    kept: dict[str, h5d.DatasetID | None] = dict.fromkeys(k for k in keep if k not in under)
     for raw in (b"Header", b"Data"):
         if raw not in members:
             continue
@@ -149,12 +172,14 @@ def check_members(
         if not isinstance(obj, h5g.GroupID):
             continue
         if full or raw == b"Data":
-            _walk(obj, raw.decode(), 1, budget, kept)
+            _walk(obj, raw.decode(), 1, budget, kept, under)
         # else: each group of Header/ the reader uses checks its links as it is opened
     return {path: ds for path, ds in kept.items() if ds is not None}
 
 
 def unsafe_error(path: str, e: Unsafe) -> UnsafeHDF5Error:
+    if e.fix is not None:
+        return e.kind(path, f"{e.where} {e.detail}; such files are never read", e.fix)
     if e.kind is OversizedChunkError:
         return e.kind(
             path,
