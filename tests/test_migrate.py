@@ -282,3 +282,66 @@ def test_doctor_reports_a_bad_config(legacy_site: Site) -> None:
     legacy_site.config_path.write_text("bogus = 1\n")
     p = legacy_site.cli("doctor", check=False)
     assert p.returncode == 1 and p.stdout.startswith("FAIL  config: ")
+
+
+def test_a_second_migrate_is_refused_naming_the_first_and_changes_nothing(
+    legacy_site: Site,
+) -> None:
+    """OPERATOR3 defect 6: the loser of two runs said the database "stayed locked ...; it
+    is retried" and exited 1, and nothing retried it."""
+    import subprocess
+    import sys
+
+    info = legacy_products(legacy_site, SCHEMA_2025_11_17)
+    state = legacy_site.root / "state"
+    products = state / "products.sqlite3"
+    # a migrate in progress: the lock every real run takes, held by another process
+    code = (
+        "import sys, time\nfrom pathlib import Path\n"
+        "from dsa110_ingest.cli.migrate import migrate_lock\n"
+        "with migrate_lock(Path(sys.argv[1])):\n"
+        "    print('held', flush=True)\n    time.sleep(600)\n"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", code, str(products)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "held"
+        p = legacy_site.cli("migrate", check=False)
+        assert p.returncode == 1, p.stderr
+        assert f"another migrate (pid {first.pid}) is running on {products}" in p.stderr
+        assert "wait for it to finish" in p.stderr and "retried" not in p.stderr
+        assert not list(state.glob("*.bak-*"))  # refused before its backups
+        assert legacy_site.cli("migrate", "--dry-run").returncode == 0  # reads only
+    finally:
+        first.kill()
+        first.wait()
+    legacy_site.cli("migrate")  # the first is gone (SIGKILL drops its lock)
+    _check_migrated(legacy_site, info)
+
+
+def test_two_migrates_at_once_one_migrates_the_other_says_so(legacy_site: Site) -> None:
+    import subprocess
+    import sys
+
+    info = legacy_products(legacy_site, SCHEMA_2025_11_17)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dsa110_ingest", "migrate", "--no-queue"],
+            env=legacy_site.env(),
+            cwd=legacy_site.root,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [(r.wait(timeout=300), r.stderr.read()) for r in runs if r.stderr is not None]
+    assert sorted(code for code, _ in outs) in ([0, 0], [0, 1]), outs
+    for code, err in outs:
+        assert "retried" not in err, err
+        if code == 1:
+            assert "another migrate (pid" in err and "wait for it to finish" in err, err
+        else:
+            assert "dropped the legacy table" in err or "nothing to migrate" in err, err
+    h = _hdf5(legacy_site)
+    assert h.execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone()[0] == info["rows"]

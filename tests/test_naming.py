@@ -141,3 +141,21 @@ def test_printable_output_is_one_printable_line_and_keeps_printable_text(text: s
     assert shown.isprintable()
     if text.isprintable():
         assert shown == text
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (b"\xff\xfe_sb07.hdf5", "\\xff\\xfe_sb07.hdf5"),  # not UTF-8
+        (b"2025-10-02T00:12:00_sb07.hdf5\n", "2025-10-02T00:12:00_sb07.hdf5\\n"),
+        (b"2025-10-02T00:12:00_SB07.HDF5\x1b[2J", "2025-10-02T00:12:00_SB07.HDF5\\x1b[2J"),
+    ],
+)
+def test_a_rejected_name_is_escaped_once_as_its_path_is(raw: bytes, shown: str) -> None:
+    """OPERATOR3 defect 7: the reason quoted a non-UTF-8 name as '\\\\xff\\\\xfe...' (its
+    escapes escaped again by repr) beside a path showing '\\xff\\xfe...'."""
+    name = os.fsdecode(raw)
+    with pytest.raises(MisnamedFileError) as e:
+        NameParser().parse("/d/" + name, name)
+    assert f"name '{shown}'" in str(e.value)
+    assert "\\\\" not in str(e.value)  # no escape is escaped a second time

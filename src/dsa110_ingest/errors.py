@@ -136,11 +136,20 @@ class TransientConversionError(ConversionError):
     kind = "node"
 
 
+class OutputClaimLostError(TransientConversionError):
+    """The output_dir's claim was taken over by another index while this conversion ran:
+    its finished MS was discarded, never moved over the new owner's (retried, uncounted,
+    should the claim come back)."""
+
+    kind = "claim_lost"
+
+
 _CONVERSION_ERRORS: tuple[type[ConversionError], ...] = (
     ConversionError,
     ConversionTimeout,
     PermanentConversionError,
     TransientConversionError,
+    OutputClaimLostError,
 )
 
 

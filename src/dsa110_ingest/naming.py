@@ -66,7 +66,7 @@ class NameParser:
         if not is_utf8(filename):
             raise MisnamedFileError(
                 path_text(path),
-                f"name {path_text(filename)!r} is not valid UTF-8",
+                f"name {quoted(filename)} is not valid UTF-8",
                 "rename it to <YYYY-MM-DDTHH:MM:SS>_sb<NN>.hdf5",
             )
         # the whole name: a `$` would accept a trailing newline, `search` any prefix
@@ -74,14 +74,14 @@ class NameParser:
         if m is None and self._any_case.fullmatch(filename) is not None:
             raise MisnamedFileError(
                 path,
-                f"name {filename!r} differs from the subband pattern only in upper/lower "
+                f"name {quoted(filename)} differs from the subband pattern only in upper/lower "
                 "case: the correlator writes `_sb<NN>.hdf5` in lower case",
                 "rename it to <YYYY-MM-DDTHH:MM:SS>_sb<NN>.hdf5 in exactly that case",
             )
         if m is None:
             raise MisnamedFileError(
                 path,
-                f"name {filename!r} does not match the subband pattern `{self.pattern}`",
+                f"name {quoted(filename)} does not match the subband pattern `{self.pattern}`",
                 "rename it to <YYYY-MM-DDTHH:MM:SS>_sb<NN>.hdf5 or set `pattern` in the config",
             )
         ts = m.group("timestamp")
@@ -133,6 +133,14 @@ def printable(text: str) -> str:
     return "".join(
         c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
     )
+
+
+def quoted(name: str) -> str:
+    """A name inside a message, in single quotes and escaped once, the way
+    :func:`printable` shows the path beside it (``'\xff\xfe_sb07.hdf5'``,
+    ``'a\nb.hdf5'``): never ``repr``, which would escape the backslashes of those escapes
+    a second time."""
+    return f"'{printable(name)}'"
 
 
 def path_bytes(path: str) -> bytes | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,27 +61,55 @@ def test_a_file_name_cannot_forge_a_status_line(
 
 
 def test_a_stopped_daemon_conversions_are_not_shown_running(
-    site: Site, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The last heartbeat of a SIGKILLed daemon lists a running conversion; nothing holds
-    the lock, so it is not running now and is taken up again at the next start."""
-    executor = {"executor": "local", "running": ["2025-10-02T00:00:00"], "waiting": None}
+    """A SIGKILLed daemon's last heartbeat lists the conversion it ran a beat ago (since
+    converted) and not the one it started after (still running in the index). Nothing
+    holds the lock: `status` names only the one the index has unfinished under that
+    daemon's lease, as converted again when the daemon runs (OPERATOR3 defect 5)."""
+    from dsa110_ingest.tools.simulate import simulate
+
+    from ..conftest import SMALL, converter_script
+    from ..convert.conftest import command_site
+
+    site = command_site(tmp_path, converter_script(tmp_path / "ok"))
+    simulate(site.incoming, 2, params=SMALL)
+    site.cli("run", "--rescan", "--no-convert")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a real pid of this host, gone
+    owner = f"{socket.gethostname()}:{dead.pid}:n0nce"
     now = time.time()
     with site.db() as db:
+        first = db.claim_job(owner, now - 20, 600.0, False)
+        assert first is not None
+        with db.transaction("converted"):
+            assert db.finish_job(
+                first.group_id,
+                owner,
+                "converted",
+                now - 10,
+                ms_path="x.ms",
+                token=first.attempt_token,
+            )
+        second = db.claim_job(owner, now - 5, 600.0, False)
+        assert second is not None and second.group_id != first.group_id
+        executor = {"executor": "local", "running": [first.group_id], "waiting": None}
         db.write_heartbeat(
             site.cfg.node,
-            os.getpid() + 100000,
+            dead.pid,
             socket.gethostname(),
             now - 60,
-            now - 30,
+            now - 12,
             {"executor": executor, "version": "x"},
         )
     code, lines = _text(site, capsys)
     assert code == status.EXIT_STOPPED
     (line,) = [line for line in lines if line.startswith("executor:")]
-    assert "1 running" not in line
-    assert "was converting 2025-10-02T00:00:00 when the daemon stopped" in line
+    assert "1 running" not in line and first.group_id not in line
+    assert f"was converting {second.group_id} when the daemon stopped" in line
     assert "converted again when the daemon runs" in line
+    js = status.status_dict(site.cfg)["running_conversions"]
+    assert js == [{"group_id": second.group_id, "lease_owner": owner}]
 
 
 def test_json_status_is_unchanged_by_the_text_escapes(site: Site, tmp_path: Path) -> None:
@@ -87,3 +117,16 @@ def test_json_status_is_unchanged_by_the_text_escapes(site: Site, tmp_path: Path
     _reconcile(site)
     (r,) = status.status_dict(site.cfg)["rejected_files"]
     assert r["path"] == f"{site.incoming}/a\nb.hdf5"
+
+
+def test_a_name_that_is_not_utf8_is_escaped_once_in_the_rejection(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OPERATOR3 defect 7: the path showed `\\xff\\xfe`, the quoted name `\\\\xff`."""
+    with open(os.fsencode(site.incoming) + b"/\xff\xfe_sb07.hdf5", "wb") as f:
+        f.write(b"x")
+    _reconcile(site)
+    _, lines = _text(site, capsys)
+    (line,) = [line for line in lines if line.startswith("  rejected")]
+    assert f"{site.incoming}/\\xff\\xfe_sb07.hdf5: name '\\xff\\xfe_sb07.hdf5' is not" in line
+    assert "\\\\" not in line

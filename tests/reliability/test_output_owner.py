@@ -120,6 +120,12 @@ def test_two_indexes_one_output_dir_convert_each_observation_once(
     assert ms_rows(b) == [] and len(measurement_sets(output)) == 2
     assert refusals(da) == []
 
+    # while A's daemon runs here, B's takeover is refused naming it: its running
+    # conversions would write beside B's
+    early = b.cli("claim-output", "--force", check=False)
+    assert early.returncode == 1 and "Stop that daemon first" in early.stderr, early.stderr
+    assert f"pid {da.proc.pid}" in early.stderr
+    assert read_claim(output / CLAIM_NAME).index_id == a_id  # type: ignore[union-attr]
     # takeover: A retired, B takes the claim; B registers the observations (their MS are
     # there and valid: nothing converted twice) without a restart, within its recheck
     assert da.stop() == 0

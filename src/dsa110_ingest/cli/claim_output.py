@@ -19,11 +19,13 @@ DESCRIPTION = (
     "same observation twice. Without options: make the claim when there is none and say "
     "whose it is. --force: replace another index's claim (or an unusable one) with this "
     "index's, e.g. after rebuilding the index from scratch; a daemon of the replaced "
-    "index stops converting there within 30 s."
+    "index stops converting there within 30 s. --force refuses while that index's "
+    "daemon still runs on this host (its state_dir lock is held): stop it first."
 )
 EXIT_CODES = {
     1: "another index holds the claim, or the claim file is unusable (use --force once "
-    "that index is gone for good), or the output_dir cannot be written",
+    "that index is gone for good), or the output_dir cannot be written; --force: the "
+    "claiming index's daemon still runs on this host (stop it first)",
 }
 
 log = structlog.get_logger("dsa110_ingest.cli")
@@ -39,7 +41,13 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     from dsa110_ingest.convert.claimfile import claim_path, read_claim
-    from dsa110_ingest.convert.ownership import Identity, ensure_claim, take_over
+    from dsa110_ingest.convert.ownership import (
+        Identity,
+        ensure_claim,
+        live_holder,
+        still_running,
+        take_over,
+    )
     from dsa110_ingest.db import open_index
 
     out = cfg.convert.output_dir
@@ -51,6 +59,10 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         except OutputClaimError:
             current = None
         if current is None or current.index_id != mine.index_id:
+            live = live_holder(current, cfg)
+            if current is not None and live is not None:
+                say(f"claim-output: {still_running(out, current, *live)}", "error")
+                return 1
             made, before = take_over(out, mine, f"{PROG} claim-output --force")
             log.warning(
                 "convert.output_dir_taken_over",

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from dsa110_ingest.cli._common import EXIT_OK, abs_path, say
@@ -21,7 +23,8 @@ DESCRIPTION = (
 EXIT_CODES = {
     0: "migrated, verified and (unless --keep-legacy) dropped; or nothing to migrate; "
     "with --to: copied (or nothing left to copy) and verified",
-    1: "the migration failed or did not verify; nothing was changed; with --to: the copy "
+    1: "the migration failed or did not verify; nothing was changed; or another migrate "
+    "of the same products DB is running (wait for it); with --to: the copy "
     "stopped or did not verify (the source is never changed; a rerun resumes)",
 }
 
@@ -78,15 +81,17 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else _sqlite_source(cfg, "hdf5")
     if products == hdf5:
         raise MigrationError("--products-db and --hdf5-db are the same file")
-    rep = run_migration(
-        cfg,
-        products,
-        hdf5,
-        dry_run=args.dry_run,
-        keep_legacy=args.keep_legacy,
-        queue=not args.no_queue,
-        stop_after=args.stop_after,
-    )
+    # a dry run changes nothing: it may run beside a real one
+    with contextlib.nullcontext() if args.dry_run else migrate_lock(products):
+        rep = run_migration(
+            cfg,
+            products,
+            hdf5,
+            dry_run=args.dry_run,
+            keep_legacy=args.keep_legacy,
+            queue=not args.no_queue,
+            stop_after=args.stop_after,
+        )
     if rep is None:
         say(
             f"migrate: {products} has no hdf5_file_index table: nothing to migrate "
@@ -112,6 +117,31 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             "(--keep-legacy)"
         )
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def migrate_lock(products_path: Path) -> Iterator[None]:
+    """One ``migrate`` at a time per legacy products DB: an exclusive ``flock`` on
+    ``<products>.migrate.lock``, taken before the backups (the kernel drops it when the
+    run dies, even by SIGKILL). A second run is refused at once, naming the first: it
+    would only wait on the first's write lock and fail."""
+    from dsa110_ingest.statedir import AlreadyRunningError, StateLock
+
+    lock = StateLock(products_path.with_name(products_path.name + ".migrate"))
+    try:
+        lock.acquire("migrate")
+    except AlreadyRunningError:
+        pid = lock.holder()
+        who = f"another migrate (pid {pid})" if pid else "another migrate"
+        raise MigrationError(
+            f"{who} is running on {products_path} (it holds {lock.path}); wait for it to "
+            "finish, then run `migrate` again if you want to check: it says `nothing to "
+            "migrate` once that run has completed. This run changed nothing"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _run_copy(cfg: Config, args: argparse.Namespace) -> int:

@@ -87,7 +87,15 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
             {k: getattr(r, k) for k in ("group_id", "state", "attempts", "last_error")}
             for r in db.troubled_jobs()
         ]
-        st["stale_conversions"] = _stale_conversions(cfg, db)
+        running = [
+            j for g in db.list_groups(None, None, "running", None) if (j := db.job(g.group_id))
+        ]
+        st["stale_conversions"] = _stale_conversions(cfg, running)
+        st["running_conversions"] = [
+            {"group_id": j.group_id, "lease_owner": j.lease_owner}
+            for j in running
+            if j.state == "running"
+        ]
         beats = {hb.node: hb for hb in db.heartbeats()}
         for ns in node_states(db, cfg, now):
             ns["heartbeat"] = _heartbeat_dict(beats.get(ns["node"]), now)
@@ -173,13 +181,28 @@ def describe_daemon(st: dict[str, Any]) -> str:
     )
 
 
-def _stale_conversions(cfg: Config, db: Any) -> list[dict[str, str]]:
+def _stale_conversions(cfg: Config, jobs: list[Any]) -> list[dict[str, str]]:
     """Conversions counted ``running`` whose converter is gone or whose lease expired."""
     from dsa110_ingest.leases import stale_note
 
-    jobs = (db.job(g.group_id) for g in db.list_groups(None, None, "running", None))
-    notes = ((j.group_id, stale_note(j, cfg.convert.executor)) for j in jobs if j is not None)
+    notes = ((j.group_id, stale_note(j, cfg.convert.executor)) for j in jobs)
     return [{"group_id": gid, "note": note} for gid, note in notes if note]
+
+
+def _daemons_jobs(st: dict[str, Any]) -> list[str]:
+    """The groups whose conversion is still ``running`` in the index under a lease of this
+    node's daemon (its heartbeat's pid and host): what it was really converting. The
+    heartbeat's own list is up to one beat old (a group converted since, a new one
+    missing), so it is never shown as it is."""
+    from dsa110_ingest.leases import holder_of
+
+    hb = st["heartbeat"] or {}
+    mine = []
+    for j in st.get("running_conversions", []):
+        h = holder_of(j["lease_owner"])
+        if h and h.kind == "daemon" and (h.host, h.pid) == (hb.get("hostname"), hb.get("pid")):
+            mine.append(j["group_id"])
+    return mine
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -217,12 +240,17 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             mark = " (this node)" if n["this_node"] else ""
             print_text(f"  {n['node']:{width}}  {describe_node(n, n['heartbeat'])}{where}{mark}")
     ex = (st["heartbeat"] or {}).get("status", {}).get("executor")
+    if ex:
+        # only what the index still has running under this daemon's lease
+        unfinished = set(_daemons_jobs(st))
+        ex = ex | {"running": [g for g in ex.get("running") or [] if g in unfinished]}
+        was = sorted(unfinished)
     if ex and st["daemon"]["state"] != "stopped":
         print_text("executor:    " + describe_executor(ex))
-    elif ex and ex.get("running"):
+    elif ex and was:
         # the last heartbeat of a daemon that is gone: nothing runs now
         print_text(
-            f"executor:    {ex['executor']}; was converting {', '.join(ex['running'])} when "
+            f"executor:    {ex['executor']}; was converting {', '.join(was)} when "
             "the daemon stopped: converted again when the daemon runs (once the lease "
             f"expires, at most {cfg.convert.lease_seconds:.0f} s after)"
         )

@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from dsa110_ingest.config import Config, redact_db
+from dsa110_ingest.config import Config, is_db_uri, redact_db
 from dsa110_ingest.convert.claimfile import (
     TAKE_OVER,
     Claim,
@@ -37,7 +38,7 @@ from dsa110_ingest.convert.claimfile import (
     unreadable,
     unwritable,
 )
-from dsa110_ingest.errors import OutputClaimError
+from dsa110_ingest.errors import OutputClaimError, OutputClaimLostError
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
@@ -219,3 +220,69 @@ class ClaimGuard:
             )
         self.problem = None
         return None
+
+
+def live_holder(claim: Claim | None, cfg: Config) -> tuple[int, Path] | None:
+    """The daemon of ``claim``'s index still running on this host: (its pid, the state_dir
+    lock it holds; pid 0 when the lock is held but names no pid). None when the claim is
+    another host's (not visible from here), its lock is free or cannot be read, or the
+    lock is this deployment's own (an index rebuilt in place: the holder is its daemon)."""
+    from dsa110_ingest.nodes import state_path
+    from dsa110_ingest.statedir import StateLock
+
+    if claim is None or claim.host != socket.gethostname():
+        return None
+    # where that daemon's lock lives (nodes.state_path, from what the claim recorded)
+    db = Path(claim.state_dir) / "index" if is_db_uri(claim.index) else Path(claim.index)
+    theirs, ours = StateLock(db), StateLock(state_path(cfg))
+    if os.path.realpath(theirs.path) == os.path.realpath(ours.path):
+        return None
+    try:
+        pid = theirs.holder()
+    except OSError:
+        return None
+    return None if pid is None else (pid, theirs.path)
+
+
+def still_running(output_dir: Path, claim: Claim, pid: int, lock: Path) -> str:
+    """Why ``claim-output --force`` refuses while the claiming index's daemon runs here."""
+    who = f"pid {pid}" if pid else "a process (pid unknown)"
+    return (
+        f"refused: {output_dir} is claimed by index {claim.index_id}, whose daemon still "
+        f"runs on this host: {who} holds the lock {lock} of its state_dir {claim.state_dir}. "
+        "Taking the claim now would let the conversions it is running write into this "
+        "output_dir beside this index's (the same observations converted twice). Stop that "
+        f"daemon first (`systemctl stop` its unit, or `kill -TERM {pid or '<pid>'}`; "
+        "`dsa110-ingest --config <its config> status` shows it), then run "
+        f"`{TAKE_OVER}` again"
+    )
+
+
+def fence(cfg: Config, index_id: str) -> dict[str, str]:
+    """What a conversion request carries (in its ``meta``) for :func:`assert_still_ours`."""
+    return {"output_owner": index_id, "claim_file": str(claim_path(cfg.convert.output_dir))}
+
+
+def assert_still_ours(meta: dict[str, Any], final: Path) -> None:
+    """Right before a finished MS is moved to ``final``: raise OutputClaimLostError unless
+    the output_dir's claim still names the index that started the conversion (or is
+    gone: nobody else's). A takeover (``claim-output --force``) while it ran makes the MS
+    the new owner's to write: ours is discarded, never swapped in over theirs. (A takeover
+    within the instant between this check and the rename is not caught.)"""
+    owner, path = meta.get("output_owner"), meta.get("claim_file")
+    if not owner or not path:
+        return  # a request from before the fence, or a caller with no claim to keep
+    try:
+        claim = read_claim(Path(path))
+        # none at all: deleted by hand, nobody else's yet (the next check makes ours again)
+        if claim is None or claim.index_id == owner:
+            return
+        now = claim.describe()
+    except OutputClaimError as e:
+        now = f"a claim file that {e.detail}"
+    raise OutputClaimLostError(
+        f"output_dir claim lost while converting: {path} now holds {now}, not this index "
+        f"({owner}); the finished {final.name} was discarded, not moved over what the new "
+        "owner writes there (it converts this observation). Nothing to do if the takeover "
+        "was meant; else take the claim back with `claim-output --force` (retried then)"
+    )

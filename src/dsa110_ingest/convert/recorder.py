@@ -192,7 +192,7 @@ class Recorder:
 
         outcome = write()
         log.error(
-            "convert.failed",
+            "convert.output_claim_lost" if err.kind == "claim_lost" else "convert.failed",
             group_id=group_id,
             error=message,
             kind=err.kind,

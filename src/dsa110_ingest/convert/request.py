@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dsa110_ingest.convert.ownership import fence
 from dsa110_ingest.errors import ConversionError
 from dsa110_ingest.naming import missing_subbands
 
@@ -123,6 +124,8 @@ def build_request(
             "end_mjd": g.end_mjd,
             "ra_deg": _mean(present, "ra_deg"),
             "dec_deg": _mean(present, "dec_deg"),
+            # the claim the finished MS is moved in under (convert/ownership.py)
+            **fence(cfg, db.index_id() or ""),
         },
     )
 

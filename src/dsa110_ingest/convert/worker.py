@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_ingest import uvh5
-from dsa110_ingest.convert import command_backend
+from dsa110_ingest.convert import command_backend, ownership
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert.backends import Backend, backend_for
 from dsa110_ingest.convert.request import ConversionRequest
@@ -152,6 +152,7 @@ def _write(
         try:
             info = converter.convert(req, tmp, plan)
             _verify(backend, tmp, plan)
+            ownership.assert_still_ours(req.meta, final)  # never over a new owner's MS
             if final.exists():  # --force: the old product goes only once the new one is whole
                 old = final.with_name(f".{final.name}.old-{os.getpid()}")
                 os.rename(final, old)
