@@ -240,6 +240,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
             mark = " (this node)" if n["this_node"] else ""
             print_text(f"  {n['node']:{width}}  {describe_node(n, n['heartbeat'])}{where}{mark}")
     ex = (st["heartbeat"] or {}).get("status", {}).get("executor")
+    was: list[str] = []
     if ex:
         # only what the index still has running under this daemon's lease
         unfinished = set(_daemons_jobs(st))
