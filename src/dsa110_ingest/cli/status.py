@@ -200,7 +200,11 @@ def _daemons_jobs(st: dict[str, Any]) -> list[str]:
     mine = []
     for j in st.get("running_conversions", []):
         h = holder_of(j["lease_owner"])
-        if h and h.kind == "daemon" and (h.host, h.pid) == (hb.get("hostname"), hb.get("pid")):
+        if (
+            h
+            and h.kind == "daemon"
+            and (h.proc.host, h.proc.pid) == (hb.get("hostname"), hb.get("pid"))
+        ):
             mine.append(j["group_id"])
     return mine
 
