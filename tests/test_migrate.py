@@ -320,6 +320,29 @@ def test_a_second_migrate_is_refused_naming_the_first_and_changes_nothing(
     _check_migrated(legacy_site, info)
 
 
+def test_migrate_is_refused_beside_a_running_daemon_and_changes_nothing(
+    legacy_site: Site, daemon_factory
+) -> None:
+    """OPERATOR4 defect 2: a migrate beside a running daemon held the HDF5 DB's write lock
+    for its whole copy; the daemon reported itself unhealthy meanwhile."""
+    info = legacy_products(legacy_site, SCHEMA_2025_11_17)
+    state = legacy_site.root / "state"
+    d = daemon_factory(legacy_site, "--no-convert")
+    d.wait_ready(60)
+    before = _products(legacy_site).execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone()
+    p = legacy_site.cli("migrate", check=False)
+    assert p.returncode == 1, p.stderr
+    assert f"a dsa110-ingest daemon (pid {d.proc.pid}) is running on" in p.stderr
+    assert "stop it first" in p.stderr and "changed nothing" in p.stderr
+    assert not list(state.glob("*.bak-*"))  # refused before its backups
+    legacy = _products(legacy_site).execute("SELECT COUNT(*) FROM hdf5_file_index").fetchone()
+    assert legacy == before == (info["rows"],)  # the legacy table is still all there
+    assert legacy_site.cli("migrate", "--dry-run").returncode == 0  # reads only
+    assert d.stop() == 0
+    legacy_site.cli("migrate")  # the daemon is gone: the same command now migrates
+    _check_migrated(legacy_site, info)
+
+
 def test_two_migrates_at_once_one_migrates_the_other_says_so(legacy_site: Site) -> None:
     import subprocess
     import sys

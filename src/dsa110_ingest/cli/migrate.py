@@ -7,10 +7,14 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dsa110_ingest.cli._common import EXIT_OK, abs_path, say
 from dsa110_ingest.config import Config, redact_db
 from dsa110_ingest.errors import MigrationError
+
+if TYPE_CHECKING:
+    from dsa110_ingest.statedir import StateLock
 
 NAME = "migrate"
 HELP = "move hdf5_file_index out of a legacy products DB, or copy to PostgreSQL (--to)"
@@ -81,8 +85,8 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     hdf5 = abs_path(args.hdf5_db) if args.hdf5_db else _sqlite_source(cfg, "hdf5")
     if products == hdf5:
         raise MigrationError("--products-db and --hdf5-db are the same file")
-    # a dry run changes nothing: it may run beside a real one
-    with contextlib.nullcontext() if args.dry_run else migrate_lock(products):
+    # a dry run changes nothing: it may run beside a real one (or a daemon)
+    with contextlib.nullcontext() if args.dry_run else migrate_lock(products, hdf5):
         rep = run_migration(
             cfg,
             products,
@@ -120,11 +124,15 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def migrate_lock(products_path: Path) -> Iterator[None]:
+def migrate_lock(products_path: Path, hdf5_path: Path | None = None) -> Iterator[None]:
     """One ``migrate`` at a time per legacy products DB: an exclusive ``flock`` on
     ``<products>.migrate.lock``, taken before the backups (the kernel drops it when the
     run dies, even by SIGKILL). A second run is refused at once, naming the first: it
-    would only wait on the first's write lock and fail."""
+    would only wait on the first's write lock and fail.
+
+    With ``hdf5_path``, also the daemon's own lock on that HDF5 DB (``run`` holds it for
+    its life): a migrate beside a running daemon would hold the DB's write lock for the
+    whole copy, and the daemon would report itself unhealthy meanwhile."""
     from dsa110_ingest.statedir import AlreadyRunningError, StateLock
 
     lock = StateLock(products_path.with_name(products_path.name + ".migrate"))
@@ -138,10 +146,31 @@ def migrate_lock(products_path: Path) -> Iterator[None]:
             "finish, then run `migrate` again if you want to check: it says `nothing to "
             "migrate` once that run has completed. This run changed nothing"
         ) from None
+    daemon = StateLock(hdf5_path) if hdf5_path is not None else None
     try:
+        if daemon is not None and hdf5_path is not None:
+            _daemon_lock(daemon, hdf5_path)
         yield
     finally:
+        if daemon is not None:
+            daemon.release()
         lock.release()
+
+
+def _daemon_lock(daemon: StateLock, hdf5_path: Path) -> None:
+    from dsa110_ingest.statedir import AlreadyRunningError
+
+    try:
+        daemon.acquire("migrate")
+    except AlreadyRunningError:
+        pid = daemon.holder()
+        who = f"a dsa110-ingest daemon (pid {pid})" if pid else "a dsa110-ingest daemon"
+        raise MigrationError(
+            f"{who} is running on {hdf5_path} (it holds {daemon.path}); stop it first "
+            "(`sudo systemctl stop dsa110-ingest`), run `migrate`, then start it again: "
+            "the migration writes that database for its whole copy. This run changed "
+            "nothing"
+        ) from None
 
 
 def _run_copy(cfg: Config, args: argparse.Namespace) -> int:
