@@ -118,3 +118,20 @@ def test_a_holder_in_a_real_second_pid_namespace_is_not_gone(tmp_path: Path) -> 
     finally:
         proc.kill()
         proc.wait(60)
+
+
+def test_an_expired_lease_says_whether_it_is_retried_or_failed() -> None:
+    from dsa110_ingest.db.records import ConversionJob
+    from dsa110_ingest.leases import stale_note
+
+    now = 1_000_000.0
+    job = ConversionJob(
+        "2025-10-02T00:00:00", "running", None, 0, 2, 0.0, owner_name(), now - 10, None,
+        None, now - 100, now - 100, now - 100, None, "tok",
+    )  # fmt: skip
+    retried = stale_note(job, "local", now, max_attempts=3)
+    assert retried is not None and "retried by the next daemon claim" in retried
+    used_up = stale_note(job, "local", now, max_attempts=2)
+    assert used_up is not None and "attempts are used up (2 of max_attempts 2)" in used_up
+    assert "dsa110-ingest retry 2025-10-02T00:00:00" in used_up
+    assert stale_note(job, "local", now) == retried  # no limit given: as before

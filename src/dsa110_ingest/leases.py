@@ -104,9 +104,12 @@ def can_take_over(holder: Holder, executor: str) -> bool:
     return holder.kind == "convert" or executor == "local"
 
 
-def stale_note(job: ConversionJob, executor: str, now: float | None = None) -> str | None:
+def stale_note(
+    job: ConversionJob, executor: str, now: float | None = None, max_attempts: int = 0
+) -> str | None:
     """For a ``running`` job whose converter is gone (or whose lease expired): what
-    happened and when it is retried; None while the conversion is alive."""
+    happened and when it is retried (or, its ``max_attempts`` used up, failed); None
+    while the conversion is alive."""
     if job.state != "running":
         return None
     now = time.time() if now is None else now
@@ -118,10 +121,14 @@ def stale_note(job: ConversionJob, executor: str, now: float | None = None) -> s
         else str(job.lease_owner)
     )
     if expires <= now:
-        return (
-            f"was running in {who}, which stopped renewing its lease {now - expires:.0f} s "
-            "ago: retried by the next daemon claim or `dsa110-ingest convert`"
-        )
+        lapsed = f"was running in {who}, which stopped renewing its lease {now - expires:.0f} s ago"
+        if 0 < max_attempts <= job.attempts:
+            return (
+                f"{lapsed}; its attempts are used up ({job.attempts} of max_attempts "
+                f"{max_attempts}): the next daemon marks it failed, not retried "
+                f"(`dsa110-ingest retry {job.group_id}` once the cause is fixed)"
+            )
+        return f"{lapsed}: retried by the next daemon claim or `dsa110-ingest convert`"
     if holder is None or not gone(holder, job.started_at):
         return None
     now_too = (

@@ -19,12 +19,12 @@ from ..conftest import Site, converter_script, wait_for
 pytestmark = pytest.mark.store_backends
 
 
-def _converting(site: Site, script: Path) -> Site:
+def _converting(site: Site, script: Path, extra: str = "") -> Site:
     """The site's converter: the command ``script``, fast retries and short leases."""
     conv = (
         f'[convert]\nbackend = "command"\ncommand = ["{script}", "{{output}}", "{{inputs}}"]\n'
         'output_dir = "ms"\nbackoff_initial_seconds = 0.2\nbackoff_max_seconds = 0.5\n'
-        "lease_seconds = 3\n"
+        "lease_seconds = 3\n" + extra
     )
     text = site.config_path.read_text()
     assert "[convert]\nenabled = false\n" in text
@@ -82,3 +82,51 @@ def test_a_daemon_killed_mid_conversion_leaves_a_job_the_next_finishes(
     _, ms, events = _state(site)
     assert len(ms) == 1 and events.count("group.converted") == 1
     assert len(started.read_text()) == 2  # two attempts, one result
+
+
+# a converter that takes its `run` process down with it, as an OOM kill or a segfault of
+# the writer that takes the daemon along would: SIGKILL to the first ancestor that is
+# `python -m dsa110_ingest run` (the template and its child die with it, PDEATHSIG)
+_KILL_MY_DAEMON = """
+pid = os.getppid()
+while pid > 1:
+    argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+    if b"dsa110_ingest" in argv and b"run" in argv:
+        os.kill(pid, 9)
+        time.sleep(30)
+    pid = int(open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[1])
+"""
+
+
+def test_a_conversion_that_kills_its_daemon_fails_after_max_attempts(
+    site: Site, tmp_path: Path, sim_groups: Any
+) -> None:
+    """Each attempt's lease expires with its daemon: the re-claim that would be attempt
+    max_attempts + 1 fails the group instead (once, with the reason and the fix), so a
+    conversion that kills its daemon is not retried for ever."""
+    started = tmp_path / "started"
+    body = f"open({str(started)!r}, 'a').write('x'); exec({_KILL_MY_DAEMON!r})"
+    _converting(site, converter_script(tmp_path / "convert-killer", body), "max_attempts = 2\n")
+    sim_groups(site.incoming, n=1)
+    for attempt in (1, 2):
+        p = site.cli("run", "--rescan", check=False, timeout=300)
+        assert p.returncode == -signal.SIGKILL, (attempt, p.returncode, p.stderr[-3000:])
+        assert len(started.read_text()) == attempt
+    # the third pass finds the lease expired and the attempts used up: failed, not retried
+    p = site.cli("run", "--rescan", check=False, timeout=300)
+    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
+    assert len(started.read_text()) == 2
+    (g,) = site.cli_json("groups", "--json")
+    gid = g["group_id"]
+    assert (g["conversion"], g["attempts"]) == ("failed", 2), g
+    assert "lease" in g["last_error"] and f"dsa110-ingest retry {gid}" in g["last_error"]
+    assert "2 attempts" in g["last_error"]
+    failed = [e for e in site.events() if e["type"] == "group.failed"]
+    assert len(failed) == 1 and failed[0]["payload"]["kind"] == "lease_lost"
+    assert failed[0]["payload"]["attempts"] == 2
+    text = site.cli("status", check=False).stdout
+    assert f"conversion failed (2x) {gid}: " in text and "lease" in text
+    # nothing retries it by itself, nor reports it twice
+    p = site.cli("run", "--rescan", check=False, timeout=300)
+    assert len(started.read_text()) == 2
+    assert [e["type"] for e in site.events()].count("group.failed") == 1

@@ -5,11 +5,14 @@ instead of swapping it in over the new owner's."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +153,52 @@ def test_a_lost_claim_is_recorded_as_a_wait_not_a_failure(tmp_path: Path, ok_scr
         assert db.count_events("group.failed") == 0
     (line,) = [x for x in seen if x["event"] == "convert.output_claim_lost"]
     assert "discarded" in line["error"] and line["kind"] == "claim_lost"
+
+
+def test_a_takeover_between_the_check_and_the_rename_waits_for_the_rename(
+    group_request: ConversionRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instant between the claim's last check and the MS's rename into place: a
+    takeover (another process, as `claim-output --force` is) started right there waits
+    until the MS is in place, so the MS moved in is never one of a lost claim."""
+    out = tmp_path / "ms"
+    mine, theirs = "aaaa1111", "bbbb2222"
+    ensure_claim(out, Identity(mine, "/srv/a/hdf5.sqlite3", "/srv/a", "a"), "run")
+    done = tmp_path / "taken-over-at"
+    code = "; ".join(
+        [
+            "import sys, time",
+            "from pathlib import Path",
+            "from dsa110_ingest.convert.ownership import Identity, take_over",
+            f"who = Identity({theirs!r}, '/srv/b/hdf5.sqlite3', '/srv/b', 'b')",
+            "print('ready', flush=True)",
+            f"take_over(Path({str(out)!r}), who, 'claim-output --force')",
+            f"Path({str(done)!r}).write_text(repr(time.time()))",
+        ]
+    )
+    req = retarget(group_request, tmp_path, converter_script(tmp_path / "conv"))
+    req = replace(req, meta={**req.meta, "output_owner": mine, "claim_file": str(out / CLAIM_NAME)})
+    rename, renamed_at = os.rename, []
+    takeover: list[subprocess.Popen[str]] = []
+
+    def rename_after_a_takeover(src: Any, dst: Any, *a: Any, **kw: Any) -> None:
+        if Path(dst) == out / "g.ms" and not takeover:
+            # the claim was checked a moment ago: now another process takes it over
+            p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            takeover.append(p)
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(3)  # it finishes in milliseconds unless it waits for this rename
+        rename(src, dst, *a, **kw)
+        if Path(dst) == out / "g.ms":
+            renamed_at.append(time.time())
+
+    monkeypatch.setattr(os, "rename", rename_after_a_takeover)
+    worker.run(req)
+    monkeypatch.undo()
+    assert takeover and renamed_at
+    assert takeover[0].wait(60) == 0
+    # the MS went in under our claim, and the takeover came after it
+    assert (out / "g.ms" / "inputs.txt").exists()
+    assert float(done.read_text()) > renamed_at[0], "the takeover ran before the rename"
+    assert read_claim(out / CLAIM_NAME).index_id == theirs  # type: ignore[union-attr]

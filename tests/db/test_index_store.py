@@ -128,6 +128,42 @@ def test_jobs_are_claimed_once_and_fenced(index_store: IndexStore) -> None:
     assert db.jobs_open() == 0
 
 
+def test_a_lapsed_job_past_max_attempts_is_not_claimed_but_failed_once(
+    index_store: IndexStore,
+) -> None:
+    db = index_store
+    _group_with(db, range(16))
+    with db.transaction("queue"):
+        db.enqueue_job(GID, 60950.0, T0)
+    a = db.claim_job("a", T0 + 10, 60, False, max_attempts=2)
+    b = db.claim_job("b", T0 + 100, 60, False, max_attempts=2)  # a's lease lapsed
+    assert a is not None and b is not None and b.attempts == 2
+    assert db.lapsed_jobs(T0 + 150, 2) == []  # b's lease is live
+    # b's lease lapses too: a third claim would exceed max_attempts
+    assert db.claim_job("c", T0 + 200, 60, False, max_attempts=2) is None
+    (lapsed,) = db.lapsed_jobs(T0 + 200, 2)
+    assert (lapsed.lease_owner, lapsed.attempt_token) == ("b", b.attempt_token)
+    assert db.renew_lease(GID, "b", T0 + 400)  # b was only late: it renews
+    with db.transaction("fail"):
+        assert not db.fail_lapsed_job(GID, b.attempt_token or "", T0 + 200, "lost")
+    with db.transaction("fail"):
+        assert db.fail_lapsed_job(GID, b.attempt_token or "", T0 + 500, "lost twice")
+    with db.transaction("fail again"):  # another node, a moment later: nothing to do
+        assert not db.fail_lapsed_job(GID, b.attempt_token or "", T0 + 501, "lost twice")
+    job = db.job(GID)
+    assert job is not None
+    assert (job.state, job.attempts, job.last_error, job.lease_owner) == (
+        "failed",
+        2,
+        "lost twice",
+        None,
+    )
+    assert db.lapsed_jobs(T0 + 600, 2) == [] and db.claim_job("c", T0 + 600, 60, False) is None
+    assert db.retry_failed_job(GID, T0 + 700)
+    again = db.claim_job("c", T0 + 701, 60, False, max_attempts=2)
+    assert again is not None and again.attempts == 1
+
+
 def test_event_ids_only_grow(index_store: IndexStore) -> None:
     db = index_store
     with db.transaction("events"):

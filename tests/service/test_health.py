@@ -248,3 +248,65 @@ def test_an_output_dir_owned_by_another_index_is_reported_but_still_pinged(
             assert "WATCHDOG=1" in listener.read()
         finally:
             rt.dispatcher.stop()
+
+
+def test_a_hung_conversion_template_is_named_by_healthz_and_status(
+    tmp_path: Path, notify: Notify
+) -> None:
+    """A template that stops answering (SIGSTOP: its fork request waits): /healthz and the
+    text of `status` name it (pid, since when, restarts, hung kills), and once it is
+    killed and replaced the last hung kill stays in `status`; the watchdog is pinged all
+    along (the dispatcher replaces the template itself)."""
+    import signal
+
+    from dsa110_ingest.tools.simulate import simulate
+
+    from ..conftest import SMALL, converter_script
+
+    n, listener = notify
+    script = converter_script(tmp_path / "ok")
+    site = write_site(
+        tmp_path,
+        convert=f'[convert]\nbackend = "command"\ncommand = ["{script}", "{{output}}", '
+        '"{inputs}"]\noutput_dir = "ms"\nlease_seconds = 30\n',
+    )
+    simulate(site.incoming, 1, params=SMALL)
+    site.cli("run", "--rescan", "--no-convert")
+    with running(site.cfg, n, convert=True) as rt:
+        d = rt.dispatcher
+        assert d is not None
+        t = d.executor.template  # type: ignore[attr-defined]
+        # reported after 0.5 s of silence, killed after 8 s (15 s in production)
+        t.silent_after, t.answer_timeout = 0.5, 8.0
+        d.start()
+        stopped = 0
+        try:
+            wait_for(lambda: t.ready_gen == t.gen and not d.running, 120, "no first conversion")
+            wait_for(lambda: site.cli_json("groups", "--json")[0]["conversion"] == "converted", 60)
+            stopped = t.pid
+            os.kill(stopped, signal.SIGSTOP)
+            simulate(site.incoming, 1, "2025-10-02T01:00:00", params=SMALL)
+            rt.indexer.reconcile(obs_expiry=True)
+            wait_for(lambda: d.template_problem(), 60, "the fork request never waited")
+            h = Health(rt)
+            h.mark_ready()
+            h.beat()
+            ok, why = h.check()
+            assert not ok and f"conversion template pid {stopped} has not answered" in why
+            assert "restarts 0, hung kills 0" in why and "since 20" in why
+            assert "WATCHDOG=1" in listener.read()
+            text = site.cli("status", check=False).stdout
+            assert f"template pid {stopped} up since 20" in text
+            assert "NOT ANSWERING: conversion template" in text
+            # it is killed as hung: the request runs in a fresh process, health comes back
+            wait_for(lambda: t.hung == 1 and d.template_problem() is None, 120)
+            h.beat()
+            assert h.check() == (True, "ok")
+            text = site.cli("status", check=False).stdout
+            assert f"hung kills 1 (last: pid {stopped}, silent since 20" in text
+            assert "NOT ANSWERING" not in text
+        finally:
+            if stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stopped, signal.SIGCONT)
+            d.stop(60)

@@ -193,7 +193,12 @@ def _stale_leases(cfg: Config, db: Any, rows: list[Any]) -> dict[str, str]:
     from dsa110_ingest.leases import stale_note
 
     jobs = (db.job(r.group_id) for r in rows if r.convert_state == "running")
-    notes = {j.group_id: stale_note(j, cfg.convert.executor) for j in jobs if j is not None}
+    c = cfg.convert
+    notes = {
+        j.group_id: stale_note(j, c.executor, max_attempts=c.max_attempts)
+        for j in jobs
+        if j is not None
+    }
     return {gid: note for gid, note in notes.items() if note}
 
 

@@ -185,7 +185,8 @@ def _stale_conversions(cfg: Config, jobs: list[Any]) -> list[dict[str, str]]:
     """Conversions counted ``running`` whose converter is gone or whose lease expired."""
     from dsa110_ingest.leases import stale_note
 
-    notes = ((j.group_id, stale_note(j, cfg.convert.executor)) for j in jobs)
+    c = cfg.convert
+    notes = ((j.group_id, stale_note(j, c.executor, max_attempts=c.max_attempts)) for j in jobs)
     return [{"group_id": gid, "note": note} for gid, note in notes if note]
 
 
@@ -285,6 +286,26 @@ def describe_executor(ex: dict[str, Any]) -> str:
         if running
         else ""
     )
+    if ex.get("template"):
+        line += "; " + describe_template(ex["template"])
     if ex.get("waiting"):
         line += f"; waiting: {ex['waiting']}"
     return line
+
+
+def describe_template(d: dict[str, Any], now: float | None = None) -> str:
+    """The conversion template: pid, since when, restarts, hung kills, the last one
+    killed as hung, and whether it answers (from the heartbeat, up to a beat old)."""
+    from dsa110_ingest.convert.template_client import template_problem, utc
+
+    up = f" up since {utc(d['started_at'])}" if d.get("started_at") else ""
+    line = (
+        f"template pid {d.get('pid') or '-'}{up}, restarts {d.get('restarts', 0)}, "
+        f"hung kills {d.get('killed_hung', 0)}"
+    )
+    last = d.get("last_hung")
+    if last:
+        silent = f", silent since {utc(last['silent_since'])}" if last.get("silent_since") else ""
+        line += f" (last: pid {last['pid']}{silent}, killed {utc(last['killed_at'])})"
+    hung = template_problem(d, now=now)
+    return line + (f"; NOT ANSWERING: {hung}" if hung else "")

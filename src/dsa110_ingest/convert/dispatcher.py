@@ -33,6 +33,9 @@ from dsa110_ingest.leases import owner_name
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
+# how often the dispatcher looks for expired leases whose attempts are used up
+LAPSED_CHECK_S = 5.0
+
 
 class Dispatcher:
     """Claims jobs and runs up to ``workers`` conversions at once, in its own thread."""
@@ -64,6 +67,7 @@ class Dispatcher:
         self.claim_problem: str | None = None
         self.claim: ClaimGuard | None = None
         self.transient_failures = 0
+        self._lapsed_checked = -LAPSED_CHECK_S
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="convert-dispatcher", daemon=True)
@@ -90,6 +94,7 @@ class Dispatcher:
                 for gid in self.leases.take_lost():
                     if gid in self.running:
                         self._give_up(gid, "lease lost (expired, re-claimed elsewhere)")
+                self._fail_lapsed(hdf5, rec)
                 limit = self._limit()
                 while len(self.running) < limit and not self._stop.is_set():
                     if not self._claim_one(hdf5, rec):
@@ -130,6 +135,21 @@ class Dispatcher:
         cap = self.executor.capacity()
         return limit if cap is None else min(limit, cap)
 
+    def _fail_lapsed(self, hdf5: IndexStore, rec: Recorder) -> None:
+        """Fail the groups whose every attempt lost its lease (claim_job passes them over):
+        a conversion that kills its daemon each time is not retried for ever."""
+        mono = time.monotonic()
+        if mono - self._lapsed_checked < LAPSED_CHECK_S:
+            return
+        self._lapsed_checked = mono
+        for job in hdf5.lapsed_jobs(self.clock(), self.cfg.convert.max_attempts):
+            if job.group_id in self.running and job.lease_owner == self.owner:
+                continue  # ours and running: its renewal was late, the keeper renews it
+            if rec.lapsed(job):
+                self._note(job.group_id, "failed")
+                if self.on_event:
+                    self.on_event(ev.GROUP_FAILED, job.group_id, 0.0)
+
     def _give_up(self, gid: str, why: str) -> None:
         """Stop an attempt whose lease is gone: its result, if any, is never recorded."""
         h, _req = self.running.pop(gid)
@@ -138,6 +158,12 @@ class Dispatcher:
         self.executor.forget(h)
         self._warned.discard(gid)
         log.warning("convert.lease_lost", group_id=gid, reason=why)
+
+    def template_problem(self) -> str | None:
+        """The local executor's conversion template not answering (None: it answers, or
+        there is none): the dispatcher's thread waits on it until it is killed."""
+        template = getattr(self.executor, "template", None)
+        return template.problem() if template is not None else None
 
     def describe(self) -> dict[str, Any]:
         """The executor and what runs on it, for `status` and the metrics."""
@@ -151,7 +177,9 @@ class Dispatcher:
 
     def _claim_one(self, hdf5: IndexStore, rec: Recorder) -> bool:
         c = self.cfg.convert
-        job = hdf5.claim_job(self.owner, self.clock(), c.lease_seconds, c.order == "newest_first")
+        job = hdf5.claim_job(
+            self.owner, self.clock(), c.lease_seconds, c.order == "newest_first", c.max_attempts
+        )
         if job is None:
             return False
         gid = job.group_id

@@ -187,10 +187,7 @@ class LocalProcessExecutor:
         if t is None:
             return {"executor": self.name}
         # restarts and hung kills: a template that keeps dying or stops answering shows
-        return {
-            "executor": self.name,
-            "template": {"pid": t.pid or None, "restarts": t.restarts, "killed_hung": t.hung},
-        }
+        return {"executor": self.name, "template": t.describe()}
 
     def forget(self, handle: Handle) -> None:
         pass  # a finished child keeps nothing here

@@ -17,10 +17,13 @@ docs/operations.md ("output_dir ownership") is the operator's side.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +41,61 @@ from dsa110_ingest.convert.claimfile import (
     unreadable,
     unwritable,
 )
-from dsa110_ingest.errors import OutputClaimError, OutputClaimLostError
+from dsa110_ingest.errors import (
+    OutputClaimError,
+    OutputClaimLostError,
+    TransientConversionError,
+)
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
 RECHECK_S = 30.0  # a running daemon reads its claim again this often (a takeover, a loss)
 # ...and this often while conversions wait on it: the operator is fixing it
 RECHECK_PROBLEM_S = 5.0
+# how long a takeover waits for MS being moved into place, or a move for a takeover (each
+# holds the lock for a rename or two: milliseconds)
+LOCK_WAIT_S = 60.0
+# flock errors meaning "no locks here" (some network filesystems): go on unlocked
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+
+
+@contextlib.contextmanager
+def output_lock(output_dir: Path, exclusive: bool, wait_s: float = LOCK_WAIT_S) -> Iterator[bool]:
+    """An flock on the output_dir folder itself: shared while a conversion checks the
+    claim and moves its MS into place (conversions do that at once), exclusive while a
+    takeover reads and replaces the claim. So a takeover waits for a move in progress,
+    and a move after the takeover sees it. Yields whether the lock is held (False: no
+    folder yet, or a filesystem without locks). The folder, not a file in it: no file to
+    make, none a person could replace, and the lock is the same through every path to
+    it on this host. Raises TimeoutError after ``wait_s``."""
+    try:
+        fd = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield False  # no folder (nothing is in it to move over) or none we may open
+        return
+    try:
+        yield _flock(fd, exclusive, time.monotonic() + wait_s, output_dir)
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def _flock(fd: int, exclusive: bool, deadline: float, output_dir: Path) -> bool:
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the ownership lock of {output_dir} (an flock on the folder) is still "
+                    "held after waiting for it"
+                ) from None
+            time.sleep(0.02)
+        except OSError as e:
+            if e.errno not in _NO_LOCKS:
+                raise
+            return False
 
 
 @dataclass(frozen=True)
@@ -109,7 +160,22 @@ def ensure_claim(output_dir: Path, mine: Identity, created_by: str) -> tuple[Cla
 
 
 def take_over(output_dir: Path, mine: Identity, created_by: str) -> tuple[Claim, str]:
-    """Replace whatever claim is there by ours, atomically; (ours, what it replaced)."""
+    """Replace whatever claim is there by ours, atomically; (ours, what it replaced).
+    Under the output_dir's lock, exclusive: an MS being moved into place under the old
+    claim is in place first (:func:`place`)."""
+    try:
+        with output_lock(output_dir, exclusive=True):
+            return _take_over(output_dir, mine, created_by)
+    except TimeoutError as e:
+        raise OutputClaimError(
+            f"cannot take over the claim on {output_dir}: {e} (a conversion moving its MS "
+            f"into place holds it for milliseconds: something is stuck); try `{TAKE_OVER}` "
+            "again",
+            "busy",
+        ) from None
+
+
+def _take_over(output_dir: Path, mine: Identity, created_by: str) -> tuple[Claim, str]:
     path = claim_path(output_dir)
     try:
         old = read_claim(path)
@@ -263,12 +329,36 @@ def fence(cfg: Config, index_id: str) -> dict[str, str]:
     return {"output_owner": index_id, "claim_file": str(claim_path(cfg.convert.output_dir))}
 
 
+def place(meta: dict[str, Any], tmp: Path, final: Path) -> Path | None:
+    """Move a finished, verified output from ``tmp`` to ``final`` if the output_dir's
+    claim is still the one the conversion started under (:func:`assert_still_ours`),
+    checking and renaming under the output_dir's lock (shared; a takeover takes it
+    exclusive): no takeover on this host gets between the check and the rename. An
+    output already at ``final`` (``--force``) is moved aside first and its new name
+    returned, for the caller to remove once the lock is released."""
+    path = meta.get("claim_file") if meta.get("output_owner") else None
+    try:
+        with output_lock(Path(path).parent if path else final.parent, exclusive=False):
+            assert_still_ours(meta, final)
+            old = None
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.rename(final, old)
+            os.rename(tmp, final)
+            return old
+    except TimeoutError as e:
+        raise TransientConversionError(
+            f"{final} not moved into place: {e} (a takeover of the claim holds it; "
+            "retried without using up an attempt)"
+        ) from None
+
+
 def assert_still_ours(meta: dict[str, Any], final: Path) -> None:
     """Right before a finished MS is moved to ``final``: raise OutputClaimLostError unless
     the output_dir's claim still names the index that started the conversion (or is
     gone: nobody else's). A takeover (``claim-output --force``) while it ran makes the MS
-    the new owner's to write: ours is discarded, never swapped in over theirs. (A takeover
-    within the instant between this check and the rename is not caught.)"""
+    the new owner's to write: ours is discarded, never swapped in over theirs.
+    :func:`place` makes the check and the rename one step for takeovers on this host."""
     owner, path = meta.get("output_owner"), meta.get("claim_file")
     if not owner or not path:
         return  # a request from before the fence, or a caller with no claim to keep

@@ -18,8 +18,10 @@ from dsa110_ingest.convert import worker
 from dsa110_ingest.convert.backoff import Backoff
 from dsa110_ingest.convert.request import ConversionRequest, ms_row
 from dsa110_ingest.db import IndexStore, ProductsStore
+from dsa110_ingest.db.records import ConversionJob
 from dsa110_ingest.db.retry import busy_retry
 from dsa110_ingest.errors import ConversionError, TransientConversionError
+from dsa110_ingest.leases import holder_of
 
 log = structlog.get_logger("dsa110_ingest.convert")
 
@@ -157,6 +159,48 @@ class Recorder:
 
         write()
         log.warning("convert.requeued", group_id=req.group_id, error=error, retry_in_seconds=delay)
+
+    def lapsed(self, job: ConversionJob) -> bool:
+        """A running job whose lease expired with its attempts used up (each attempt's
+        daemon killed or crashed mid-conversion: OOM, a segfault in the writer): failed
+        for good with the reason and the fix, ``group.failed`` in the same transaction.
+        False when another claimer failed it first, or its holder renewed it."""
+        now = self.clock()
+        gid, max_attempts = job.group_id, self.cfg.convert.max_attempts
+        holder = holder_of(job.lease_owner)
+        last = f"pid {holder.pid} on {holder.host}" if holder else str(job.lease_owner)
+        message = (
+            f"the conversion's lease was lost {job.attempts} times, on all {job.attempts} "
+            f"attempts (max_attempts {max_attempts}): each attempt's daemon stopped renewing "
+            f"it mid-conversion (last {last}), i.e. it was killed or crashed (out of memory, "
+            "a segfault in the writer, SIGKILL); not retried again, so that it cannot take "
+            "the daemon down for ever. Look at the log and `journalctl -u dsa110-ingest` "
+            "around the attempts, fix the cause (memory, the input files), then "
+            f"`dsa110-ingest retry {gid}`"
+        )
+
+        @busy_retry(max_seconds=300)
+        def write() -> bool:
+            with self.hdf5.transaction(f"failing lapsed conversion of {gid}"):
+                if not self.hdf5.fail_lapsed_job(gid, job.attempt_token or "", now, message):
+                    return False
+                payload = {"error": message, "attempts": job.attempts, "kind": "lease_lost"}
+                self.hdf5.add_event(ev.GROUP_FAILED, gid, payload, now)
+                return True
+
+        if not write():
+            return False
+        log.error(
+            "convert.failed",
+            group_id=gid,
+            error=message,
+            kind="lease_lost",
+            attempts=job.attempts,
+            max_attempts=max_attempts,
+            outcome="failed",
+            hint=f"`dsa110-ingest retry {gid}` after fixing the cause",
+        )
+        return True
 
     def failure(self, group_id: str, owner: str | None, error: str | ConversionError) -> str:
         """Record a failed attempt: ``"failed"`` (permanent, or attempts used up),

@@ -35,6 +35,8 @@ REPLY_TIMEOUT_S = 120.0
 # ... and once it has said it is ready: a fork takes milliseconds, so a template silent
 # this long is hung (stopped, deadlocked, in D state) and is killed and replaced
 ANSWER_TIMEOUT_S = 15.0
+# a fork request unanswered this long is reported (/healthz, `status`) while it waits
+SILENT_REPORT_S = 5.0
 
 
 class TemplateChild(_Pumped):
@@ -110,6 +112,11 @@ class Template:
         self.answer_timeout = ANSWER_TIMEOUT_S
         self.ready_gen = 0  # the start of the template that last said it was ready
         self.hung = 0  # templates killed for not answering
+        self.silent_after = SILENT_REPORT_S
+        self.started_at: float | None = None  # when the current template started (unix)
+        self.asking_since: float | None = None  # a fork request waits since (unix)
+        # the last template killed for not answering: pid, silent_since, killed_at
+        self.last_hung: dict[str, Any] | None = None
         self.orphans_killed = 0  # children forked after their request had timed out
 
     def alive(self) -> bool:
@@ -136,6 +143,7 @@ class Template:
         finally:
             theirs.close()
         self.pid = self.proc.pid
+        self.started_at = time.time()
         self.sock = ours
         self.gen += 1
         self._reader = threading.Thread(
@@ -267,12 +275,16 @@ class Template:
         mine: list[int],
     ) -> TemplateChild | None:
         limit = self.answer_timeout if self.ready_gen == child.gen else self.reply_timeout
-        if not ev.wait(limit):
-            with self._lock:
-                late = self._replies.pop(token, None) is None
-            if not late:  # else the answer came just now: the child is ours after all
-                child.refused = f"no answer in {limit:g} s"
-                self._kill_hung(child.gen, limit)
+        self.asking_since = time.time()
+        try:
+            if not ev.wait(limit):
+                with self._lock:
+                    late = self._replies.pop(token, None) is None
+                if not late:  # else the answer came just now: the child is ours after all
+                    child.refused = f"no answer in {limit:g} s"
+                    self._kill_hung(child.gen, limit)
+        finally:
+            self.asking_since = None
         if child.pid == 0:
             log.warning("convert.template_unusable", error=child.refused, fallback="fresh process")
             for fd in mine:
@@ -293,6 +305,12 @@ class Template:
         if proc is None or proc.poll() is not None:
             return
         self.hung += 1
+        self.last_hung = {
+            "pid": proc.pid,
+            "silent_since": self.asking_since,
+            "silent_after_s": self.silent_after,  # reported as not answering after that
+            "killed_at": time.time(),
+        }
         log.warning(
             "convert.template_hung",
             pid=proc.pid,
@@ -301,6 +319,25 @@ class Template:
         )
         with contextlib.suppress(OSError):
             proc.kill()
+
+    def describe(self) -> dict[str, Any]:
+        """For `status --json` (``executor.template``) and :meth:`problem`."""
+        return {
+            "pid": self.pid or None,
+            "started_at": self.started_at,
+            "restarts": self.restarts,
+            "killed_hung": self.hung,
+            "silent_since": self.asking_since,
+            "answer_timeout_s": self.answer_timeout
+            if self.ready_gen == self.gen
+            else self.reply_timeout,
+            "last_hung": self.last_hung,
+        }
+
+    def problem(self, now: float | None = None) -> str | None:
+        """The template not answering a fork request for ``silent_after`` s or more, for
+        /healthz and the heartbeat (None: it answers)."""
+        return template_problem(self.describe(), now)
 
     def close(self) -> None:
         """Stop the template; its running children die with it (PR_SET_PDEATHSIG)."""
@@ -317,3 +354,21 @@ class Template:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def template_problem(d: dict[str, Any], now: float | None = None) -> str | None:
+    """A hung template in one line, from :meth:`Template.describe` (None: it answers)."""
+    since = d.get("silent_since")
+    now = time.time() if now is None else now
+    if since is None or now - since < d.get("silent_after_s", SILENT_REPORT_S):
+        return None
+    return (
+        f"conversion template pid {d['pid']} has not answered a fork request for "
+        f"{now - since:.0f} s (since {utc(since)}): hung? it is killed and replaced at "
+        f"{d.get('answer_timeout_s', ANSWER_TIMEOUT_S):g} s (restarts {d['restarts']}, "
+        f"hung kills {d['killed_hung']} so far)"
+    )

@@ -152,14 +152,10 @@ def _write(
         try:
             info = converter.convert(req, tmp, plan)
             _verify(backend, tmp, plan)
-            ownership.assert_still_ours(req.meta, final)  # never over a new owner's MS
-            if final.exists():  # --force: the old product goes only once the new one is whole
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
-                os.rename(final, old)
-                os.rename(tmp, final)
+            # never over a new owner's MS: the claim checked and the MS renamed as one step
+            old = ownership.place(req.meta, tmp, final)
+            if old is not None:  # --force: the old product goes only once the new one is whole
                 _remove(old)
-            else:
-                os.rename(tmp, final)
             dfd = os.open(final.parent, os.O_RDONLY)
             try:
                 os.fsync(dfd)

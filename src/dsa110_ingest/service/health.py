@@ -112,9 +112,11 @@ class Health:
             if not ok
         ]
         # reported (status, /healthz) but no reason to withhold the watchdog: a restart
-        # cannot change who owns the output_dir, and indexing goes on
+        # cannot change who owns the output_dir, and indexing goes on; a hung template
+        # is killed and replaced by the dispatcher itself
         claimed = rt.dispatcher.claim_problem if rt.dispatcher else None
-        reported = problems + ([claimed] if claimed else [])
+        hung = rt.dispatcher.template_problem() if rt.dispatcher else None
+        reported = problems + [p for p in (claimed, hung) if p]
         self.state = (not reported, "; ".join(reported) or "ok")
         if not problems:
             rt.notifier.watchdog()

@@ -20,13 +20,28 @@ class JobStore(Store):
 
     @abc.abstractmethod
     def claim_job(
-        self, owner: str, now: float, lease_s: float, newest_first: bool
+        self, owner: str, now: float, lease_s: float, newest_first: bool, max_attempts: int = 0
     ) -> ConversionJob | None:
         """*Own transaction.* Take the next claimable job (pending and due, or running
         with an expired lease) by observation time, newest or oldest first: running,
         leased to ``owner`` until ``now + lease_s``, one more attempt, a fresh
         ``attempt_token``. None when there is none. Exactly one claimer wins a job even
-        across processes and nodes (PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+        across processes and nodes (PostgreSQL: FOR UPDATE SKIP LOCKED). With
+        ``max_attempts`` (> 0) a running job with an expired lease is claimed only while
+        its attempts are fewer: the others are :meth:`lapsed_jobs`, to be failed."""
+
+    @abc.abstractmethod
+    def lapsed_jobs(self, now: float, max_attempts: int) -> list[ConversionJob]:
+        """Running jobs whose lease expired before ``now`` with ``max_attempts`` attempts
+        (or more) used: each attempt's converter stopped renewing its lease (its daemon
+        killed or crashed), and another claim would exceed ``max_attempts``."""
+
+    @abc.abstractmethod
+    def fail_lapsed_job(self, group_id: str, token: str, now: float, error: str) -> bool:
+        """*Inside a transaction.* A lapsed job (:meth:`lapsed_jobs`) failed with
+        ``error``, its lease dropped; False (nothing written) unless it is still running
+        as attempt ``token`` with its lease expired at ``now`` (another claimer failed it
+        first, or its holder renewed it)."""
 
     @abc.abstractmethod
     def lease_job(

@@ -12,7 +12,7 @@ from dsa110_ingest.db.store.jobs import JobStore
 _JOB_COLS = ", ".join(JOB_COLUMNS)
 _CLAIMABLE = (
     "((state = 'pending' AND next_attempt_at <= %(now)s) "
-    "OR (state = 'running' AND lease_expires_at < %(now)s))"
+    "OR (state = 'running' AND lease_expires_at < %(now)s AND attempts < %(max)s))"
 )
 
 
@@ -33,12 +33,18 @@ class PgJobs(JobStore):
         )
 
     def claim_job(
-        self, owner: str, now: float, lease_s: float, newest_first: bool
+        self, owner: str, now: float, lease_s: float, newest_first: bool, max_attempts: int = 0
     ) -> ConversionJob | None:
         # SQLite's order, NULLs included: first when ascending, last when descending
         order = "DESC NULLS LAST" if newest_first else "ASC NULLS FIRST"
         by = f"ORDER BY obs_mjd {order}, group_id {order.split()[0]}"
-        args = {"now": now, "owner": owner, "until": now + lease_s, "token": uuid.uuid4().hex}
+        args = {
+            "now": now,
+            "owner": owner,
+            "until": now + lease_s,
+            "token": uuid.uuid4().hex,
+            "max": max_attempts if max_attempts > 0 else 2**31 - 1,
+        }
         # look without taking a row lock first: an idle queue costs one index probe
         if self.c.first(f"SELECT 1 FROM conversion_jobs WHERE {_CLAIMABLE} LIMIT 1", args) is None:
             return None
@@ -55,6 +61,28 @@ class PgJobs(JobStore):
                 args,
             )
         return None if row is None else ConversionJob(*row)
+
+    def lapsed_jobs(self, now: float, max_attempts: int) -> list[ConversionJob]:
+        rows = self.c.all(
+            f"SELECT {_JOB_COLS} FROM conversion_jobs WHERE state = 'running' AND "
+            "lease_expires_at < %s AND attempts >= %s ORDER BY group_id",
+            (now, max_attempts),
+        )
+        return [ConversionJob(*r) for r in rows]
+
+    def fail_lapsed_job(self, group_id: str, token: str, now: float, error: str) -> bool:
+        # READ COMMITTED: a concurrent claimer's update is waited for and the WHERE
+        # evaluated again on its result, so of two nodes failing it at once one writes
+        return (
+            self.c.count(
+                "UPDATE conversion_jobs SET state = 'failed', last_error = %s, "
+                "lease_owner = NULL, lease_expires_at = NULL, finished_at = %s, "
+                "updated_at = %s WHERE group_id = %s AND state = 'running' AND "
+                "attempt_token IS NOT DISTINCT FROM %s AND lease_expires_at < %s",
+                (error, now, now, group_id, token or None, now),
+            )
+            == 1
+        )
 
     def lease_job(
         self, group_id: str, owner: str, now: float, lease_s: float

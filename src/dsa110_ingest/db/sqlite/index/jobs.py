@@ -34,19 +34,20 @@ class SqliteJobs(JobStore):
 
     _CLAIMABLE = (
         f"SELECT {_JOB_COLS} FROM conversion_jobs WHERE ((state = 'pending' AND next_attempt_at "
-        "<= :now) OR (state = 'running' AND lease_expires_at < :now)) "
+        "<= :now) OR (state = 'running' AND lease_expires_at < :now AND attempts < :max)) "
     )
 
     def claim_job(
-        self, owner: str, now: float, lease_s: float, newest_first: bool
+        self, owner: str, now: float, lease_s: float, newest_first: bool, max_attempts: int = 0
     ) -> ConversionJob | None:
         order = "DESC" if newest_first else "ASC"
         q = self._CLAIMABLE + f"ORDER BY obs_mjd {order}, group_id {order} LIMIT 1"
+        args = {"now": now, "max": max_attempts if max_attempts > 0 else 2**62}
         # look without the write lock first: an idle queue must not contend with indexing
-        if self.conn.execute(q, {"now": now}).fetchone() is None:
+        if self.conn.execute(q, args).fetchone() is None:
             return None
         with self.transaction("claiming a conversion"):
-            row = _job(self.conn.execute(q, {"now": now}).fetchone())
+            row = _job(self.conn.execute(q, args).fetchone())
             if row is None:
                 return None  # another worker took it between the look and the lock
             self.conn.execute(
@@ -56,6 +57,25 @@ class SqliteJobs(JobStore):
                 (owner, now + lease_s, now, now, uuid.uuid4().hex, row.group_id),
             )
             return self.job(row.group_id)
+
+    def lapsed_jobs(self, now: float, max_attempts: int) -> list[ConversionJob]:
+        rows = self.conn.execute(
+            f"SELECT {_JOB_COLS} FROM conversion_jobs WHERE state = 'running' AND "
+            "lease_expires_at < ? AND attempts >= ? ORDER BY group_id",
+            (now, max_attempts),
+        )
+        return [ConversionJob(*r) for r in rows]
+
+    def fail_lapsed_job(self, group_id: str, token: str, now: float, error: str) -> bool:
+        return (
+            self.conn.execute(
+                "UPDATE conversion_jobs SET state = 'failed', last_error = ?, lease_owner = NULL,"
+                " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE group_id = ? "
+                "AND state = 'running' AND attempt_token IS ? AND lease_expires_at < ?",
+                (error, now, now, group_id, token or None, now),
+            ).rowcount
+            == 1
+        )
 
     def lease_job(
         self, group_id: str, owner: str, now: float, lease_s: float
