@@ -278,3 +278,33 @@ def test_a_template_that_stops_answering_is_killed_and_replaced(
     assert isinstance(again, TemplateChild) and again.template.pid != old
     assert _finish(again)[1] is None and t.restarts == 1
     assert executor.describe()["template"]["killed_hung"] == 1
+
+
+def test_a_hung_template_the_kill_cannot_end_is_not_asked_again(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    """A template in D state ignores SIGKILL until its I/O returns (injected here: the
+    kill does nothing): the next conversion must not wait on it again, answer_timeout per
+    conversion, but get a new template at once."""
+    warm = executor.submit(retarget(group_request, tmp_path / "warm"))
+    assert isinstance(warm, TemplateChild) and _finish(warm)[1] is None
+    t = executor.template
+    assert t is not None and t.proc is not None
+    wait_for(lambda: t.ready_gen == t.gen, 60)
+    old, old_proc = t.pid, t.proc
+    t.answer_timeout = 2.0
+    old_proc.kill = lambda: None  # type: ignore[method-assign]  # the kill does not take
+    os.kill(old, signal.SIGSTOP)
+    try:
+        first = executor.submit(retarget(group_request, tmp_path / "first"))
+        assert not isinstance(first, TemplateChild) and t.hung == 1  # a fresh process
+        assert _finish(first)[1] is None
+        second = executor.submit(retarget(group_request, tmp_path / "second"))
+        assert t.hung == 1, "the next conversion waited on the same hung template again"
+        assert isinstance(second, TemplateChild) and second.template.pid != old
+        assert _finish(second)[1] is None and t.restarts == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGKILL)
+            os.kill(old, signal.SIGCONT)
+    wait_for(lambda: not _alive(old), 60)

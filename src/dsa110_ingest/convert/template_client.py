@@ -319,6 +319,12 @@ class Template:
         )
         with contextlib.suppress(OSError):
             proc.kill()
+        with self._lock:
+            # never asked again, dead or not (in D state SIGKILL waits for the I/O to
+            # return): the next conversion starts a new template; this one's reader
+            # thread reports its children when it does die
+            if self.gen == gen:
+                self.sock = None
 
     def describe(self) -> dict[str, Any]:
         """For `status --json` (``executor.template``) and :meth:`problem`."""
