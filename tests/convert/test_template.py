@@ -308,3 +308,41 @@ def test_a_hung_template_the_kill_cannot_end_is_not_asked_again(
             os.kill(old, signal.SIGKILL)
             os.kill(old, signal.SIGCONT)
     wait_for(lambda: not _alive(old), 60)
+
+
+def test_a_child_that_ended_under_a_template_that_no_longer_reaps_is_not_waited_for(
+    executor: LocalProcessExecutor, group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    """The template stops (hung, D state) while a conversion runs and no other request
+    comes to notice it: the child ends, nobody reports its exit. The dispatcher waited
+    until timeout_seconds and then for ever in result(). Now the ended child (its pidfd
+    says so) is given up as lost with the template, uncounted, and the template killed
+    as hung; the MS it wrote is there for the retry to register."""
+    warm = executor.submit(retarget(group_request, tmp_path / "warm"))
+    assert isinstance(warm, TemplateChild) and _finish(warm)[1] is None
+    t = executor.template
+    assert t is not None
+    wait_for(lambda: t.ready_gen == t.gen, 60)
+    t.answer_timeout = 2.0
+    go, pid_file = tmp_path / "go", tmp_path / "conv.pid"
+    wait_go = f"while not os.path.exists({str(go)!r}): time.sleep(0.05)"
+    body = f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); exec({wait_go!r})"
+    req = retarget(group_request, tmp_path / "lost", converter_script(tmp_path / "c", body))
+    h = executor.submit(req)
+    assert isinstance(h, TemplateChild)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 120, "no converter started")
+    old = t.pid
+    os.kill(old, signal.SIGSTOP)
+    try:
+        go.touch()  # the conversion ends; the stopped template cannot reap it
+        wait_for(h.poll, 40, "an ended conversion was never reported")
+        result, error = h.result()
+        assert result is None and h.transient and "did not report" in str(error)
+        assert t.hung == 1
+        assert (Path(req.output) / "inputs.txt").exists()  # the retry registers it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+    wait_for(lambda: not _alive(old), 60)
+    again = executor.submit(retarget(group_request, tmp_path / "again"))
+    assert isinstance(again, TemplateChild) and _finish(again)[1] is None

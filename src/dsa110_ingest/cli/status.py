@@ -296,7 +296,7 @@ def describe_executor(ex: dict[str, Any]) -> str:
 def describe_template(d: dict[str, Any], now: float | None = None) -> str:
     """The conversion template: pid, since when, restarts, hung kills, the last one
     killed as hung, and whether it answers (from the heartbeat, up to a beat old)."""
-    from dsa110_ingest.convert.template_client import template_problem, utc
+    from dsa110_ingest.convert.template_report import template_problem, utc
 
     up = f" up since {utc(d['started_at'])}" if d.get("started_at") else ""
     line = (

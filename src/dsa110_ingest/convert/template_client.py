@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import structlog
 
 from dsa110_ingest.convert.executor import _Pumped, die_with_parent
 from dsa110_ingest.convert.request import ConversionRequest
+from dsa110_ingest.convert.template_report import SILENT_REPORT_S, template_problem
 from dsa110_ingest.errors import ConversionError
 
 log = structlog.get_logger("dsa110_ingest.convert")
@@ -35,8 +37,6 @@ REPLY_TIMEOUT_S = 120.0
 # ... and once it has said it is ready: a fork takes milliseconds, so a template silent
 # this long is hung (stopped, deadlocked, in D state) and is killed and replaced
 ANSWER_TIMEOUT_S = 15.0
-# a fork request unanswered this long is reported (/healthz, `status`) while it waits
-SILENT_REPORT_S = 5.0
 
 
 class TemplateChild(_Pumped):
@@ -53,6 +53,8 @@ class TemplateChild(_Pumped):
         self.refused = ""  # why the template did not fork it
         self.gen = 0
         self._done = threading.Event()
+        self._ended_at: float | None = None  # its pidfd said it ended, its status not come
+        self.lost = ""  # why it is given up without an exit status
 
     def finished(self, msg: dict[str, Any] | None) -> None:
         """The template reaped the child (``msg``), or died (None): it is gone either way."""
@@ -63,13 +65,36 @@ class TemplateChild(_Pumped):
         self._done.set()
 
     def poll(self) -> bool:
-        return self._done.is_set()
+        if self._done.is_set():
+            return True
+        # ended (its pidfd is readable) with no exit status from the template for an
+        # answer timeout: the template no longer reaps (stopped, D state) and no fork
+        # request came to find it hung. Given up, uncounted; the template killed as hung
+        fd = self.pidfd
+        if fd < 0 or not select.select([fd], [], [], 0)[0]:
+            return False
+        now = time.monotonic()
+        self._ended_at = self._ended_at or now
+        if now - self._ended_at < self.template.answer_timeout:
+            return False
+        self.lost = (
+            f"the conversion process ended but the template (pid {self.template.pid}) did "
+            f"not report its exit status in {self.template.answer_timeout:g} s: hung; it "
+            "is killed and replaced"
+        )
+        self.template._kill_hung(self.gen, self.template.answer_timeout)
+        self.finished(None)
+        return True
 
     def result(self) -> tuple[dict[str, Any] | None, str | ConversionError | None]:
-        self._done.wait()
+        while not self.poll():
+            self._done.wait(0.5)
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        if self.lost:
+            self.transient = True  # whatever it wrote stands: the retry registers an MS
+            return None, self.lost
         if self.status is None:
             # the template went (killed, OOM): the child died with it through no fault of
             # the group's; retried without using up an attempt
@@ -89,7 +114,9 @@ class TemplateChild(_Pumped):
         self.signal(signal.SIGTERM)
         if not self._done.wait(5):
             self.signal(signal.SIGKILL)
-            self._done.wait(30)
+            deadline = time.monotonic() + 30
+            while not self.poll() and time.monotonic() < deadline:
+                self._done.wait(0.5)
 
 
 class Template:
@@ -360,21 +387,3 @@ class Template:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-
-
-def utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def template_problem(d: dict[str, Any], now: float | None = None) -> str | None:
-    """A hung template in one line, from :meth:`Template.describe` (None: it answers)."""
-    since = d.get("silent_since")
-    now = time.time() if now is None else now
-    if since is None or now - since < d.get("silent_after_s", SILENT_REPORT_S):
-        return None
-    return (
-        f"conversion template pid {d['pid']} has not answered a fork request for "
-        f"{now - since:.0f} s (since {utc(since)}): hung? it is killed and replaced at "
-        f"{d.get('answer_timeout_s', ANSWER_TIMEOUT_S):g} s (restarts {d['restarts']}, "
-        f"hung kills {d['killed_hung']} so far)"
-    )
