@@ -346,3 +346,47 @@ def test_a_child_that_ended_under_a_template_that_no_longer_reaps_is_not_waited_
     wait_for(lambda: not _alive(old), 60)
     again = executor.submit(retarget(group_request, tmp_path / "again"))
     assert isinstance(again, TemplateChild) and _finish(again)[1] is None
+
+
+def test_running_out_of_descriptors_in_submit_leaks_none(
+    group_request: ConversionRequest, tmp_path: Path
+) -> None:
+    """EMFILE while making a child's pipes: the dispatcher hands the group back and tries
+    again a second later, so every descriptor made before the failure must be closed, or
+    each retry leaks more and the daemon never recovers. In a child process of its own
+    (its descriptor limit lowered)."""
+    req = json.dumps(retarget(group_request, tmp_path).to_json())
+    code = f"""
+import errno, json, os, resource
+from dsa110_ingest.convert.request import ConversionRequest
+from dsa110_ingest.convert.template_client import Template
+req = ConversionRequest.from_json(json.loads({req!r}))
+t = Template("command")
+leaks = []
+for room in range(1, 6):  # the limit hit at each of the three pipes (two fds each)
+    before = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (before + 64, 4096))
+    fill = []
+    try:
+        while True:
+            fill.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in fill[-room:]:
+        os.close(fd)
+    del fill[-room:]
+    try:
+        t.submit(req)
+        raise AssertionError("no EMFILE")
+    except OSError as e:
+        assert e.errno == errno.EMFILE, e
+    for fd in fill:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    leaks.append(len(os.listdir("/proc/self/fd")) - before)
+print(json.dumps(leaks))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    leaks = json.loads(p.stdout.splitlines()[-1])
+    assert leaks == [0] * 5, f"descriptors left open per failed submit: {leaks}"

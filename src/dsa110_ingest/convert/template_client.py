@@ -261,7 +261,14 @@ class Template:
     def submit(self, req: ConversionRequest) -> TemplateChild | None:
         """A child converting ``req``; None when the template cannot serve it (the caller
         then starts a fresh worker process)."""
-        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
+        pipes: list[tuple[int, int]] = []
+        try:
+            for _ in range(3):
+                pipes.append(os.pipe2(os.O_CLOEXEC))
+        except OSError:  # EMFILE: the dispatcher retries; the pipes made so far must go
+            for fd in (fd for pair in pipes for fd in pair):
+                os.close(fd)
+            raise
         theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
         mine = [pipes[0][1], pipes[1][0], pipes[2][0]]
         try:
