@@ -202,3 +202,38 @@ def test_a_takeover_between_the_check_and_the_rename_waits_for_the_rename(
     assert (out / "g.ms" / "inputs.txt").exists()
     assert float(done.read_text()) > renamed_at[0], "the takeover ran before the rename"
     assert read_claim(out / CLAIM_NAME).index_id == theirs  # type: ignore[union-attr]
+
+
+def test_a_lock_that_stays_held_delays_nothing_for_ever_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something holding the output_dir's lock (a stuck takeover): the MS is not moved
+    in (retried, uncounted; the finished output kept where it was), a takeover says the
+    lock is busy, both after the wait."""
+    import fcntl
+
+    from dsa110_ingest.convert import ownership
+    from dsa110_ingest.errors import OutputClaimError, TransientConversionError
+
+    out = tmp_path / "ms"
+    mine = Identity("aaaa1111", "/srv/a/hdf5.sqlite3", "/srv/a", "a")
+    ensure_claim(out, mine, "run")
+    tmp = out / ".g.ms.tmp-1"
+    tmp.mkdir()
+    monkeypatch.setattr(ownership, "LOCK_WAIT_S", 0.3)
+    meta = {"output_owner": mine.index_id, "claim_file": str(out / CLAIM_NAME)}
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(TransientConversionError, match="not moved into place") as e:
+            ownership.place(meta, tmp, out / "g.ms")
+        assert not e.value.counts and tmp.is_dir() and not (out / "g.ms").exists()
+        other = Identity("bbbb2222", "/srv/b/hdf5.sqlite3", "/srv/b", "b")
+        with pytest.raises(OutputClaimError, match="still held") as busy:
+            ownership.take_over(out, other, "claim-output --force")
+        assert busy.value.kind == "busy"
+    finally:
+        os.close(fd)
+    assert ownership.place(meta, tmp, out / "g.ms") is None  # free again: moved in
+    assert (out / "g.ms").is_dir() and not tmp.exists()
+    assert read_claim(out / CLAIM_NAME).index_id == mine.index_id  # type: ignore[union-attr]

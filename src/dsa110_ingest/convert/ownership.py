@@ -59,22 +59,29 @@ LOCK_WAIT_S = 60.0
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
 
 
+class LockBusy(Exception):
+    """The output_dir's ownership lock stayed held past the wait (something is stuck)."""
+
+
 @contextlib.contextmanager
-def output_lock(output_dir: Path, exclusive: bool, wait_s: float = LOCK_WAIT_S) -> Iterator[bool]:
+def output_lock(
+    output_dir: Path, exclusive: bool, wait_s: float | None = None
+) -> Iterator[bool]:
     """An flock on the output_dir folder itself: shared while a conversion checks the
     claim and moves its MS into place (conversions do that at once), exclusive while a
     takeover reads and replaces the claim. So a takeover waits for a move in progress,
     and a move after the takeover sees it. Yields whether the lock is held (False: no
     folder yet, or a filesystem without locks). The folder, not a file in it: no file to
     make, none a person could replace, and the lock is the same through every path to
-    it on this host. Raises TimeoutError after ``wait_s``."""
+    it on this host. Raises LockBusy after ``wait_s`` (default :data:`LOCK_WAIT_S`)."""
     try:
         fd = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         yield False  # no folder (nothing is in it to move over) or none we may open
         return
     try:
-        yield _flock(fd, exclusive, time.monotonic() + wait_s, output_dir)
+        wait = LOCK_WAIT_S if wait_s is None else wait_s
+        yield _flock(fd, exclusive, time.monotonic() + wait, output_dir)
     finally:
         os.close(fd)  # drops the lock
 
@@ -87,7 +94,7 @@ def _flock(fd: int, exclusive: bool, deadline: float, output_dir: Path) -> bool:
             return True
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise TimeoutError(
+                raise LockBusy(
                     f"the ownership lock of {output_dir} (an flock on the folder) is still "
                     "held after waiting for it"
                 ) from None
@@ -148,8 +155,13 @@ def ensure_claim(output_dir: Path, mine: Identity, created_by: str) -> tuple[Cla
         if theirs is None:
             made = mine.claim(created_by)
             try:
-                if create_claim(path, made):
-                    return made, True
+                # exclusive, as a takeover: a conversion of an index whose claim was
+                # deleted by hand moves its MS in before this claim appears, not after
+                with output_lock(output_dir, exclusive=True):
+                    if create_claim(path, made):
+                        return made, True
+            except LockBusy as e:
+                raise _busy(output_dir, e) from None
             except OSError as e:
                 raise unwritable(path, e) from None
             continue
@@ -166,13 +178,16 @@ def take_over(output_dir: Path, mine: Identity, created_by: str) -> tuple[Claim,
     try:
         with output_lock(output_dir, exclusive=True):
             return _take_over(output_dir, mine, created_by)
-    except TimeoutError as e:
-        raise OutputClaimError(
-            f"cannot take over the claim on {output_dir}: {e} (a conversion moving its MS "
-            f"into place holds it for milliseconds: something is stuck); try `{TAKE_OVER}` "
-            "again",
-            "busy",
-        ) from None
+    except LockBusy as e:
+        raise _busy(output_dir, e) from None
+
+
+def _busy(output_dir: Path, e: LockBusy) -> OutputClaimError:
+    return OutputClaimError(
+        f"cannot claim {output_dir}: {e} (a conversion moving its MS into place holds it "
+        f"for milliseconds: something is stuck); try again (`{TAKE_OVER}` for a takeover)",
+        "busy",
+    )
 
 
 def _take_over(output_dir: Path, mine: Identity, created_by: str) -> tuple[Claim, str]:
@@ -346,7 +361,7 @@ def place(meta: dict[str, Any], tmp: Path, final: Path) -> Path | None:
                 os.rename(final, old)
             os.rename(tmp, final)
             return old
-    except TimeoutError as e:
+    except LockBusy as e:
         raise TransientConversionError(
             f"{final} not moved into place: {e} (a takeover of the claim holds it; "
             "retried without using up an attempt)"
