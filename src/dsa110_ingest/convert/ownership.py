@@ -64,9 +64,7 @@ class LockBusy(Exception):
 
 
 @contextlib.contextmanager
-def output_lock(
-    output_dir: Path, exclusive: bool, wait_s: float | None = None
-) -> Iterator[bool]:
+def output_lock(output_dir: Path, exclusive: bool, wait_s: float | None = None) -> Iterator[bool]:
     """An flock on the output_dir folder itself: shared while a conversion checks the
     claim and moves its MS into place (conversions do that at once), exclusive while a
     takeover reads and replaces the claim. So a takeover waits for a move in progress,
