@@ -135,3 +135,22 @@ def test_an_expired_lease_says_whether_it_is_retried_or_failed() -> None:
     assert used_up is not None and "attempts are used up (2 of max_attempts 2)" in used_up
     assert "dsa110-ingest retry 2025-10-02T00:00:00" in used_up
     assert stale_note(job, "local", now) == retried  # no limit given: as before
+
+
+def test_a_host_that_cannot_read_its_identity_judges_its_own_processes_by_host_and_pid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/proc hides boot_id and the pid namespace (a sandbox, a hardened /proc): a record
+    made here lacks them as this process does, so host and pid decide as before they
+    were recorded (review4 finding 4); a record that has them stays unknown here."""
+    from dsa110_ingest import procs
+
+    monkeypatch.setattr(procs, "boot_id", lambda: None)
+    monkeypatch.setattr(procs, "pid_namespace", lambda: None)
+    assert this_process().boot is None and this_process().pidns is None
+    dead = holder_of(owner_name("convert").replace(str(os.getpid()), str(_dead_pid()), 1))
+    assert dead is not None and dead.proc.boot is None and gone(dead, time.time())
+    me = holder_of(owner_name("convert"))
+    assert me is not None and not gone(me, time.time() + 5)
+    recorded = holder_of(_owner(_dead_pid(), OTHER_BOOT, OTHER_NS, None))
+    assert recorded is not None and not gone(recorded, time.time())

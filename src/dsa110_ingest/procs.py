@@ -11,7 +11,7 @@ reboot pid 1234 is someone else. So a process is named by where its pid is valid
 - ``pidns``: the inode of /proc/self/ns/pid, the pid namespace (one per container).
 
 A holder is provably gone only when it is named on this host, this boot and this pid
-namespace and no process has its pid, or when it is named on this very machine (host
+namespace (or neither it nor this process could read them) and no process has its pid, or when it is named on this very machine (host
 name and machine id) in an earlier boot. Anything else (another host, another container,
 or an old record without these fields) is unknown: not gone.
 """
@@ -86,15 +86,11 @@ def this_process() -> Proc:
 
 def same_namespace(p: Proc) -> bool:
     """Whether ``p``'s pid is a pid of this namespace: same host, boot and pid namespace,
-    each recorded and equal."""
+    each equal. A field neither side has (this host's /proc hides it: a sandbox, a
+    hardened /proc) leaves host and pid to decide, as before fields were recorded; a
+    field one side has and the other lacks is unknown (an older record), not the same."""
     me = this_process()
-    return (
-        p.host == me.host
-        and p.boot is not None
-        and p.boot == me.boot
-        and p.pidns is not None
-        and p.pidns == me.pidns
-    )
+    return p.host == me.host and p.boot == me.boot and p.pidns == me.pidns
 
 
 def rebooted(p: Proc) -> bool:

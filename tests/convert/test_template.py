@@ -271,6 +271,9 @@ def test_a_template_that_stops_answering_is_killed_and_replaced(
     assert old not in run["anc"]
     # the hung template is gone, and with it the conversion it would never report
     assert t.hung == 1
+    # nothing names the killed template as the one running (operator4 defect 3)
+    described = executor.describe()["template"]
+    assert described["pid"] is None and described["last_hung"]["pid"] == old
     result, error = _finish(stuck)
     assert result is None and stuck.transient and "template process died" in str(error)
     wait_for(lambda: not _alive(old) and not _alive(int(pid_file.read_text())), 60)

@@ -249,7 +249,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     if ex:
         # only what the index still has running under this daemon's lease
         unfinished = set(_daemons_jobs(st))
-        ex = ex | {"running": [g for g in ex.get("running") or [] if g in unfinished]}
+        ex = ex | {
+            k: [g for g in ex.get(k) or [] if g in unfinished] for k in ("running", "starting")
+        }
         was = sorted(unfinished)
     if ex and st["daemon"]["state"] != "stopped":
         print_text("executor:    " + describe_executor(ex))
@@ -286,6 +288,9 @@ def describe_executor(ex: dict[str, Any]) -> str:
         if running
         else ""
     )
+    if ex.get("starting"):
+        what = "the conversion template to fork it" if ex.get("template") else "the executor"
+        line += f"; starting {', '.join(ex['starting'])} (waiting for {what})"
     if ex.get("template"):
         line += "; " + describe_template(ex["template"])
     if ex.get("waiting"):

@@ -56,6 +56,7 @@ class Dispatcher:
         # renews the leases from its own thread: this one blocks (template, Dask, starts)
         self.leases = LeaseKeeper(cfg, self.owner, clock)
         self.running: dict[str, tuple[Handle, ConversionRequest]] = {}
+        self.starting: str | None = None  # claimed, being handed to the executor
         self._warned: set[str] = set()  # running conversions already reported as slow
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -170,6 +171,7 @@ class Dispatcher:
         return {
             **self.executor.describe(),
             "running": sorted(self.running),
+            "starting": [g for g in [self.starting] if g],
             "waiting": self.waiting,
             "output_dir_problem": self.claim_problem,
             "transient_failures": self.transient_failures,
@@ -200,6 +202,7 @@ class Dispatcher:
             output=req.output,
             files=len(req.inputs),
         )
+        self.starting = gid  # a submit may wait (the template, Dask): `status` says so
         try:
             handle = self.executor.submit(req)
         except OSError as e:
@@ -214,6 +217,8 @@ class Dispatcher:
             self.transient_failures += 1
             rec.transient(req, self.owner, f"could not submit to {self.executor.name}: {e}")
             return False
+        finally:
+            self.starting = None
         self.running[gid] = (handle, req)
         return True
 

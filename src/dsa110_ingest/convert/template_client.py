@@ -362,9 +362,10 @@ class Template:
 
     def describe(self) -> dict[str, Any]:
         """For `status --json` (``executor.template``) and :meth:`problem`."""
+        alive = self.alive()  # a killed or dead template is named only in last_hung
         return {
-            "pid": self.pid or None,
-            "started_at": self.started_at,
+            "pid": (self.pid or None) if alive else None,
+            "started_at": self.started_at if alive else None,
             "restarts": self.restarts,
             "killed_hung": self.hung,
             "silent_since": self.asking_since,
