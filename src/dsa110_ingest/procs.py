@@ -11,9 +11,10 @@ reboot pid 1234 is someone else. So a process is named by where its pid is valid
 - ``pidns``: the inode of /proc/self/ns/pid, the pid namespace (one per container).
 
 A holder is provably gone only when it is named on this host, this boot and this pid
-namespace (or neither it nor this process could read them) and no process has its pid, or when it is named on this very machine (host
-name and machine id) in an earlier boot. Anything else (another host, another container,
-or an old record without these fields) is unknown: not gone.
+namespace (or neither it nor this process could read them) and no process has its pid,
+or when it is named on this very machine (host name and machine id) in an earlier boot.
+Anything else (another host, another container, or an old record without these fields)
+is unknown: not gone.
 """
 
 from __future__ import annotations
