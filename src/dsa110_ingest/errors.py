@@ -208,7 +208,8 @@ class InputFolderError(IngestError):
 class OutputClaimError(IngestError):
     """``[convert] output_dir`` is claimed by another index, or its claim file cannot be
     read or written: nothing is converted there (convert/ownership.py). ``kind`` is
-    ``conflict``, ``unreadable``, ``unwritable`` or ``busy`` (its lock stays held);
+    ``conflict``, ``unreadable``, ``unwritable``, ``busy`` (its lock stays held) or
+    ``unknown`` (whether the claiming daemon runs cannot be told);
     ``detail`` what is wrong, short."""
 
     def __init__(self, message: str, kind: str, detail: str = "") -> None:

@@ -237,3 +237,32 @@ def test_a_lock_that_stays_held_delays_nothing_for_ever_and_loses_nothing(
     assert ownership.place(meta, tmp, out / "g.ms") is None  # free again: moved in
     assert (out / "g.ms").is_dir() and not tmp.exists()
     assert read_claim(out / CLAIM_NAME).index_id == mine.index_id  # type: ignore[union-attr]
+
+
+def test_force_refuses_when_the_claiming_daemons_lock_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The claiming index's lock is 0640, its daemon another user's: whether it runs
+    cannot be told, so --force refuses saying so (it went ahead as if none ran: review4
+    finding 1). The EACCES is injected: the tests run as root, whom no mode stops."""
+    import argparse
+    import errno
+
+    from dsa110_ingest.cli import claim_output
+    from dsa110_ingest.statedir import StateLock
+
+    out = tmp_path / "ms"
+    a = _deployment(tmp_path / "a", out)
+    b = _deployment(tmp_path / "b", out)
+    a.cli("claim-output")
+    a_id = read_claim(out / CLAIM_NAME).index_id  # type: ignore[union-attr]
+
+    def unreadable(self: StateLock) -> int | None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(StateLock, "holder", unreadable)
+    assert claim_output.run(b.cfg, argparse.Namespace(force=True)) == 1
+    err = capsys.readouterr().err
+    assert "cannot tell whether" in err and "Permission denied" in err
+    assert str(a.cfg.state_dir) in err and "as that daemon's user" in err
+    assert read_claim(out / CLAIM_NAME).index_id == a_id  # type: ignore[union-attr]

@@ -25,7 +25,8 @@ DESCRIPTION = (
 EXIT_CODES = {
     1: "another index holds the claim, or the claim file is unusable (use --force once "
     "that index is gone for good), or the output_dir cannot be written; --force: the "
-    "claiming index's daemon still runs on this host (stop it first)",
+    "claiming index's daemon still runs on this host (stop it first), or whether it runs "
+    "cannot be told (its lock is unreadable to this user: run as its user or root)",
 }
 
 log = structlog.get_logger("dsa110_ingest.cli")
@@ -59,7 +60,11 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         except OutputClaimError:
             current = None
         if current is None or current.index_id != mine.index_id:
-            live = live_holder(current, cfg)
+            try:
+                live = live_holder(current, cfg)
+            except OutputClaimError as e:
+                say(f"claim-output: {e}", "error")
+                return 1
             if current is not None and live is not None:
                 say(f"claim-output: {still_running(out, current, *live)}", "error")
                 return 1

@@ -304,8 +304,10 @@ class ClaimGuard:
 def live_holder(claim: Claim | None, cfg: Config) -> tuple[int, Path] | None:
     """The daemon of ``claim``'s index still running on this host: (its pid, the state_dir
     lock it holds; pid 0 when the lock is held but names no pid). None when the claim is
-    another host's (not visible from here), its lock is free or cannot be read, or the
-    lock is this deployment's own (an index rebuilt in place: the holder is its daemon)."""
+    another host's (not visible from here), its lock is free or gone, or the lock is this
+    deployment's own (an index rebuilt in place: the holder is its daemon). Raises
+    OutputClaimError when the lock cannot be read by this user (``unknown``): whether
+    that daemon runs cannot be told, and a takeover must not guess."""
     from dsa110_ingest.nodes import state_path
     from dsa110_ingest.statedir import StateLock
 
@@ -318,8 +320,16 @@ def live_holder(claim: Claim | None, cfg: Config) -> tuple[int, Path] | None:
         return None
     try:
         pid = theirs.holder()
+    except PermissionError as e:
+        raise OutputClaimError(
+            f"refused: cannot tell whether the daemon of index {claim.index_id} (state_dir "
+            f"{claim.state_dir}) still runs on this host: its lock {theirs.path} cannot be "
+            f"read by this user ({e.strerror}). Run `{TAKE_OVER}` as that daemon's user (or "
+            "root), which can see whether it runs; stop that daemon first if it does",
+            "unknown",
+        ) from None
     except OSError:
-        return None
+        return None  # no lock where the claim says (its state_dir gone): no daemon there
     return None if pid is None else (pid, theirs.path)
 
 
