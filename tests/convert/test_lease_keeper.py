@@ -184,3 +184,42 @@ def test_a_hung_template_costs_one_wait_and_no_attempt(tmp_path: Path) -> None:
         d.stop(60)
     starts = [r for r in read_runs(runs) if r["what"] == "start"]
     assert len(starts) == 3  # each group converted once
+
+
+class _SlowSubmit:
+    """A real local executor (fresh worker processes) whose submit takes ``delay`` s,
+    as a template still importing on a loaded machine makes it (injected)."""
+
+    def __init__(self, delay: float) -> None:
+        self.inner = LocalProcessExecutor(use_template=False)
+        self.delay = delay
+
+    def submit(self, req: object) -> object:
+        time.sleep(self.delay)
+        return self.inner.submit(req)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_dispatcher_claiming_a_slow_round_is_not_called_wedged(tmp_path: Path) -> None:
+    """One round of the claim loop submits up to ``workers`` conversions, each of which
+    may wait on the executor: longer in all than the wedged cut-off, though every wait is
+    short. Each claim is progress, so the leases of the round's groups are renewed
+    (review4 finding 2: they lapsed mid-round)."""
+    site = command_site(
+        tmp_path, converter_script(tmp_path / "ok"), "workers = 4\ntimeout_seconds = 4\n"
+    )
+    simulate(site.incoming, 4, params=SMALL)
+    site.cli("run", "--rescan", "--no-convert")
+    d = Dispatcher(site.cfg, _SlowSubmit(2.5))  # type: ignore[arg-type]
+    d.leases.wedged_after_min_s = 0.0  # timeout_seconds alone: wedged after 4 s idle
+    d.start()
+    try:
+        wait_for(lambda: len(d.running) >= 2, 120, "the round never got going")
+        before = d.leases.renewals
+        wait_for(lambda: len(d.running) >= 4, 120, "the round never ended")
+        # 2 claims of 2.5 s each: ~5 s, a renewal a second (lease 3 s / 3)
+        assert d.leases.renewals - before >= 2, "leases not renewed during the round"
+    finally:
+        d.stop(60)

@@ -100,6 +100,7 @@ class Dispatcher:
                 while len(self.running) < limit and not self._stop.is_set():
                     if not self._claim_one(hdf5, rec):
                         break
+                    self.leases.tick()  # each claim may have waited on the executor
                 self.wake.wait(0.2 if self.running else 1.0)
                 self.wake.clear()
         except BaseException:

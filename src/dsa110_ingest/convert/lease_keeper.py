@@ -12,10 +12,10 @@ A group is held from its claim (before its request is built and submitted) until
 dispatcher records its outcome, hands it back or gives it up. A renewal that finds the
 lease gone (expired and re-claimed elsewhere) marks the group lost; the dispatcher stops
 that attempt without recording it. The dispatcher's loop ticks the keeper on every round
-(``take_lost``); when it has not come round for ``timeout_seconds`` (at least 10 min;
-wedged: none of its waits is that long, and it is what kills a conversion at its
-timeout) renewals stop, so a stuck daemon cannot keep its groups from the other nodes
-for ever.
+(``take_lost``) and every claim of a round (``tick``); when it has not done either for
+``timeout_seconds`` (at least 10 min; wedged: none of its waits is that long, and it is
+what kills a conversion at its timeout) renewals stop, so a stuck daemon cannot keep its
+groups from the other nodes for ever.
 """
 
 from __future__ import annotations
@@ -83,6 +83,12 @@ class LeaseKeeper:
             self._tick = time.monotonic()
             lost, self._lost = self._lost, set()
         return lost
+
+    def tick(self) -> None:
+        """The dispatcher made progress (a claim handed to the executor): a round that
+        claims several conversions, each waiting on the executor, is not wedged."""
+        with self._lock:
+            self._tick = time.monotonic()
 
     def held(self) -> set[str]:
         with self._lock:
