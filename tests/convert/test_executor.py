@@ -39,7 +39,16 @@ def test_the_local_executor_is_the_default(tmp_path: Path) -> None:
     assert ex.unavailable() is None and ex.capacity() is None
     assert ex.describe() == {
         "executor": "local",
-        "template": {"pid": None, "restarts": 0, "killed_hung": 0},  # started on first use
+        "template": {  # started on first use
+            "pid": None,
+            "started_at": None,
+            "restarts": 0,
+            "killed_hung": 0,
+            "silent_since": None,
+            "silent_after_s": 5.0,
+            "answer_timeout_s": 15.0,
+            "last_hung": None,
+        },
     }
 
 

@@ -212,7 +212,7 @@ def test_a_lock_that_stays_held_delays_nothing_for_ever_and_loses_nothing(
     lock is busy, both after the wait."""
     import fcntl
 
-    from dsa110_ingest.convert import ownership
+    from dsa110_ingest.convert import claimfile, ownership
     from dsa110_ingest.errors import OutputClaimError, TransientConversionError
 
     out = tmp_path / "ms"
@@ -220,7 +220,7 @@ def test_a_lock_that_stays_held_delays_nothing_for_ever_and_loses_nothing(
     ensure_claim(out, mine, "run")
     tmp = out / ".g.ms.tmp-1"
     tmp.mkdir()
-    monkeypatch.setattr(ownership, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(claimfile, "LOCK_WAIT_S", 0.3)
     meta = {"output_owner": mine.index_id, "claim_file": str(out / CLAIM_NAME)}
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import stat
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,55 @@ def replace_claim(path: Path, claim: Claim) -> None:
             os.unlink(tmp)
         raise
     _sync_dir(path.parent)
+
+
+# -- the lock of check-and-rename against a takeover (convert/ownership.py) ------------
+# how long a takeover waits for MS being moved into place, or a move for a takeover (each
+# holds the lock for a rename or two: milliseconds)
+LOCK_WAIT_S = 60.0
+# flock errors meaning "no locks here" (some network filesystems): go on unlocked
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+
+
+class LockBusy(Exception):
+    """The output_dir's ownership lock stayed held past the wait (something is stuck)."""
+
+
+@contextlib.contextmanager
+def output_lock(output_dir: Path, exclusive: bool, wait_s: float | None = None) -> Iterator[bool]:
+    """An flock on the output_dir folder itself: shared while a conversion checks the
+    claim and moves its MS into place (conversions do that at once), exclusive while a
+    takeover reads and replaces the claim. So a takeover waits for a move in progress,
+    and a move after the takeover sees it. Yields whether the lock is held (False: no
+    folder yet, or a filesystem without locks). The folder, not a file in it: no file to
+    make, none a person could replace, and the lock is the same through every path to
+    it on this host. Raises LockBusy after ``wait_s`` (default :data:`LOCK_WAIT_S`)."""
+    try:
+        fd = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield False  # no folder (nothing is in it to move over) or none we may open
+        return
+    try:
+        wait = LOCK_WAIT_S if wait_s is None else wait_s
+        yield _flock(fd, exclusive, time.monotonic() + wait, output_dir)
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def _flock(fd: int, exclusive: bool, deadline: float, output_dir: Path) -> bool:
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockBusy(
+                    f"the ownership lock of {output_dir} (an flock on the folder) is still "
+                    "held after waiting for it"
+                ) from None
+            time.sleep(0.02)
+        except OSError as e:
+            if e.errno not in _NO_LOCKS:
+                raise
+            return False

@@ -17,13 +17,10 @@ docs/operations.md ("output_dir ownership") is the operator's side.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +31,10 @@ from dsa110_ingest.config import Config, is_db_uri, redact_db
 from dsa110_ingest.convert.claimfile import (
     TAKE_OVER,
     Claim,
+    LockBusy,
     claim_path,
     create_claim,
+    output_lock,
     read_claim,
     replace_claim,
     unreadable,
@@ -52,55 +51,6 @@ log = structlog.get_logger("dsa110_ingest.convert")
 RECHECK_S = 30.0  # a running daemon reads its claim again this often (a takeover, a loss)
 # ...and this often while conversions wait on it: the operator is fixing it
 RECHECK_PROBLEM_S = 5.0
-# how long a takeover waits for MS being moved into place, or a move for a takeover (each
-# holds the lock for a rename or two: milliseconds)
-LOCK_WAIT_S = 60.0
-# flock errors meaning "no locks here" (some network filesystems): go on unlocked
-_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
-
-
-class LockBusy(Exception):
-    """The output_dir's ownership lock stayed held past the wait (something is stuck)."""
-
-
-@contextlib.contextmanager
-def output_lock(output_dir: Path, exclusive: bool, wait_s: float | None = None) -> Iterator[bool]:
-    """An flock on the output_dir folder itself: shared while a conversion checks the
-    claim and moves its MS into place (conversions do that at once), exclusive while a
-    takeover reads and replaces the claim. So a takeover waits for a move in progress,
-    and a move after the takeover sees it. Yields whether the lock is held (False: no
-    folder yet, or a filesystem without locks). The folder, not a file in it: no file to
-    make, none a person could replace, and the lock is the same through every path to
-    it on this host. Raises LockBusy after ``wait_s`` (default :data:`LOCK_WAIT_S`)."""
-    try:
-        fd = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        yield False  # no folder (nothing is in it to move over) or none we may open
-        return
-    try:
-        wait = LOCK_WAIT_S if wait_s is None else wait_s
-        yield _flock(fd, exclusive, time.monotonic() + wait, output_dir)
-    finally:
-        os.close(fd)  # drops the lock
-
-
-def _flock(fd: int, exclusive: bool, deadline: float, output_dir: Path) -> bool:
-    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-    while True:
-        try:
-            fcntl.flock(fd, mode)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise LockBusy(
-                    f"the ownership lock of {output_dir} (an flock on the folder) is still "
-                    "held after waiting for it"
-                ) from None
-            time.sleep(0.02)
-        except OSError as e:
-            if e.errno not in _NO_LOCKS:
-                raise
-            return False
 
 
 @dataclass(frozen=True)

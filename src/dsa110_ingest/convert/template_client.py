@@ -342,7 +342,6 @@ class Template:
         self.last_hung = {
             "pid": proc.pid,
             "silent_since": self.asking_since,
-            "silent_after_s": self.silent_after,  # reported as not answering after that
             "killed_at": time.time(),
         }
         log.warning(
@@ -369,6 +368,7 @@ class Template:
             "restarts": self.restarts,
             "killed_hung": self.hung,
             "silent_since": self.asking_since,
+            "silent_after_s": self.silent_after,  # reported as not answering after that
             "answer_timeout_s": self.answer_timeout
             if self.ready_gen == self.gen
             else self.reply_timeout,
