@@ -40,17 +40,26 @@ def _same_tables(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("npols", "nchan", "tile_bytes", "block_bytes", "fused_kernel"),
+    ("npols", "nchan", "tile_bytes", "block_bytes", "fused_kernel", "processes"),
     [
-        (2, 4, msfile.TILE_BYTES, native.BLOCK_BYTES, False),
+        (2, 4, msfile.TILE_BYTES, native.BLOCK_BYTES, False, 1),
+        (2, 4, msfile.TILE_BYTES, native.BLOCK_BYTES, True, 2),
         # tiles of an odd bit count (FLAG rows straddle bytes), a partial last tile,
-        # several blocks and tiles per subband
-        (4, 3, 300, 1, False),
-        (1, 5, 120, 700, True),
+        # several blocks and tiles per subband; written by one process and by two (each
+        # subband's tiles by either: every tile written exactly once all the same)
+        (4, 3, 300, 1, False, 1),
+        (4, 3, 300, 1, False, 2),
+        (1, 5, 120, 700, True, 2),
     ],
 )
 def test_direct_tiles_are_the_bytes_casacore_writes(
-    tmp_path: Path, npols: int, nchan: int, tile_bytes: int, block_bytes: int, fused_kernel: bool
+    tmp_path: Path,
+    npols: int,
+    nchan: int,
+    tile_bytes: int,
+    block_bytes: int,
+    fused_kernel: bool,
+    processes: int,
 ) -> None:
     if fused_kernel and not native.fused.available():
         pytest.skip("numba is not installed")
@@ -58,9 +67,10 @@ def test_direct_tiles_are_the_bytes_casacore_writes(
     files = _group(tmp_path / "in", p, _flagged)
     group = native.plan_group(recipe.plan_for_request(_request(files)))
     kw = dict(tile_bytes=tile_bytes, block_bytes=block_bytes, fused_kernel=fused_kernel)
-    a = native.write_ms(group, tmp_path / "direct.ms", direct_tiles=True, **kw)
+    a = native.write_ms(group, tmp_path / "direct.ms", direct_tiles=True, processes=processes, **kw)
     b = native.write_ms(group, tmp_path / "casacore.ms", direct_tiles=False, **kw)
     assert (a["tiles"], b["tiles"]) == ("direct", "putcolslice")
+    assert (a["processes"], b["processes"]) == (processes, 1)
     if tile_bytes != msfile.TILE_BYTES:  # the last tile is partly beyond the last row
         assert a["n_rows"] % a["tile_shape"][2] != 0
     _same_tables(tmp_path / "direct.ms", tmp_path / "casacore.ms")

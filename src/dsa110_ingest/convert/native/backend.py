@@ -7,6 +7,7 @@ Imports neither pyuvdata nor astropy: the group's metadata come from h5py
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend
 from dsa110_ingest.convert.backends import require_casacore
-from dsa110_ingest.convert.native import fused, kernel, msfile, reader, subtables, tiles
+from dsa110_ingest.convert.native import fused, helper, kernel, msfile, reader, subtables, tiles
 from dsa110_ingest.convert.native.group import GroupPlan, plan_group
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import PermanentConversionError
@@ -63,9 +64,15 @@ class _Writer:
         tile_bytes: int,
         fused_kernel: bool | None,
         direct_tiles: bool = True,
+        processes: int = 1,
     ) -> None:
         self.g = g
         self.direct_tiles = direct_tiles
+        # a helper process only with direct tiles (putcolslice needs the one open table)
+        self.processes = processes if direct_tiles and len(g.plan.subbands) > 1 else 1
+        self.helper_cpu_s, self.helper_maxrss_kib = 0.0, 0
+        if self.processes > 1:  # each process holds its own blocks: the same bytes in all
+            block_bytes //= self.processes
         self.tiles: tiles.TileFiles | None = None
         subs = g.plan.subbands
         self.n_rows, self.n_pol = g.plan.n_rows, g.plan.n_pols
@@ -126,24 +133,50 @@ class _Writer:
         ms.putcolslice("FLAG", fl, blc, trc, startrow=blk.start, nrow=n)
         ms.putcolslice("WEIGHT_SPECTRUM", ns, blc, trc, startrow=blk.start, nrow=n)
 
-    def _blocks(self, ms: Any, read_ahead: int) -> None:
-        """Every block: read (a thread), kernel (here), tiles written (another thread, when
-        written directly; else ``putcolslice`` here)."""
+    def _blocks(self, ms: Any, read_ahead: int, order: Iterator[int] | None = None) -> None:
+        """Every block (of the subbands ``order`` hands out; all when None): read (a
+        thread), kernel (here), tiles written (another thread, when written directly;
+        else ``putcolslice`` here)."""
         g = self.g
         paths = [s.path for s in g.plan.subbands]
         bg = None if self.tiles is None else tiles.Background(self.tiles, fused.Buffers)
         try:
             # the numba kernel copies every block: its input arrays can be read into again
             for blk in reader.blocks_ahead(
-                paths, g.row_maps, self.n_rows, self.block_rows, read_ahead, self.use_fused
-            ):
+                paths, g.row_maps, self.n_rows, self.block_rows, read_ahead, self.use_fused,
+                order,
+            ):  # fmt: skip
                 self.block(ms, blk, bg)
         finally:
             if bg is not None:
                 bg.close()
 
+    def _blocks_shared(self, read_ahead: int, side_work: Any) -> None:
+        """The subbands shared with a helper process (convert/native/helper.py); the
+        parent runs ``side_work`` first (the subtables) while the helper starts on them."""
+        queue = helper.SubbandQueue(len(self.g.plan.subbands))
+        w_min = helper.shared_full(self.w_min.shape, np.float32, np.inf)
+        w_max = helper.shared_full(self.w_max.shape, np.float32, -np.inf)
+
+        def work() -> None:
+            self.w_min, self.w_max = w_min, w_max
+            self._blocks(None, read_ahead, queue.take())
+
+        h = helper.Helper(work)
+        try:
+            side_work()
+            self._blocks(None, read_ahead, queue.take())
+            h.join()
+        finally:
+            h.kill()  # a no-op once joined
+            queue.close()
+        self.helper_cpu_s, self.helper_maxrss_kib = h.cpu_s, h.maxrss_kib
+        np.minimum(self.w_min, w_min, out=self.w_min)
+        np.maximum(self.w_max, w_max, out=self.w_max)
+
     def write(self, path: Path, extra_data_cols: tuple[str, ...], read_ahead: int) -> None:
         g = self.g
+        done = False  # the subtables written (by the parent, while the helper writes tiles)
         ms = msfile.create_main(
             path, self.n_rows, g.plan.n_channels, self.n_pol, self.tiling, extra_data_cols
         )
@@ -157,7 +190,11 @@ class _Writer:
                 # closed while the tiles are written: casacore keeps none of them cached
                 ms.close()
                 ms = None
-            self._blocks(ms, read_ahead)
+            if self.tiles is not None and self.processes > 1:
+                self._blocks_shared(read_ahead, lambda: subtables.write_all(path, g.subtables()))
+                done = True
+            else:
+                self._blocks(ms, read_ahead)
             if ms is None:
                 ms = msfile.reopen_main(path)
             _put_weight_and_sigma(ms, self.w_min, self.w_max, self.block_rows)
@@ -166,7 +203,8 @@ class _Writer:
                 self.tiles.close()
             if ms is not None:
                 ms.close()
-        subtables.write_all(path, g.subtables())
+        if not done:
+            subtables.write_all(path, g.subtables())
 
 
 def write_ms(
@@ -179,14 +217,19 @@ def write_ms(
     read_ahead: int = 2,
     fused_kernel: bool | None = None,
     direct_tiles: bool = True,
+    processes: int | None = None,
 ) -> dict[str, Any]:
     """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``:
     None runs the numba kernel where numba is installed and either already loaded or the
     group has at least ``FUSED_MIN_BYTES`` of DATA, True for any size, False never (the
     numpy kernel, the reference). ``direct_tiles``: write DATA, FLAG and WEIGHT_SPECTRUM
     into casacore's tile files (convert/native/tiles.py; ``putcolslice`` when its layout
-    checks fail), False always through ``putcolslice`` (the reference)."""
-    w = _Writer(group, block_bytes, tile_bytes, fused_kernel, direct_tiles)
+    checks fail), False always through ``putcolslice`` (the reference). ``processes``: 2
+    shares the subbands with a helper process (convert/native/helper.py; direct tiles
+    only), 1 writes them all here; None: 2 when this process may use two CPUs."""
+    if processes is None:
+        processes = min(2, helper.cpus())
+    w = _Writer(group, block_bytes, tile_bytes, fused_kernel, direct_tiles, processes)
     w.write(path, extra_data_cols, read_ahead)
     freqs = group.plan.freq_hz
     return {
@@ -198,6 +241,9 @@ def write_ms(
         "block_rows": w.block_rows,
         "kernel": "numba" if w.use_fused else "numpy",
         "tiles": "direct" if w.tiles is not None else "putcolslice",
+        "processes": w.processes if w.tiles is not None else 1,
+        "helper_cpu_s": round(w.helper_cpu_s, 3),
+        "helper_maxrss_kib": w.helper_maxrss_kib,
     }
 
 

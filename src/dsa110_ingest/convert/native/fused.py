@@ -33,7 +33,7 @@ def _compile() -> Any:
     except ImportError:
         return None
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=True, nogil=True, fastmath=True)
     def ms_block_fused(  # type: ignore[no-untyped-def]
         vis, flags, nsa, z0, step, uneven, fac, descending, pol_order, conj_rows,
         conj_pol_order, out_vis, out_flags, out_nsa, w_min, w_max,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import h5py
@@ -147,8 +147,10 @@ def _blocks(
     n_rows: int,
     block_rows: int,
     pool: _Pool | None = None,
+    order: Iterable[int] | None = None,
 ) -> Iterator[Block]:
-    for i, path in enumerate(paths):
+    for i in range(len(paths)) if order is None else order:
+        path = paths[i]
         try:
             with h5py.File(path, "r") as f:
                 dss = datasets(f)
@@ -180,6 +182,7 @@ def blocks_ahead(
     block_rows: int,
     depth: int = 2,
     reuse: bool = False,
+    order: Iterable[int] | None = None,
 ) -> Iterator[Block]:
     """Every block of every subband in order, read by a thread up to ``depth`` blocks ahead.
 
@@ -188,11 +191,14 @@ def blocks_ahead(
     ``depth`` 0 reads in the caller's thread (to measure what the overlap buys).
     ``reuse``: a block's arrays are read into again once the caller asks for the next
     block (it must keep no view of them: the native writer's numba kernel copies).
+    ``order``: the subbands to read (indices into ``paths``), taken one at a time as the
+    reader reaches them (the writer's processes share one queue of them); all, in order,
+    when None.
     """
     stop = threading.Event()
     pool = _Pool(max(depth, 0) + 2, block_rows, stop) if reuse else None
     if depth <= 0:
-        for blk in _blocks(paths, row_maps, n_rows, block_rows, pool):
+        for blk in _blocks(paths, row_maps, n_rows, block_rows, pool, order):
             yield blk
             if pool is not None:
                 pool.give(blk)
@@ -201,7 +207,7 @@ def blocks_ahead(
 
     def work() -> None:
         try:
-            for item in _blocks(paths, row_maps, n_rows, block_rows, pool):
+            for item in _blocks(paths, row_maps, n_rows, block_rows, pool, order):
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.5)
