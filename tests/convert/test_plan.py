@@ -170,3 +170,25 @@ def test_meridian_centres_agree_with_astropy_hadec_to_icrs() -> None:
             astropy_coords.SkyCoord(ours[:, 0] * u.rad, ours[:, 1] * u.rad, frame="icrs")
         )
         assert np.all(sep.arcsec < 2.0), (dec, sep.arcsec)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(-5, 40), min_size=1, max_size=12, unique=True),
+    x=st.lists(st.integers(-10, 50), max_size=60),
+    period=st.integers(1, 5),
+)
+def test_searchsorted_shortcuts_are_searchsorted(
+    values: list[int], x: list[int], period: int
+) -> None:
+    """The plan's lookups of times (runs) and baselines (one list per integration)."""
+    from dsa110_ingest.convert.headers import periodic_searchsorted, runs_searchsorted
+
+    a = np.array(sorted(values), dtype=np.int64)
+    xs = np.array(x, dtype=np.int64)
+    runs = np.repeat(xs, period)
+    np.testing.assert_array_equal(runs_searchsorted(a, runs), np.searchsorted(a, runs))
+    np.testing.assert_array_equal(runs_searchsorted(a, xs), np.searchsorted(a, xs))
+    tiled = np.tile(a[::-1][: max(1, a.size)], period)  # repeats every a.size values
+    for arr in (tiled, xs, np.tile(xs[: a.size], period)):
+        np.testing.assert_array_equal(periodic_searchsorted(a, arr), np.searchsorted(a, arr))

@@ -260,3 +260,27 @@ def common_baselines(heads: list[FileHeader], group_id: str) -> np.ndarray:
                 "files do not come from one correlator configuration"
             )
     return ref_bls
+
+
+def runs_searchsorted(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(sorted_values, x)`` for ``x`` in runs of equal values (a file's
+    times: one run per integration), looked up once per run (searching every row was a
+    third of the plan)."""
+    if x.size < 2:
+        return np.searchsorted(sorted_values, x)
+    starts = np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))
+    pos = np.searchsorted(sorted_values, x[starts])
+    return np.repeat(pos, np.diff(np.append(starts, x.size)))
+
+
+def periodic_searchsorted(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(sorted_values, x)``, looked up once per period when ``x`` repeats
+    every ``sorted_values.size`` values (a file's baselines: the same list each
+    integration)."""
+    n = sorted_values.size
+    if n == 0 or x.size <= n or x.size % n:
+        return np.searchsorted(sorted_values, x)
+    first = x[:n]
+    if not np.array_equal(x.reshape(-1, n), np.broadcast_to(first, (x.size // n, n))):
+        return np.searchsorted(sorted_values, x)
+    return np.tile(np.searchsorted(sorted_values, first), x.size // n)

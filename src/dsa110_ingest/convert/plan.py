@@ -69,8 +69,10 @@ from dsa110_ingest.convert.headers import (
     bl_keys,
     channel_order,
     common_baselines,
+    periodic_searchsorted,
     pointing,
     read_file_header,
+    runs_searchsorted,
     time_grid,
 )
 from dsa110_ingest.convert.phasing import (  # noqa: F401 -- the recipe's API, see above
@@ -336,8 +338,8 @@ def _subband_plan(
     chan_start: int,
 ) -> tuple[SubbandPlan, float]:
     """Where each of one subband's rows goes in the MS, and its largest time offset (s)."""
-    tpos = np.searchsorted(utimes, h.time_jd)
-    bpos = np.searchsorted(ref_bls, bl_keys(h))
+    tpos = runs_searchsorted(utimes, h.time_jd)
+    bpos = periodic_searchsorted(ref_bls, bl_keys(h))
     rows = gidx[tpos] * ref_bls.size + bpos
     seen = np.zeros(grid.size * ref_bls.size, np.bool_)
     seen[rows] = True  # a row twice marks one cell for two: fewer marks than rows
