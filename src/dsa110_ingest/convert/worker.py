@@ -17,6 +17,7 @@ import ctypes
 import errno
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -112,6 +113,9 @@ def run(req: ConversionRequest, *, force: bool = False) -> dict[str, Any]:
         "ms_path": str(final),
         "skipped": False,
         "seconds": time.monotonic() - t0,
+        # this process's own peak: a wait4() of it also reports its children's (the
+        # native writer's helper) as the larger of the two, not their sum
+        "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         **info,
         **_recipe_result(plan, info),
     }
