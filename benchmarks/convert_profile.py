@@ -3,8 +3,9 @@
     python benchmarks/convert_profile.py [--nants 64] [--nchan 32] [--ntimes 24]
 
 The conversion runs in a child process (imports included, as the daemon's worker pays
-them), with the read-ahead thread off so that every CPU second is charged to the stage
-that spent it (``time.process_time``; cProfile with the same clock splits the write).
+them), with the read-ahead thread and the helper process off so that every CPU second is
+charged to the stage that spent it (``time.process_time``; cProfile with the same clock
+splits the write).
 Written to docs/performance.md ("convert_profile").
 """
 
@@ -53,7 +54,7 @@ group = backend.plan_group(plan)
 stage("group metadata: header, LSTs, phasing (ERFA)")
 prof = cProfile.Profile(time.process_time)
 prof.enable()
-info = backend.write_ms(group, Path(req.output), read_ahead=0)
+info = backend.write_ms(group, Path(req.output), read_ahead=0, processes=1)
 prof.disable()
 total = time.process_time() - c[0]
 stats = pstats.Stats(prof).stats
@@ -113,10 +114,10 @@ def main() -> int:
     body = f"""## Where the native writer's CPU goes (`benchmarks/convert_profile.py`)
 
 One native conversion of a simulated group ({p.nants} antennas, {p.ntimes} integrations,
-16 x {p.nchan} channels, {p.npols} polarisations) in a fresh process, read-ahead thread off
-so each CPU second is charged to its stage (`time.process_time`; the write split with
-cProfile on the same clock); second of two runs (the first warms the page cache); the
-{kernel} kernel (numba runs only for groups of at least 2 GiB of DATA: its load costs a
+16 x {p.nchan} channels, {p.npols} polarisations) in a fresh process, read-ahead thread and
+helper process off so each CPU second is charged to its stage (`time.process_time`; the
+write split with cProfile on the same clock); second of two runs (the first warms the page
+cache); the {kernel} kernel (numba runs only for groups of at least 2 GiB of DATA: its load costs a
 fresh worker ~0.9 CPU s; a child of the daemon's template has it loaded and always uses it);
 neither pyuvdata nor astropy is imported (the script asserts it);
 {machine()}, load average {load:.1f} at the start.

@@ -66,7 +66,7 @@ def _inject_in_helper(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fault: An
 
     monkeypatch.setattr(reader, "read_rows", read_rows)
     monkeypatch.setattr(subtables, "write_all", write_all)
-    monkeypatch.setattr(helper, "cpus", lambda: 2)
+    monkeypatch.setattr(helper, "default_processes", lambda: 2)
 
 
 def _convert(tmp_path: Path) -> Path:
@@ -144,7 +144,7 @@ def test_a_failing_parent_kills_and_reaps_its_helper(
 
     monkeypatch.setattr(helper.Helper, "__init__", init)
     monkeypatch.setattr(subtables, "write_all", write_all)
-    monkeypatch.setattr(helper, "cpus", lambda: 2)
+    monkeypatch.setattr(helper, "default_processes", lambda: 2)
     with pytest.raises(PermanentConversionError, match="injected"):
         _convert(tmp_path)
     (pid,) = pids
@@ -180,3 +180,21 @@ def test_the_helper_dies_with_a_sigkilled_parent() -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid), "the helper outlived its SIGKILLed parent"
+
+
+def test_no_helper_is_forked_beside_another_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork copies only the forking thread; with another thread alive the writer keeps
+    to one process unless told otherwise."""
+    import threading
+
+    monkeypatch.setattr(helper, "cpus", lambda: 2)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert helper.default_processes() == 1
+    finally:
+        stop.set()
+        t.join()
+    monkeypatch.setattr(helper, "cpus", lambda: 1)
+    assert helper.default_processes() == 1

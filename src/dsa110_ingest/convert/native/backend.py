@@ -16,7 +16,16 @@ import numpy as np
 from dsa110_ingest.convert import plan as recipe
 from dsa110_ingest.convert import pyuvdata_backend
 from dsa110_ingest.convert.backends import require_casacore
-from dsa110_ingest.convert.native import fused, helper, kernel, msfile, reader, subtables, tiles
+from dsa110_ingest.convert.native import (
+    fused,
+    helper,
+    kernel,
+    msfile,
+    mstemplate,
+    reader,
+    subtables,
+    tiles,
+)
 from dsa110_ingest.convert.native.group import GroupPlan, plan_group
 from dsa110_ingest.convert.request import ConversionRequest
 from dsa110_ingest.errors import PermanentConversionError
@@ -174,12 +183,16 @@ class _Writer:
         np.minimum(self.w_min, w_min, out=self.w_min)
         np.maximum(self.w_max, w_max, out=self.w_max)
 
+    template_cache: Path | None = None
+
     def write(self, path: Path, extra_data_cols: tuple[str, ...], read_ahead: int) -> None:
         g = self.g
         done = False  # the subtables written (by the parent, while the helper writes tiles)
-        ms = msfile.create_main(
-            path, self.n_rows, g.plan.n_channels, self.n_pol, self.tiling, extra_data_cols
-        )
+        shape = (path, self.n_rows, g.plan.n_channels, self.n_pol, self.tiling, extra_data_cols)
+        if self.direct_tiles and self.template_cache is not None:  # no zero-filled tiles
+            ms = mstemplate.create_main(*shape, self.template_cache)
+        else:
+            ms = msfile.create_main(*shape)
         try:
             _main_columns(ms, g)
             if self.direct_tiles:
@@ -218,6 +231,7 @@ def write_ms(
     fused_kernel: bool | None = None,
     direct_tiles: bool = True,
     processes: int | None = None,
+    template_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Write the MS of ``group`` at ``path`` (which must not exist). ``fused_kernel``:
     None runs the numba kernel where numba is installed and either already loaded or the
@@ -226,10 +240,14 @@ def write_ms(
     into casacore's tile files (convert/native/tiles.py; ``putcolslice`` when its layout
     checks fail), False always through ``putcolslice`` (the reference). ``processes``: 2
     shares the subbands with a helper process (convert/native/helper.py; direct tiles
-    only), 1 writes them all here; None: 2 when this process may use two CPUs."""
+    only), 1 writes them all here; None: ``helper.default_processes()``.
+    ``template_cache``: a folder of empty MAIN tables by shape (convert/native/
+    mstemplate.py): MAIN is copied from there, with no zero-filled tiles (direct tiles
+    only); None: casacore creates it."""
     if processes is None:
-        processes = min(2, helper.cpus())
+        processes = helper.default_processes()
     w = _Writer(group, block_bytes, tile_bytes, fused_kernel, direct_tiles, processes)
+    w.template_cache = template_cache
     w.write(path, extra_data_cols, read_ahead)
     freqs = group.plan.freq_hz
     return {
@@ -282,7 +300,7 @@ def convert(
     """The worker's entry point: the recipe's MS at ``tmp_output``, streamed."""
     require_casacore("native")
     group = plan_group(plan)
-    info = write_ms(group, tmp_output)
+    info = write_ms(group, tmp_output, template_cache=tmp_output.parent / mstemplate.CACHE_DIR)
     pyuvdata_backend.finish_ms(tmp_output, plan, imaging_columns=req.imaging_columns)
     mid = plan.mid_centre() if len(group.centres) > 1 else group.centres[0]
     return {**info, "ra_deg": mid.ra_deg, "dec_deg": mid.dec_deg}

@@ -26,6 +26,7 @@ import os
 import signal
 import struct
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -43,6 +44,13 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def default_processes() -> int:
+    """2 when this process may use two CPUs and runs no other thread (a fork copies only
+    the forking thread: a lock another thread holds would stay locked in the helper; a
+    worker forked from the template, or started fresh, has none), else 1."""
+    return 2 if cpus() >= 2 and threading.active_count() == 1 else 1
 
 
 class SubbandQueue:
