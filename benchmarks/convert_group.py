@@ -391,7 +391,7 @@ MiB of visibilities in one process, half that in each of two, rounded to whole t
 does not depend on the number of subbands (each process writes its subbands one after
 another) and grows with antennas only through the per-row metadata:
 
-| group (native, through the executor) | UVH5 MiB | rows | wall s | peak RSS MiB | bound MiB | |
+| group (native, executor, shape's 1st) | UVH5 MiB | rows | wall s | peak RSS MiB | bound MiB | |
 |---|---:|---:|---:|---:|---:|---|
 {bound_md}
 
@@ -457,7 +457,11 @@ template's wait4(); (n) and (a) are fresh `python -m dsa110_ingest.convert.worke
 processes (imports included), wall, CPU and peak RSS from wait4(). Every variant plans,
 writes, verifies and renames. Median wall time and largest peak RSS of {repeat} runs
 (variant order alternated, after one untimed warm-up run of each that fills pyuvdata's
-numba cache, the native writer's, and the page cache, and starts the template); the
+numba cache, the native writer's, and the page cache, starts the template, and has the
+native writer build its empty MAIN of this shape, as the daemon's first group of a shape
+does: convert/native/mstemplate.py); native runs share the subbands with a helper
+process on two CPUs: their CPU includes the helper's, their peak RSS is the sum of both
+processes' peaks (an upper bound: shared pages count twice); the
 groups are simulated by a child process, so no variant inherits the generator's peak RSS;
 {machine()}. "load" is the 1-minute load average when
 each run started (median; this machine has 2 cores shared with other work: at a load of
