@@ -186,8 +186,18 @@ class _Writer:
     template_cache: Path | None = None
 
     def write(self, path: Path, extra_data_cols: tuple[str, ...], read_ahead: int) -> None:
+        msfile.reserve(path)  # room for casacore's last writes should the disk fill
+        try:
+            if not self._main(path, extra_data_cols, read_ahead):
+                subtables.write_all(path, self.g.subtables())
+        finally:
+            msfile.release()
+
+    def _main(self, path: Path, extra_data_cols: tuple[str, ...], read_ahead: int) -> bool:
+        """MAIN written; True when the subtables were written too (by the parent, while
+        the helper wrote tiles)."""
         g = self.g
-        done = False  # the subtables written (by the parent, while the helper writes tiles)
+        done = False
         shape = (path, self.n_rows, g.plan.n_channels, self.n_pol, self.tiling, extra_data_cols)
         if self.direct_tiles and self.template_cache is not None:  # no zero-filled tiles
             ms = mstemplate.create_main(*shape, self.template_cache)
@@ -201,8 +211,8 @@ class _Writer:
                 )
             if self.tiles is not None:
                 # closed while the tiles are written: casacore keeps none of them cached
-                ms.close()
-                ms = None
+                closing, ms = ms, None
+                msfile.close(closing, path)
             if self.tiles is not None and self.processes > 1:
                 self._blocks_shared(read_ahead, lambda: subtables.write_all(path, g.subtables()))
                 done = True
@@ -211,13 +221,14 @@ class _Writer:
             if ms is None:
                 ms = msfile.reopen_main(path)
             _put_weight_and_sigma(ms, self.w_min, self.w_max, self.block_rows)
+            closing, ms = ms, None
+            msfile.close(closing, path)
         finally:
             if self.tiles is not None:
                 self.tiles.close()
-            if ms is not None:
-                ms.close()
-        if not done:
-            subtables.write_all(path, g.subtables())
+            if ms is not None:  # failed: the reserved room back first (msfile.close)
+                msfile.discard(ms, path)
+        return done
 
 
 def write_ms(

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +57,20 @@ def create_main(
     tiling: Tiling,
     extra_data_cols: tuple[str, ...],
 ) -> Any:
-    """An empty MS at ``path`` with ``n_rows`` rows; the standard MS subtables exist, empty."""
+    """An empty MS at ``path`` with ``n_rows`` rows; the standard MS subtables exist, empty.
+
+    casacore zero-fills the tiled columns at the table's first flush, where a disk that
+    runs out aborts the process (see :func:`room`): OSError (ENOSPC) here instead when
+    the disk has not the room for them."""
     from casacore import tables
+
+    need = n_rows * (n_chan * n_pol * 13 + 64)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"{path.parent} has {free >> 20} MiB free, the MS's tiles need ~{need >> 20} MiB",
+        )
 
     desc = tables.required_ms_desc("MAIN")
     for key in ("ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "FLAG_ROW"):
@@ -107,7 +124,11 @@ def create_main(
     specs["TiledWgt"] = {"DEFAULTTILESHAPE": np.int32([n_pol, uvw_rows])}
     specs["TiledSigma"] = {"DEFAULTTILESHAPE": np.int32([n_pol, uvw_rows])}
     ms = tables.default_ms(str(path), desc, tables.makedminfo(desc, specs))
-    ms.addrows(n_rows)
+    try:
+        ms.addrows(n_rows)
+    except BaseException:
+        discard(ms, path)
+        raise
     return ms
 
 
@@ -116,3 +137,93 @@ def reopen_main(path: Path) -> Any:
     from casacore import tables
 
     return tables.table(str(path), readonly=False, ack=False)
+
+
+# Room held on the output's filesystem while an MS is written, handed to casacore for
+# each flush and close (:func:`room`). casacore writes a table's files partly from
+# destructors (its AipsIO buffers), where an error -- a full disk -- terminates the
+# process (``std::terminate``: exit 134, the temporary MS left behind and, in the
+# one-shot ``convert``, the lease held): nothing in Python can catch it. Its writes once
+# MAIN exists are small (table descriptions, subtables, the UVW/WEIGHT/SIGMA and probe
+# tiles: a few MB at real DSA-110 size), so room kept aside for them means a disk that
+# fills during a conversion fails it with a clean error (the bulk data goes through
+# ``pwrite``: a plain OSError). Creating MAIN zero-fills it; that is checked beforehand.
+BALLAST_BYTES = 32 << 20
+_held: list[tuple[int, Path, int]] = []
+
+
+def reserve(path: Path, nbytes: int = BALLAST_BYTES) -> None:
+    """Allocate ``nbytes`` beside ``path`` (the temporary MS: ``<name>.ballast``, removed
+    with the worker's stale temporaries); OSError (ENOSPC: the disk-full path) if the
+    disk has not that much room."""
+    b = path.with_name(path.name + ".ballast")
+    fd = os.open(b, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError:
+        b.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    _held.append((os.getpid(), b, nbytes))
+
+
+def release() -> list[tuple[Path, int]]:
+    """Give the reserved room back; what was held (this process's only: a forked helper
+    inherits the list, not the files)."""
+    me = os.getpid()
+    mine = [x for x in _held if x[0] == me]
+    for x in mine:
+        _held.remove(x)
+        with contextlib.suppress(OSError):
+            x[1].unlink()
+    return [(b, n) for _, b, n in mine]
+
+
+@contextlib.contextmanager
+def room() -> Iterator[None]:
+    """casacore's writes in the block get the reserved room; reserved again after it (a
+    disk that filled meanwhile fails here, cleanly: ENOSPC)."""
+    held = release()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for b, n in held:
+            try:
+                reserve(b.with_name(b.name.removesuffix(".ballast")), n)
+            except OSError:
+                if ok:
+                    raise
+
+
+def close(t: Any, path: Path) -> None:
+    """Close the table ``t`` at ``path`` that this writer filled, with the reserved room
+    (:func:`room`); a table whose close failed is discarded (:func:`discard`)."""
+    try:
+        with room():
+            t.close()  # its flush raises normally if a tile cannot be written
+    except RuntimeError:
+        discard(t, path)
+        raise
+
+
+def discard(t: Any, path: Path) -> None:
+    """Close ``t`` (at ``path``) after a failed write: the reserved room is given back
+    first, so casacore's close can write what it holds (the MS is removed anyway)."""
+    release()
+    with contextlib.suppress(RuntimeError):
+        t.close()
+
+
+@contextlib.contextmanager
+def writing(t: Any, path: Path) -> Iterator[Any]:
+    """``with writing(table, path) as t``: :func:`close` when the block succeeds,
+    :func:`discard` when it raises (never casacore's close after a failed write)."""
+    try:
+        yield t
+    except BaseException:
+        discard(t, path)
+        raise
+    close(t, path)

@@ -53,6 +53,10 @@ def _key(
     return f"v{_VERSION}-{n_rows}r-{n_chan}c-{n_pol}p-t{tile}-{cols}-casacore{ver}"
 
 
+class NoRoom(Exception):
+    """Not enough free disk to build a template: MAIN is created directly."""
+
+
 def _is_zero(path: Path) -> bool:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -70,12 +74,18 @@ def _build(dest: Path, n_rows: int, n_chan: int, n_pol: int, tiling: msfile.Tili
     """MAIN (and its empty subtables) as casacore creates them, at ``dest``; the tiled
     storage managers' all-zero files made sparse."""
     build = dest.with_name(f".build-{dest.name}-{os.getpid()}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(dest.parent)
+    # casacore zero-fills the whole table at its close, where a full disk aborts the
+    # process (msfile.close): build only with room for it and the group's own data
+    need = 2 * n_rows * n_chan * n_pol * 13 + (64 << 20)
+    if shutil.disk_usage(dest.parent).free < need:
+        raise NoRoom(f"{need >> 20} MiB needed to build a template, fewer free")
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
     try:
         ms = msfile.create_main(build / "MAIN", n_rows, n_chan, n_pol, tiling, extra)
-        ms.close()  # casacore zero-fills every tile here: once per shape
+        msfile.close(ms, build / "MAIN")  # casacore zero-fills every tile here: once
         files = []
         for p in sorted((build / "MAIN").rglob("*")):
             if not p.is_file():
@@ -151,6 +161,9 @@ def create_main(
                 _build(template, n_rows, n_chan, n_pol, tiling, extra_data_cols)
             _copy(template, path)
             return msfile.reopen_main(path)
+        except NoRoom as e:
+            log.info("ms.template_skipped", template=str(template), reason=str(e))
+            break
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             shutil.rmtree(path, ignore_errors=True)
             log.warning("ms.template_unusable", template=str(template), reason=str(e),

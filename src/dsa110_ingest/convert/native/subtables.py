@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from dsa110_ingest.convert.native import msfile
 from dsa110_ingest.convert.native.meta import FileMeta
 from dsa110_ingest.errors import PermanentConversionError
 
@@ -114,6 +115,12 @@ def write_all(path: Path, st: Subtables) -> None:
     _pointing(tables, p, st)
 
 
+def _writing(t: Any, path: str, name: str) -> Any:
+    """The subtable ``name`` of the MS at ``path``, closed by an explicit flush (never by
+    casacore's close after a failed write: convert/native/msfile.py ``close``)."""
+    return msfile.writing(t, Path(path) / name)
+
+
 def _new(tables: Any, path: str, name: str, complete: bool = False) -> Any:
     desc = (tables.complete_ms_desc if complete else tables.required_ms_desc)(name)
     return tables.table(
@@ -133,7 +140,7 @@ def _antenna(tables: Any, path: str, st: Subtables) -> None:
         mounts[num] = m.mount_types[i] if m.mount_types else ""
     pos = np.zeros((n, 3))
     pos[nums] = m.antenna_positions + np.asarray(st.site_xyz).reshape(1, 3)  # absolute ITRF
-    with _new(tables, path, "ANTENNA") as t:
+    with _writing(_new(tables, path, "ANTENNA"), path, "ANTENNA") as t:
         t.addrows(n)
         t.putcol("NAME", names)
         t.putcol("STATION", names)
@@ -184,7 +191,7 @@ def _feed_table(st: Subtables) -> tuple[np.ndarray, np.ndarray, bool]:
 def _feed(tables: Any, path: str, st: Subtables) -> None:
     types, ang, has = _feed_table(st)
     n, nf = types.shape
-    with tables.table(f"{path}::FEED", ack=False, readonly=False) as t:
+    with _writing(tables.table(f"{path}::FEED", ack=False, readonly=False), path, "FEED") as t:
         t.putkeyword("pyuvdata_has_feed", has)
         t.addrows(n)
         t.putcol("ANTENNA_ID", np.arange(n, dtype=np.int32))
@@ -206,7 +213,7 @@ def _field_and_source(tables: Any, path: str, st: Subtables) -> None:
     dirs = np.asarray(st.field_dirs, np.float64).reshape(n, 2)
     # numbered as pyuvdata's phase-centre catalog numbers them: after the files' entry 0
     source_ids = np.arange(1, n + 1, dtype=np.int32)
-    with _new(tables, path, "FIELD") as t:
+    with _writing(_new(tables, path, "FIELD"), path, "FIELD") as t:
         for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
             info = t.getcolkeyword(col, "MEASINFO")
             info["Ref"] = "ICRS"  # the plan's centres are ICRS
@@ -218,7 +225,7 @@ def _field_and_source(tables: Any, path: str, st: Subtables) -> None:
         t.putcol("NUM_POLY", np.zeros(n, np.int32))
         t.putcol("TIME", np.full(n, st.mid_time_s))
         t.putcol("SOURCE_ID", source_ids)
-    with _new(tables, path, "SOURCE", complete=True) as t:
+    with _writing(_new(tables, path, "SOURCE", complete=True), path, "SOURCE") as t:
         t.addrows(n)
         t.putcol("NAME", st.field_names)
         t.putcol("SOURCE_ID", source_ids)
@@ -236,10 +243,11 @@ def _spectral(tables: Any, path: str, st: Subtables) -> None:
     desc["ASSOC_SPW_ID"] = extended["ASSOC_SPW_ID"]
     desc["ASSOC_NATURE"] = extended["ASSOC_NATURE"]
     width = np.asarray(st.channel_width, np.float64)
-    with tables.table(
+    spw = tables.table(
         f"{path}::SPECTRAL_WINDOW", tabledesc=desc, dminfo=tables.makedminfo(desc),
         ack=False, readonly=False,
-    ) as t:  # fmt: skip
+    )  # fmt: skip
+    with _writing(spw, path, "SPECTRAL_WINDOW") as t:
         t.addrows(1)
         t.putcell("NUM_CHAN", 0, st.freq_hz.size)
         t.putcell("NAME", 0, f"SPW{st.spw_id}")
@@ -251,14 +259,20 @@ def _spectral(tables: Any, path: str, st: Subtables) -> None:
         t.putcell("TOTAL_BANDWIDTH", 0, float(np.sum(width)))
         t.putcell("MEAS_FREQ_REF", 0, _CASA_TOPO)
         t.putcell("REF_FREQUENCY", 0, float(st.freq_hz[0]))
-    with tables.table(f"{path}::DATA_DESCRIPTION", ack=False, readonly=False) as t:
+    with _writing(
+        tables.table(f"{path}::DATA_DESCRIPTION", ack=False, readonly=False),
+        path,
+        "DATA_DESCRIPTION",
+    ) as t:
         t.addrows(1)
         t.putcol("SPECTRAL_WINDOW_ID", np.zeros(1, np.int32))
     pols = st.meta.pols[casa_pol_order(st.meta.pols)]
     names = [_pol_info(p)[0] for p in pols]
     kinds = sorted({c for n in names for c in n})
     products = np.array([(kinds.index(n[0]), kinds.index(n[1])) for n in names], np.int32)
-    with tables.table(f"{path}::POLARIZATION", ack=False, readonly=False) as t:
+    with _writing(
+        tables.table(f"{path}::POLARIZATION", ack=False, readonly=False), path, "POLARIZATION"
+    ) as t:
         t.addrows(1)
         t.putcell("CORR_TYPE", 0, np.array([_pol_info(p)[1] for p in pols], np.int32))
         t.putcell("CORR_PRODUCT", 0, products)
@@ -266,7 +280,7 @@ def _spectral(tables: Any, path: str, st: Subtables) -> None:
 
 
 def _observation(tables: Any, path: str, st: Subtables) -> None:
-    with _new(tables, path, "OBSERVATION") as t:
+    with _writing(_new(tables, path, "OBSERVATION"), path, "OBSERVATION") as t:
         t.addrows(1)
         t.putcell("TELESCOPE_NAME", 0, st.telescope_name)
         # not an MS column: pyuvdata keeps the array centre here to read it back
@@ -278,7 +292,7 @@ def _observation(tables: Any, path: str, st: Subtables) -> None:
 def _history(tables: Any, path: str, st: Subtables) -> None:
     lines = st.history.splitlines() or [""]
     n = len(lines)
-    with _new(tables, path, "HISTORY") as t:
+    with _writing(_new(tables, path, "HISTORY"), path, "HISTORY") as t:
         t.addrows(n)
         t.putcol("APP_PARAMS", np.full((n, 1), "", dtype=object).astype(str))
         t.putcol("CLI_COMMAND", np.full((n, 1), "", dtype=object).astype(str))
@@ -295,7 +309,9 @@ def _pointing(tables: Any, path: str, st: Subtables) -> None:
     n_ant = int(st.meta.antenna_numbers.max()) + 1
     n_t = st.int_times_s.size
     n = n_ant * n_t
-    with tables.table(f"{path}::POINTING", ack=False, readonly=False) as t:
+    with _writing(
+        tables.table(f"{path}::POINTING", ack=False, readonly=False), path, "POINTING"
+    ) as t:
         # a first row with the cell shape: addrows then gives every row that shape,
         # which casacore fills far faster than cells of unknown shape
         t.addrows(1)

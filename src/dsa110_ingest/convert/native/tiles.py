@@ -22,6 +22,7 @@ difference (another casacore's layout, a big-endian table) and the writer uses
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import threading
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from dsa110_ingest.convert.native import msfile
 from dsa110_ingest.convert.native.msfile import Tiling
 
 log = structlog.get_logger("dsa110_ingest.convert")
@@ -80,15 +82,25 @@ class TileFiles:
             part = arr if nc == tc else arr[:, c0 : c0 + tc]
             for r0 in range(0, n, tr):
                 tile = np.ascontiguousarray(part[r0 : r0 + tr])
-                data = _encode(tile, col.dtype)
-                written = os.pwrite(col.fd, data, self.offset(col, start + r0, chan_start + c0))
-                if written != len(data):
-                    raise OSError(f"short write to the {name} tile file ({written} bytes)")
+                _pwrite_all(
+                    col.fd, _encode(tile, col.dtype), self.offset(col, start + r0, chan_start + c0)
+                )
 
     def close(self) -> None:
         for col in self.cols.values():
             os.close(col.fd)
         self.cols.clear()
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    """All of ``data`` at ``offset``: a short write (a filling disk) is continued, so
+    that a full disk is reported as ENOSPC by the next write."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, f"pwrite wrote nothing at offset {offset}")
+        view, offset = view[n:], offset + n
 
 
 def _encode(tile: np.ndarray, dtype: np.dtype[Any]) -> Any:
@@ -177,10 +189,17 @@ def open_tiles(
     rows = sorted({0, n_rows - 1})
     try:
         seqnr = {name: _check_dminfo(ms, name, files, n_pol) for name, _ in COLUMNS}
-        for row in rows:
-            for name, cell in _probe_cells(n_chan, n_pol, row).items():
-                ms.putcell(name, row, cell)
+    except (LayoutMismatch, KeyError) as e:
+        log.warning("ms.tiles_fallback", ms=str(path), reason=str(e), writer="putcolslice")
+        return None
+    for row in rows:
+        for name, cell in _probe_cells(n_chan, n_pol, row).items():
+            ms.putcell(name, row, cell)
+    # casacore's flush, with the room kept for it (msfile.room); a disk that is full
+    # fails the conversion here (ENOSPC), not the direct writes
+    with msfile.room():
         ms.flush()
+    try:
         for name, dt in COLUMNS:
             f = path / f"table.f{seqnr[name]}_TSM0"
             dtype = np.dtype(dt)
@@ -189,8 +208,8 @@ def open_tiles(
             size = os.fstat(col.fd).st_size
             if size != files.chan_tiles * files.row_tiles * col.tile_bytes:
                 raise LayoutMismatch(
-                    f"{f.name} holds {size} bytes, not {files.chan_tiles * files.row_tiles} "
-                    f"tiles of {col.tile_bytes}"
+                    f"{f.name} holds {size} bytes, not "
+                    f"{files.chan_tiles * files.row_tiles} tiles of {col.tile_bytes}"
                 )
             _check_probe(path, files, col, rows)
     except (LayoutMismatch, OSError, KeyError) as e:
