@@ -49,6 +49,15 @@ def choose_tiling(
     return Tiling(n_pols, max(chans, 1), rows)
 
 
+def _check_room(path: Path, need: int) -> None:
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"{path.parent} has {free >> 20} MiB free, the MS's tiles need ~{need >> 20} MiB",
+        )
+
+
 def create_main(
     path: Path,
     n_rows: int,
@@ -64,13 +73,7 @@ def create_main(
     the disk has not the room for them."""
     from casacore import tables
 
-    need = n_rows * (n_chan * n_pol * 13 + 64)
-    free = shutil.disk_usage(path.parent).free
-    if free < need:
-        raise OSError(
-            errno.ENOSPC,
-            f"{path.parent} has {free >> 20} MiB free, the MS's tiles need ~{need >> 20} MiB",
-        )
+    _check_room(path, n_rows * (n_chan * n_pol * 13 + 64))
 
     desc = tables.required_ms_desc("MAIN")
     for key in ("ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "FLAG_ROW"):
