@@ -80,6 +80,7 @@ class _Writer:
         # a helper process only with direct tiles (putcolslice needs the one open table)
         self.processes = processes if direct_tiles and len(g.plan.subbands) > 1 else 1
         self.helper_cpu_s, self.helper_maxrss_kib = 0.0, 0
+        self.template_cache: Path | None = None  # MAIN copied from there (mstemplate.py)
         if self.processes > 1:  # each process holds its own blocks: the same bytes in all
             block_bytes //= self.processes
         self.tiles: tiles.TileFiles | None = None
@@ -182,8 +183,6 @@ class _Writer:
         self.helper_cpu_s, self.helper_maxrss_kib = h.cpu_s, h.maxrss_kib
         np.minimum(self.w_min, w_min, out=self.w_min)
         np.maximum(self.w_max, w_max, out=self.w_max)
-
-    template_cache: Path | None = None
 
     def write(self, path: Path, extra_data_cols: tuple[str, ...], read_ahead: int) -> None:
         msfile.reserve(path)  # room for casacore's last writes should the disk fill
