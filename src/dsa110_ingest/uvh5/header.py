@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from h5py import h5d
 
 from dsa110_ingest.errors import (
     HeaderTooLargeError,
@@ -26,7 +25,7 @@ from dsa110_ingest.uvh5.fields import array_field, finite_array, float_field, in
 from dsa110_ingest.uvh5.node import Node, TooLarge
 from dsa110_ingest.uvh5.opening import open_file
 from dsa110_ingest.uvh5.pointing import phase_centre
-from dsa110_ingest.uvh5.safety import Unsafe, check_members, unsafe_error
+from dsa110_ingest.uvh5.safety import Unsafe, Walked, check_members, unsafe_error
 
 # Beyond this a claimed dimension is a corrupt header, not a telescope: DSA-110 has
 # ~111k baseline-times per file, so 1e8 leaves ample room.
@@ -69,9 +68,10 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
         # the root is listed (and its links checked) once, for both the rule and the reads
         root = Node(fid, b"")
         # all of Header/ and Data/, as the converter checks them (one rule: a file the
-        # converter would refuse is never indexed); the datasets it opened are read below
-        kept = check_members(root.gid, root.raw_names, True, keep=(_VISDATA, "Header/"))
-        return _read_open(path, root, kept)
+        # converter would refuse is never indexed); what it opened is read below, not
+        # opened (nor its links checked) again
+        root.walked = check_members(root.gid, root.raw_names, True, Walked((b"Header",)))
+        return _read_open(path, root)
     except UVH5Error:
         raise
     except Unsafe as e:
@@ -107,7 +107,7 @@ def read_header(path: str, locking: str = "best-effort") -> HeaderInfo:
         fid.close()
 
 
-def _read_open(path: str, root: Node, kept: dict[str, h5d.DatasetID]) -> HeaderInfo:
+def _read_open(path: str, root: Node) -> HeaderInfo:
     header = root.group("Header")
     if header is None:
         raise MissingHeaderError(
@@ -115,8 +115,6 @@ def _read_open(path: str, root: Node, kept: dict[str, h5d.DatasetID]) -> HeaderI
             "HDF5 file has no Header group (not a UVH5 file)",
             "only UVH5 subband files belong in a storage location",
         )
-    for key, ds in kept.items():  # checked already: their reads need not open them again
-        (root if key == _VISDATA else header).adopt(key.removeprefix("Header/"), ds)
     n_ants = int_field(path, header, "Nants_data", 1, 100_000)
     n_bls = int_field(path, header, "Nbls", 1, 10**9)
     n_blts = int_field(path, header, "Nblts", 1, MAX_BLTS)

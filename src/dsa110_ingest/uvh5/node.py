@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5f, h5g, h5s, h5t
 
-from dsa110_ingest.uvh5.safety import check_links, check_storage
+from dsa110_ingest.uvh5.safety import Walked, check_links, check_storage
 
 # Memory, not element counts, bounds a read: a few hundred bytes of gzip can claim a
 # 300 MB string. DSA-110's largest header dataset (time_array) is ~0.9 MB.
@@ -27,24 +27,30 @@ class Node:
     time), and each one's dataspace is asked for once.
     """
 
-    def __init__(self, fid: h5f.FileID, prefix: bytes, gid: h5g.GroupID | None = None) -> None:
+    def __init__(
+        self,
+        fid: h5f.FileID,
+        prefix: bytes,
+        gid: h5g.GroupID | None = None,
+        walked: Walked | None = None,
+    ) -> None:
         self.fid = fid
         self.prefix = prefix
-        if gid is None:
-            gid = h5g.open(fid, prefix.rstrip(b"/") or b"/")
+        self.walked = walked
+        seen = walked.groups.get(prefix.rstrip(b"/")) if walked is not None else None
+        if seen is not None:  # opened and its links checked by the walk already
+            gid, self.raw_names = seen
+        else:
+            if gid is None:
+                gid = h5g.open(fid, prefix.rstrip(b"/") or b"/")
+            # before any member is opened: a soft-link loop or an external link is never
+            # followed. The same pass lists the members: a lookup of a missing name would
+            # cost an HDF5 error stack
+            self.raw_names = check_links(gid, prefix.decode("utf-8", "replace").strip("/"))
         self.gid = gid
-        # before any member is opened: a soft-link loop or an external link is never
-        # followed. The same pass lists the members: a lookup of a missing name would
-        # cost an HDF5 error stack
-        self.raw_names = check_links(gid, prefix.decode("utf-8", "replace").strip("/"))
         self.names = frozenset(n.decode("utf-8", "replace") for n in self.raw_names)
         self._open: dict[str, h5d.DatasetID | None] = {}
         self._shapes: dict[str, tuple[int, ...] | None] = {}
-
-    def adopt(self, key: str, ds: h5d.DatasetID) -> None:
-        """A dataset below this group whose storage was checked already (by
-        ``check_members``): its reads need not open it again."""
-        self._open[key] = ds
 
     def _ds(self, key: str) -> h5d.DatasetID | None:
         if key in self._open:
@@ -52,6 +58,10 @@ class Node:
         if key.split("/", 1)[0] not in self.names:
             return None
         raw = key.encode()
+        walked = self.walked.datasets.get(self.prefix + raw) if self.walked else None
+        if walked is not None:
+            self._open[key] = walked  # its storage was checked by the walk
+            return walked
         try:
             ds = h5d.open(self.gid, raw)
         except (KeyError, ValueError, TypeError):
@@ -69,11 +79,14 @@ class Node:
     def group(self, key: str) -> Node | None:
         if key not in self.names:
             return None
+        prefix = self.prefix + key.encode() + b"/"
+        if self.walked is not None and prefix.rstrip(b"/") in self.walked.groups:
+            return Node(self.fid, prefix, walked=self.walked)
         try:
             gid = h5g.open(self.gid, key.encode())
         except (KeyError, ValueError, TypeError):
             return None  # a dataset of that name, not a group
-        return Node(self.fid, self.prefix + key.encode() + b"/", gid)
+        return Node(self.fid, prefix, gid, self.walked)
 
     def children(self) -> list[str]:
         return sorted(self.names)

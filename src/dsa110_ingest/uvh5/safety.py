@@ -4,6 +4,7 @@ links, external raw storage and virtual datasets are found without being followe
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from h5py import h5d, h5f, h5g, h5l, h5o
@@ -110,18 +111,49 @@ def check_storage(ds: h5d.DatasetID, where: str) -> None:
         raise Unsafe(ExternalStorageError, where, f"keeps its raw data outside the file ({ext!r})")
 
 
-def _walk(
-    gid: h5g.GroupID,
-    where: str,
-    depth: int,
-    budget: list[int],
-    kept: dict[str, h5d.DatasetID | None],
-    keep_under: tuple[str, ...] = (),
-) -> None:
-    """Links and storage of everything under ``gid`` (the converter reads all of it).
-    A dataset whose path is a key of ``kept``, or directly below a group named in
-    ``keep_under`` (``"Header/"``), stays open there, for its reader to reuse (only those:
-    a hostile file's thousands of datasets deeper down are closed as they are passed)."""
+def open_member(gid: h5g.GroupID, raw: bytes) -> Any:
+    """The member ``raw`` of ``gid``, opened as a dataset first: nearly every member is
+    one, and ``h5o.open`` (which asks HDF5 the object's type, then opens it as that)
+    costs ~20 us more than ``h5d.open`` on each. Anything else (a group, a named
+    datatype) is opened by ``h5o.open`` as before."""
+    try:
+        return h5d.open(gid, raw)
+    except (KeyError, TypeError, ValueError):
+        return h5o.open(gid, raw)
+
+
+@dataclass
+class Walked:
+    """What a walk opened that the header's reads use again, by raw path (``b"Header/
+    extra_keywords"``): each dataset's storage and each group's links are checked once,
+    and nothing is opened twice. Kept: ``Data/visdata``, and what lies at most
+    :data:`KEEP_DEPTH` levels below a path in ``under`` (the readers go no deeper), up
+    to :data:`MAX_KEPT` objects; a hostile file's thousands of others are closed as they
+    are passed."""
+
+    under: tuple[bytes, ...] = ()
+    datasets: dict[bytes, h5d.DatasetID] = field(default_factory=dict)
+    groups: dict[bytes, tuple[h5g.GroupID, list[bytes]]] = field(default_factory=dict)
+
+    def wants(self, path: bytes) -> bool:
+        if not self.under or len(self.datasets) + len(self.groups) >= MAX_KEPT:
+            return False
+        if path == b"Data/visdata":
+            return True
+        return any(
+            (path == u or path.startswith(u + b"/")) and path.count(b"/", len(u)) <= KEEP_DEPTH
+            for u in self.under
+        )
+
+
+# the header reader's deepest read: Header/phase_center_catalog/<id>/cat_lon
+KEEP_DEPTH = 3
+MAX_KEPT = 256
+
+
+def _walk(gid: h5g.GroupID, raw_where: bytes, depth: int, budget: list[int], kept: Walked) -> None:
+    """Links and storage of everything under ``gid`` (the converter reads all of it)."""
+    where = raw_where.decode("utf-8", "replace")
     if depth > MAX_DEPTH:
         raise Unsafe(
             UnsafeHDF5Error,
@@ -130,41 +162,40 @@ def _walk(
             "or a hard-link cycle)",
             _SHAPE_FIX,
         )
-    for raw in check_links(gid, where):
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise Unsafe(
-                UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects", _SHAPE_FIX
-            )
-        here = f"{where}/{raw.decode('utf-8', 'replace')}"
-        obj = h5o.open(gid, raw)
+    names = check_links(gid, where)
+    if kept.wants(raw_where):
+        kept.groups[raw_where] = (gid, names)
+    budget[0] -= len(names)
+    if budget[0] < 0:
+        raise Unsafe(UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects", _SHAPE_FIX)
+    for raw in names:
+        raw_here = raw_where + b"/" + raw
+        obj = open_member(gid, raw)
         if isinstance(obj, h5g.GroupID):
-            _walk(obj, here, depth + 1, budget, kept, keep_under)
+            _walk(obj, raw_here, depth + 1, budget, kept)
         elif isinstance(obj, h5d.DatasetID):
-            check_storage(obj, here)
-            if here in kept or f"{where}/" in keep_under:
-                kept[here] = obj
+            check_storage(obj, raw_here.decode("utf-8", "replace"))
+            if kept.wants(raw_here):
+                kept.datasets[raw_here] = obj
 
 
 def check_contained(fid: h5f.FileID, full: bool = True) -> None:
     """Raise ``Unsafe`` unless the root's links, and everything under Header/ and Data/,
-    stay inside the file. ``full=False`` (the indexer's hot path) leaves the storage check
-    of each Header/ dataset to the moment it is opened: a full walk would triple the cost
-    of a header read, and datasets the index never opens are never read by it."""
+    stay inside the file. ``full=False`` leaves the storage check of each Header/
+    dataset to the moment it is opened (the converter's metadata read: its caller ran
+    the full check on the same files first)."""
     root = h5g.open(fid, b"/")
     check_members(root, check_links(root, ""), full)
 
 
 def check_members(
-    root: h5g.GroupID, members: list[bytes], full: bool, keep: tuple[str, ...] = ()
-) -> dict[str, h5d.DatasetID]:
+    root: h5g.GroupID, members: list[bytes], full: bool, kept: Walked | None = None
+) -> Walked:
     """:func:`check_contained` below a root whose own links ``check_links`` has passed
-    (``members``: the names it returned). Returns those of the datasets named in
-    ``keep`` (``"Data/visdata"``; ``"Header/"``: each dataset directly in Header/) that it
-    checked, still open."""
+    (``members``: the names it returned). Returns what it kept open (see
+    :class:`Walked`) for the header's reads."""
     budget = [MAX_OBJECTS]
-    under = tuple(k for k in keep if k.endswith("/"))
-    kept: dict[str, h5d.DatasetID | None] = dict.fromkeys(k for k in keep if k not in under)
+    kept = kept if kept is not None else Walked()
     for raw in (b"Header", b"Data"):
         if raw not in members:
             continue
@@ -172,9 +203,9 @@ def check_members(
         if not isinstance(obj, h5g.GroupID):
             continue
         if full or raw == b"Data":
-            _walk(obj, raw.decode(), 1, budget, kept, under)
+            _walk(obj, raw, 1, budget, kept)
         # else: each group of Header/ the reader uses checks its links as it is opened
-    return {path: ds for path, ds in kept.items() if ds is not None}
+    return kept
 
 
 def unsafe_error(path: str, e: Unsafe) -> UnsafeHDF5Error:
