@@ -617,8 +617,9 @@ connection, then an `fdatasync` of the WAL (docs/database.md, "Durability"): the
 sees the event while that sync is still running, so however long the disk takes (ext4
 first writes out the group's freshly written 64 MB), it is not in the event's latency; it
 holds back only a file that arrives on the main thread during it. The header read is the
-largest stage: its CPU (h5py opening ~20 datasets, ~4 ms a file here) is what a loaded
-machine stretches. The last two rows say what the tail is made of: a file's batch on the
+largest stage: its CPU (~10 M instructions a file, 3-4 ms here: HDF5 opening each of the
+file's ~38 objects for the acceptance walk, then ~20 reads) is what a loaded machine
+stretches. The last two rows say what the tail is made of: a file's batch on the
 main thread needs a few ms of its CPU, and on a loaded machine the thread waits as long
 again or longer, runnable, for a core (each of a file's ~6 hand-overs, kernel -> watchdog's
 three threads -> the loop -> the reader process -> the loop, is a wake-up that can wait

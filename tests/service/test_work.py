@@ -140,7 +140,10 @@ def test_serve_waiting_indexes_what_is_queued_and_never_waits(
 
 
 def test_a_batch_of_deletions_is_marked_in_one_go_and_a_name_written_again_stays(
-    one_file_a_batch: Site, work_on: Work, sim_groups: Callable[..., list[Path]]
+    one_file_a_batch: Site,
+    work_on: Work,
+    sim_groups: Callable[..., list[Path]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     files = sim_groups(one_file_a_batch.incoming, n=1)
     now = time.time()
@@ -150,7 +153,30 @@ def test_a_batch_of_deletions_is_marked_in_one_go_and_a_name_written_again_stays
     for p in files:
         p.unlink()
     files[0].write_bytes(data)  # deleted, then written again under the same name
+    # one call, one transaction for the batch's 16 deletions (one a file would end with
+    # the same rows: mark_missing skips a path that exists again)
+    rt = work_on.rt
+    calls: list[list[str]] = []
+    marking: list[str] = []
+    mark, transaction = rt.indexer.mark_missing, rt.db.transaction
+
+    def counted_mark(paths: list[str]):  # type: ignore[no-untyped-def]
+        calls.append(list(paths))
+        return mark(paths)
+
+    def counted_tx(what: str, *a, **kw):  # type: ignore[no-untyped-def]
+        if what == "marking deleted files":
+            marking.append(what)
+        return transaction(what, *a, **kw)
+
+    monkeypatch.setattr(rt.indexer, "mark_missing", counted_mark)
+    monkeypatch.setattr(rt.db, "transaction", counted_tx)
     work_on.index(
         [FileEvent(DELETED, str(p), now) for p in files] + [FileEvent("ready", str(files[0]), now)]
     )
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(str(p) for p in files)
+    assert len(marking) == 1
     assert _rows(one_file_a_batch) == 1
+    missing = {str(p): rt.db.get_file(str(p)).missing for p in files}  # type: ignore[union-attr]
+    assert not missing.pop(str(files[0]))  # written again: it stays
+    assert len(missing) == 15 and all(missing.values())

@@ -20,7 +20,13 @@ from dsa110_ingest.times import iso_to_unix
 from dsa110_ingest.tools.simulate import SimParams, write_subband_file
 from dsa110_ingest.uvh5 import HeaderInfo, read_header, refuse_unsafe_inputs
 from dsa110_ingest.uvh5.opening import open_file
-from dsa110_ingest.uvh5.safety import MAX_KEPT, Walked, check_links, check_members
+from dsa110_ingest.uvh5.safety import (
+    MAX_KEPT,
+    MAX_OBJECTS,
+    Walked,
+    check_links,
+    check_members,
+)
 
 
 def _cycle(f: h5py.File, where: Path) -> None:
@@ -114,3 +120,22 @@ def test_the_read_keeps_a_bounded_number_of_objects_open(tmp_path: Path) -> None
         fid.close()
     # the fields past the kept ones are opened (and checked) by the reads as before
     assert read_header(str(p)).n_ants == 4
+
+
+def test_too_many_objects_is_refused_with_advice_that_fits(tmp_path: Path) -> None:
+    """20,000 flat keywords: no nesting, so the nesting advice would be wrong
+    (OPERATOR4 defect 5); indexer and converter refuse it alike."""
+
+    def many(f: h5py.File, where: Path) -> None:
+        ek = f.require_group("Header/extra_keywords")
+        for i in range(MAX_OBJECTS + 10):
+            ek[f"k{i}"] = float(i)
+
+    p = _made(tmp_path, many)
+    got = read_for_index(str(p), "best-effort", 0.5)
+    assert isinstance(got, ReadFailure) and got.reason == "unsafe_hdf5", got
+    assert f"Header/extra_keywords holds more than {MAX_OBJECTS} objects" in got.message
+    assert "remove the extra datasets or keywords" in got.message
+    assert "extra groups" not in got.message and "flat" not in got.message
+    with pytest.raises(ConversionDataError, match="remove the extra datasets or keywords"):
+        refuse_unsafe_inputs([str(p)])

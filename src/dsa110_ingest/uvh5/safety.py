@@ -44,6 +44,11 @@ _SHAPE_FIX = (
     "write the file again without the extra groups (pyuvdata's write_uvh5 keeps "
     "extra_keywords flat) or delete them with h5py; the observation waits for a good file"
 )
+# too many members, however flat (a UVH5 file's Header/ and Data/ hold a few dozen)
+_COUNT_FIX = (
+    "remove the extra datasets or keywords with h5py, or write the file again with only "
+    "the fields a UVH5 file has; the observation waits for a good file"
+)
 
 
 def _link_problem(gid: h5g.GroupID, raw: bytes, ltype: int) -> Unsafe:
@@ -167,7 +172,7 @@ def _walk(gid: h5g.GroupID, raw_where: bytes, depth: int, budget: list[int], kep
         kept.groups[raw_where] = (gid, names)
     budget[0] -= len(names)
     if budget[0] < 0:
-        raise Unsafe(UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects", _SHAPE_FIX)
+        raise Unsafe(UnsafeHDF5Error, where, f"holds more than {MAX_OBJECTS} objects", _COUNT_FIX)
     for raw in names:
         raw_here = raw_where + b"/" + raw
         obj = open_member(gid, raw)
