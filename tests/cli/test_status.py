@@ -60,13 +60,17 @@ def test_a_file_name_cannot_forge_a_status_line(
     assert all(line.isprintable() for line in lines)
 
 
+@pytest.mark.parametrize("max_attempts", [4, 1])
 def test_a_stopped_daemon_conversions_are_not_shown_running(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], max_attempts: int
 ) -> None:
     """A SIGKILLed daemon's last heartbeat lists the conversion it ran a beat ago (since
     converted) and not the one it started after (still running in the index). Nothing
     holds the lock: `status` names only the one the index has unfinished under that
-    daemon's lease, as converted again when the daemon runs (OPERATOR3 defect 5)."""
+    daemon's lease, as converted again when the daemon runs (OPERATOR3 defect 5), or,
+    its attempts used up, as failed by the next daemon (OPERATOR5 defect 2)."""
+    import dataclasses
+
     from dsa110_ingest.tools.simulate import simulate
 
     from ..conftest import SMALL, converter_script
@@ -102,14 +106,23 @@ def test_a_stopped_daemon_conversions_are_not_shown_running(
             now - 12,
             {"executor": executor, "version": "x"},
         )
-    code, lines = _text(site, capsys)
+    cfg = dataclasses.replace(
+        site.cfg, convert=dataclasses.replace(site.cfg.convert, max_attempts=max_attempts)
+    )
+    code = status.run(cfg, argparse.Namespace(json=False))
+    lines = capsys.readouterr().out.splitlines()
     assert code == status.EXIT_STOPPED
     (line,) = [line for line in lines if line.startswith("executor:")]
     assert "1 running" not in line and first.group_id not in line
     assert f"was converting {second.group_id} when the daemon stopped" in line
-    assert "converted again when the daemon runs" in line
-    js = status.status_dict(site.cfg)["running_conversions"]
-    assert js == [{"group_id": second.group_id, "lease_owner": owner}]
+    if max_attempts > 1:
+        assert "converted again when the daemon runs" in line
+    else:  # its one attempt is used up: the next daemon fails it, never converts it
+        assert "converted again" not in line
+        assert f"{second.group_id}: attempts used up (max_attempts 1)" in line
+        assert "failed by the next daemon; `dsa110-ingest retry GROUP`" in line
+    js = status.status_dict(cfg)["running_conversions"]
+    assert js == [{"group_id": second.group_id, "lease_owner": owner, "attempts": 1}]
 
 
 def test_json_status_is_unchanged_by_the_text_escapes(site: Site, tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def status_dict(cfg: Config, now: float | None = None) -> dict[str, Any]:
         ]
         st["stale_conversions"] = _stale_conversions(cfg, running)
         st["running_conversions"] = [
-            {"group_id": j.group_id, "lease_owner": j.lease_owner}
+            {"group_id": j.group_id, "lease_owner": j.lease_owner, "attempts": j.attempts}
             for j in running
             if j.state == "running"
         ]
@@ -210,6 +210,31 @@ def _daemons_jobs(st: dict[str, Any]) -> list[str]:
     return mine
 
 
+def _was_converting(cfg: Config, st: dict[str, Any], was: list[str]) -> str:
+    """What becomes of a stopped daemon's conversions: claimed again once the lease
+    expires, or, with its attempts used up, failed by the next daemon (OPERATOR5 defect 2:
+    this line said "converted again" for those too)."""
+    limit = cfg.convert.max_attempts
+    attempts = {j["group_id"]: j["attempts"] for j in st.get("running_conversions", [])}
+    used = [g for g in was if limit > 0 and attempts.get(g, 0) >= limit]
+    again = [g for g in was if g not in used]
+    text = f"was converting {', '.join(was)} when the daemon stopped"
+    if again:
+        text += (
+            f": {', '.join(again) if used else 'converted again'}"
+            + (" converted again" if used else "")
+            + " when the daemon runs (once the lease expires, at most "
+            f"{cfg.convert.lease_seconds:.0f} s after)"
+        )
+    if used:
+        text += (
+            f"{';' if again else ':'} {', '.join(used)}: attempts used up (max_attempts "
+            f"{limit}), failed by the next daemon; `dsa110-ingest retry GROUP` once the "
+            "cause is fixed"
+        )
+    return text
+
+
 def run(cfg: Config, args: argparse.Namespace) -> int:
     st = status_dict(cfg)
     code = _EXIT_OF[st["daemon"]["state"]]
@@ -257,11 +282,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         print_text("executor:    " + describe_executor(ex))
     elif ex and was:
         # the last heartbeat of a daemon that is gone: nothing runs now
-        print_text(
-            f"executor:    {ex['executor']}; was converting {', '.join(was)} when "
-            "the daemon stopped: converted again when the daemon runs (once the lease "
-            f"expires, at most {cfg.convert.lease_seconds:.0f} s after)"
-        )
+        print_text(f"executor:    {ex['executor']}; {_was_converting(cfg, st, was)}")
     for c in st.get("stale_conversions", []):
         print_text(f"  conversion running {c['group_id']}: {c['note']}")
     for r in st["rejected_files"][:50]:
