@@ -1,6 +1,6 @@
 """One group's conversion: the native streaming writer against the pyuvdata recipe.
 
-    python benchmarks/convert_group.py [--nants 64] [--nchan 32] [--ntimes 24] [--repeat 2]
+    python benchmarks/convert_group.py [--nants 64] [--nchan 32] [--ntimes 24] [--repeat 3]
     python benchmarks/convert_group.py --full   # real DSA-110 size (make bench-full)
 
 Each conversion runs in a fresh process, exactly as the daemon runs it (`python -m
@@ -167,6 +167,9 @@ def through_executor(ex: LocalProcessExecutor, inputs: list[InputFile], out: Pat
     return with_helper(Run(wall, h.maxrss_kib / 1024, json.dumps(result), h.cpu_s, load))
 
 
+FLOOR_RANGE = ""  # the floor's samples, for the table
+
+
 def io_floor(inputs: list[InputFile], ms_bytes: int, scratch: Path) -> float:
     """Read every input byte once (page cache, as the writers see it) + write ms_bytes."""
     buf = bytearray(8 * MIB)
@@ -216,7 +219,7 @@ def group_args(ap: argparse.ArgumentParser) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     group_args(ap)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--full", action="store_true", help="real DSA-110 size; see make bench-full")
     ap.add_argument(
         "--pyuvdata-full",
@@ -256,12 +259,21 @@ def side_by_side(
         worker(inputs, root / "warm.ms", backend)
         shutil.rmtree(root / "warm.ms")
     through_executor(ex, inputs, root / "warm.ms")
+    ms_bytes = tree_bytes(root / "warm.ms")
     shutil.rmtree(root / "warm.ms")
     res: dict[str, list[Run]] = {"d": [], "n": [], "a": []}
-    ms_bytes = 0
     orders = [("d", "n", "a"), ("a", "n", "d")]
+    # Every timed run (floor samples too) starts after a sync: otherwise it pays for the
+    # writeback of the previous run's ~600 MB of dirty pages (floor samples ranged
+    # 0.23-1.35 s across one run without it). The floor is sampled right before every
+    # run; the target is judged on the samples taken right before the (d) runs.
+    floor_load = os.getloadavg()[0]
+    floors: dict[str, list[float]] = {"d": [], "n": [], "a": []}
     for i in range(repeat):
         for key in orders[i % 2]:
+            os.sync()
+            floors[key].append(io_floor(inputs, ms_bytes, root / "floor.bin"))
+            os.sync()
             out = root / f"{key}{i}.ms"
             if key == "d":
                 res[key].append(through_executor(ex, inputs, out))
@@ -269,9 +281,13 @@ def side_by_side(
             else:
                 res[key].append(worker(inputs, out, "native" if key == "n" else "pyuvdata"))
             shutil.rmtree(out, ignore_errors=True)
-    floor_load = os.getloadavg()[0]
-    floors = [io_floor(inputs, ms_bytes, root / "floor.bin") for _ in range(3)]
-    return res, ms_bytes, statistics.median(floors), floor_load
+    every = [f for fs in floors.values() for f in fs]
+    global FLOOR_RANGE
+    FLOOR_RANGE = (
+        f"median of {len(floors['d'])} taken right before the (d) runs; all "
+        f"{len(every)} samples {min(every):.2f}-{max(every):.2f} s"
+    )
+    return res, ms_bytes, statistics.median(floors["d"]), floor_load
 
 
 TileRun = tuple[str, int, int, int, str, int, float, float]
@@ -455,7 +471,11 @@ daemon runs it: submitted to the local executor, a child forked from its warm te
 (convert/template.py), wall from submit to result, CPU and peak RSS of the child from the
 template's wait4(); (n) and (a) are fresh `python -m dsa110_ingest.convert.worker`
 processes (imports included), wall, CPU and peak RSS from wait4(). Every variant plans,
-writes, verifies and renames. Median wall time and largest peak RSS of {repeat} runs
+writes, verifies and renames. Every timed run, and every I/O floor sample, starts
+after a `sync`, so none pays for the previous run's writeback (without it, floor
+samples within one run ranged 0.23-1.35 s and the ratio 2.4-4.0x between quiet runs:
+the floor was then measuring the disk's writeback, not the page cache). Median wall
+time and largest peak RSS of {repeat} runs
 (variant order alternated, after one untimed warm-up run of each that fills pyuvdata's
 numba cache, the native writer's, and the page cache, starts the template, and has the
 native writer build its empty MAIN of this shape, as the daemon's first group of a shape
@@ -473,7 +493,8 @@ steadier figure).
 {row("(d) native, as the daemon runs it (executor, warm template)", "d")}
 {row("(n) native, fresh worker process (imports paid per conversion)", "n")}
 {row('(a) worker, backend "pyuvdata" (the reference recipe)', "a")}
-| I/O floor: read inputs once + write the MS's bytes | {floor:.2f} | {fr:.3f} | | | | | {fl:.1f} |
+| I/O floor: read inputs once + write the MS's bytes ({FLOOR_RANGE}) \
+| {floor:.2f} | {fr:.3f} | | | | | {fl:.1f} |
 
 | target | result |
 |---|---|
