@@ -133,23 +133,26 @@ def migrate_lock(products_path: Path, hdf5_path: Path | None = None) -> Iterator
     With ``hdf5_path``, also the daemon's own lock on that HDF5 DB (``run`` holds it for
     its life): a migrate beside a running daemon would hold the DB's write lock for the
     whole copy, and the daemon would report itself unhealthy meanwhile."""
-    from dsa110_ingest.statedir import AlreadyRunningError, StateLock
+    from dsa110_ingest.statedir import StateLock
 
     lock = StateLock(products_path.with_name(products_path.name + ".migrate"))
-    try:
-        lock.acquire("migrate")
-    except AlreadyRunningError:
-        pid = lock.holder()
-        who = f"another migrate (pid {pid})" if pid else "another migrate"
-        raise MigrationError(
-            f"{who} is running on {products_path} (it holds {lock.path}); wait for it to "
-            "finish, then run `migrate` again if you want to check: it says `nothing to "
-            "migrate` once that run has completed. This run changed nothing"
-        ) from None
+    _take(
+        lock,
+        "another migrate",
+        f"is running on {products_path} (it holds {lock.path}); wait for it to finish, then "
+        "run `migrate` again if you want to check: it says `nothing to migrate` once that "
+        "run has completed",
+    )
     daemon = StateLock(hdf5_path) if hdf5_path is not None else None
     try:
-        if daemon is not None and hdf5_path is not None:
-            _daemon_lock(daemon, hdf5_path)
+        if daemon is not None:
+            _take(
+                daemon,
+                "a dsa110-ingest daemon",
+                f"is running on {hdf5_path} (it holds {daemon.path}); stop it first (`sudo "
+                "systemctl stop dsa110-ingest`), run `migrate`, then start it again: the "
+                "migration writes that database for its whole copy",
+            )
         yield
     finally:
         if daemon is not None:
@@ -157,19 +160,16 @@ def migrate_lock(products_path: Path, hdf5_path: Path | None = None) -> Iterator
         lock.release()
 
 
-def _daemon_lock(daemon: StateLock, hdf5_path: Path) -> None:
+def _take(lock: StateLock, who: str, why: str) -> None:
+    """Take ``lock`` or refuse, naming its holder (by pid when it wrote one)."""
     from dsa110_ingest.statedir import AlreadyRunningError
 
     try:
-        daemon.acquire("migrate")
+        lock.acquire("migrate")
     except AlreadyRunningError:
-        pid = daemon.holder()
-        who = f"a dsa110-ingest daemon (pid {pid})" if pid else "a dsa110-ingest daemon"
+        pid = lock.holder()
         raise MigrationError(
-            f"{who} is running on {hdf5_path} (it holds {daemon.path}); stop it first "
-            "(`sudo systemctl stop dsa110-ingest`), run `migrate`, then start it again: "
-            "the migration writes that database for its whole copy. This run changed "
-            "nothing"
+            f"{who}{f' (pid {pid})' if pid else ''} {why}. This run changed nothing"
         ) from None
 
 
