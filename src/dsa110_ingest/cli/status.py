@@ -218,21 +218,19 @@ def _was_converting(cfg: Config, st: dict[str, Any], was: list[str]) -> str:
     attempts = {j["group_id"]: j["attempts"] for j in st.get("running_conversions", [])}
     used = [g for g in was if limit > 0 and attempts.get(g, 0) >= limit]
     again = [g for g in was if g not in used]
-    text = f"was converting {', '.join(was)} when the daemon stopped"
+    parts = []
     if again:
-        text += (
-            f": {', '.join(again) if used else 'converted again'}"
-            + (" converted again" if used else "")
-            + " when the daemon runs (once the lease expires, at most "
+        who = f"{', '.join(again)} " if used else ""
+        parts.append(
+            f"{who}converted again when the daemon runs (once the lease expires, at most "
             f"{cfg.convert.lease_seconds:.0f} s after)"
         )
     if used:
-        text += (
-            f"{';' if again else ':'} {', '.join(used)}: attempts used up (max_attempts "
-            f"{limit}), failed by the next daemon; `dsa110-ingest retry GROUP` once the "
-            "cause is fixed"
+        parts.append(
+            f"{', '.join(used)}: attempts used up (max_attempts {limit}), failed by the "
+            "next daemon; `dsa110-ingest retry GROUP` once the cause is fixed"
         )
-    return text
+    return f"was converting {', '.join(was)} when the daemon stopped: " + "; ".join(parts)
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
